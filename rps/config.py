@@ -1,0 +1,240 @@
+"""Typed schemas for every config group.
+
+Hydra merges each YAML option onto its schema, so a misspelt key or a wrong type fails at
+composition. Range checks live in ``__post_init__`` and run in :func:`to_object`, because
+OmegaConf checks types but not values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+from rps.errors import ConfigError
+
+
+def _check(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is out of range: it must be {rule}.")
+
+
+class BadImagePolicy(str, Enum):
+    skip = "skip"
+    fail = "fail"
+
+
+@dataclass
+class DataConfig:
+    """Where images come from; validation is never the test split."""
+
+    val_fraction: float = 0.15
+    on_bad_image: BadImagePolicy = BadImagePolicy.fail
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.val_fraction < 1.0, "data.val_fraction", self.val_fraction,
+               "between 0 and 1 (exclusive)")
+
+
+@dataclass
+class TfdsDataConfig(DataConfig):
+    tfds_name: str = "rock_paper_scissors"
+    tfds_dir: str | None = None
+
+
+@dataclass
+class FolderDataConfig(DataConfig):
+    root: str = MISSING
+
+
+class BackboneName(str, Enum):
+    resnet50 = "resnet50"
+    mobilenet_v2 = "mobilenet_v2"
+    efficientnet_b0 = "efficientnet_b0"
+    efficientnet_lite0 = "efficientnet_lite0"
+
+
+@dataclass
+class BackboneConfig:
+    """``weights`` is ``imagenet``, null (random init) or a path to a Keras weights file."""
+
+    name: BackboneName = MISSING
+    input_size: int = MISSING
+    weights: str | None = "imagenet"
+
+    def __post_init__(self) -> None:
+        _check(32 <= self.input_size <= 1024, "backbone.input_size", self.input_size,
+               "between 32 and 1024 pixels")
+
+
+@dataclass
+class HeadConfig:
+    """``depth`` hidden Dense layers of ``units`` each, every Dense preceded by Dropout."""
+
+    units: int = 256
+    depth: int = 1
+    dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        _check(self.units >= 1, "head.units", self.units, "a positive integer")
+        _check(0 <= self.depth <= 16, "head.depth", self.depth, "between 0 and 16")
+        _check(0.0 <= self.dropout < 1.0, "head.dropout", self.dropout, "in [0, 1)")
+
+
+@dataclass
+class AugConfig:
+    """Random transforms applied in training only; 0 turns a transform off.
+
+    Factors follow the Keras preprocessing layers: ``rotation`` is a fraction of a full
+    turn, ``zoom`` and ``translation`` fractions of the image side.
+    """
+
+    flip: bool = False
+    rotation: float = 0.0
+    zoom: float = 0.0
+    translation: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
+
+    def __post_init__(self) -> None:
+        for key in ("rotation", "zoom", "translation", "brightness", "contrast",
+                    "saturation", "hue"):
+            value = getattr(self, key)
+            _check(0.0 <= value <= 1.0, f"aug.{key}", value, "between 0 and 1")
+
+
+class Schedule(str, Enum):
+    constant = "constant"
+    cosine = "cosine"
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = 1e-3
+    schedule: Schedule = Schedule.constant
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.lr <= 10.0, "optimizer.lr", self.lr, "positive (and at most 10)")
+        _check(0.0 <= self.label_smoothing < 1.0, "optimizer.label_smoothing",
+               self.label_smoothing, "in [0, 1)")
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
+    pass
+
+
+@dataclass
+class AdamWConfig(OptimizerConfig):
+    weight_decay: float = 1e-4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.weight_decay >= 0.0, "optimizer.weight_decay", self.weight_decay,
+               "non-negative")
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    lr: float = 1e-2
+    momentum: float = 0.9
+    nesterov: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(0.0 <= self.momentum < 1.0, "optimizer.momentum", self.momentum, "in [0, 1)")
+
+
+@dataclass
+class FinetuneConfig:
+    """Stage 2: after the head trains on a frozen backbone, unfreeze its top ``layers``.
+
+    ``layers: null`` unfreezes the whole backbone; ``epochs: 0`` skips stage 2.
+    """
+
+    epochs: int = 0
+    layers: int | None = 0
+    lr_factor: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 0, "finetune.epochs", self.epochs, "0 or more")
+        _check(self.layers is None or self.layers >= 0, "finetune.layers", self.layers,
+               "0 or more, or null for the whole backbone")
+        _check(0.0 < self.lr_factor <= 10.0, "finetune.lr_factor", self.lr_factor,
+               "positive (and at most 10)")
+        if self.epochs > 0 and self.layers == 0:
+            raise ConfigError(
+                f"finetune.epochs={self.epochs} but finetune.layers=0 unfreezes nothing: set "
+                "finetune.layers to a positive count (or null for all), or use finetune=none."
+            )
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    patience: int | None = 5
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "trainer.epochs", self.epochs, "at least 1")
+        _check(1 <= self.batch_size <= 4096, "trainer.batch_size", self.batch_size,
+               "between 1 and 4096")
+        _check(self.patience is None or self.patience >= 1, "trainer.patience",
+               self.patience, "at least 1, or null to never stop early")
+        _check(self.seed >= 0, "trainer.seed", self.seed, "non-negative")
+
+
+@dataclass
+class Config:
+    data: DataConfig = MISSING
+    backbone: BackboneConfig = MISSING
+    head: HeadConfig = MISSING
+    aug: AugConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    finetune: FinetuneConfig = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    experiment: str | None = None
+
+
+# Schemas a YAML option extends through its defaults list: one per group, or per subclass.
+SCHEMAS = {
+    "data": {"tfds": TfdsDataConfig, "folder": FolderDataConfig},
+    "backbone": {"backbone": BackboneConfig},
+    "head": {"head": HeadConfig},
+    "aug": {"aug": AugConfig},
+    "optimizer": {"adam": AdamConfig, "adamw": AdamWConfig, "sgd": SGDConfig},
+    "finetune": {"finetune": FinetuneConfig},
+    "trainer": {"trainer": TrainerConfig},
+}
+
+
+def register() -> None:
+    """Make the schemas visible to Hydra as ``<group>/schema_<name>``."""
+    store = ConfigStore.instance()
+    store.store(name="schema_config", node=Config)
+    for group, schemas in SCHEMAS.items():
+        for name, node in schemas.items():
+            store.store(group=group, name=f"schema_{name}", node=node)
+
+
+def to_object(cfg: DictConfig) -> Config:
+    """Resolve and instantiate the schema dataclasses, running their range checks."""
+    try:
+        return OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as err:
+        key = getattr(err, "full_key", "") or "a required value"
+        raise ConfigError(f"{key} has no value: set it on the command line, e.g. "
+                          f"`python run.py ... {key}=...`.") from None
+    except OmegaConfBaseException as err:
+        cause = err.__cause__ if isinstance(err.__cause__, ConfigError) else None
+        if cause is not None:
+            raise cause from None
+        raise ConfigError(f"invalid config: {err}") from None

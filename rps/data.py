@@ -1,0 +1,291 @@
+"""Load a labelled image dataset into memory, decoded once, with the model's crop policy.
+
+The datasets are small (thousands of images), so decoding everything up front makes each
+training epoch cheap and keeps Python out of the training loop. Validation is never the test
+split: it is ``val/`` when a folder dataset has one, else a stratified, seeded slice of train.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+from PIL import Image
+
+from rps.config import BadImagePolicy, DataConfig, FolderDataConfig, TfdsDataConfig
+from rps.errors import DataError
+from rps.images import BadImage, fit, read_rgb, to_rgb
+
+log = logging.getLogger("rps")
+
+SPLITS = ("train", "val", "test")
+_SHOWN = 10  # bad files listed by name; the rest are counted
+_PROGRESS_SECONDS = 5.0
+_CONNECT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Split:
+    images: np.ndarray  # uint8 (N, S, S, 3): decoded RGB, crop policy applied at size S
+    labels: np.ndarray  # int32 (N,), indices into class_names
+    sources: list[str]  # file path per image (or a tfds id), for error reports and grids
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray) -> Split:
+        return Split(self.images[index], self.labels[index],
+                     [self.sources[i] for i in np.arange(len(self))[index]])
+
+
+@dataclass(frozen=True)
+class Data:
+    class_names: list[str]  # sorted
+    train: Split
+    val: Split
+    test: Split
+
+
+def load(cfg: DataConfig, image_size: int, seed: int) -> Data:
+    """Decode train, val and test at ``image_size``; ``seed`` picks the validation slice."""
+    start = time.perf_counter()
+    if isinstance(cfg, FolderDataConfig):
+        class_names, splits = _load_folder(cfg, image_size)
+    elif isinstance(cfg, TfdsDataConfig):
+        class_names, splits = _load_tfds(cfg, image_size)
+    else:
+        raise TypeError(f"no loader for data config {type(cfg).__name__}")
+    if "val" not in splits:
+        splits["train"], splits["val"] = _hold_out(splits["train"], len(class_names),
+                                                   cfg.val_fraction, seed)
+    data = Data(class_names, **splits)
+    log.info("data: classes %s; %s at %dx%d, loaded in %.1f s", class_names,
+             ", ".join(f"{len(getattr(data, s))} {s}" for s in SPLITS), image_size,
+             image_size, time.perf_counter() - start)
+    return data
+
+
+def _hold_out(train: Split, n_classes: int, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Stratified so a rare class still gets validated, and seeded so runs compare."""
+    rng = np.random.default_rng(seed)
+    is_val = np.zeros(len(train), dtype=bool)
+    for label in range(n_classes):
+        members = np.flatnonzero(train.labels == label)
+        n = len(members)
+        count = min(n - 1, max(1, round(fraction * n))) if n >= 2 else 0
+        is_val[rng.permutation(members)[:count]] = True
+    return train.subset(~is_val), train.subset(is_val)
+
+
+# --- folders --------------------------------------------------------------------------------
+
+def _load_folder(cfg: FolderDataConfig, size: int) -> tuple[list[str], dict[str, Split]]:
+    root = Path(cfg.root).expanduser().absolute()  # sources must outlive a change of cwd
+    dirs = _split_dirs(root)
+    class_names = _class_names(root, dirs)
+    listings = {split: _list_files(folder, class_names) for split, folder in dirs.items()}
+    _require_images(root, {split: labels for split, (_, labels) in listings.items()},
+                    class_names, "no images", "add images")
+    if "val" in dirs:
+        log.info("data: validating on %s (data.val_fraction is not used)", dirs["val"])
+
+    splits, bad = {}, []
+    with ThreadPoolExecutor() as pool:
+        for split, (paths, labels) in listings.items():
+            splits[split], split_bad = _decode(pool, split, paths, labels, size)
+            bad += split_bad
+    if bad:
+        _handle_bad(root, bad, cfg.on_bad_image)
+        _require_images(root, {split: s.labels for split, s in splits.items()},
+                        class_names, "no readable images left after skipping",
+                        "replace the unreadable files")
+    return class_names, splits
+
+
+def _split_dirs(root: Path) -> dict[str, Path]:
+    if not root.is_dir():
+        raise DataError(
+            f"data.root={root} is not a folder: set data.root to a folder that holds "
+            "train/<class>/ and test/<class>/ image folders (val/<class>/ is optional)."
+        )
+    dirs = {split: root / split for split in SPLITS if (root / split).is_dir()}
+    missing = [f"{split}/" for split in ("train", "test") if split not in dirs]
+    if missing:
+        raise DataError(
+            f"data.root={root} has no {' or '.join(missing)} folder: a folder dataset needs "
+            "train/<class>/ and test/<class>/ subfolders of images (val/<class>/ is "
+            "optional); create them or point data.root at the folder that has them."
+        )
+    return dirs
+
+
+def _visible(folder: Path) -> list[Path]:
+    """Dotfiles (.DS_Store, ._x.png, .ipynb_checkpoints) are tool litter, not data."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _class_names(root: Path, dirs: dict[str, Path]) -> list[str]:
+    names = {split: sorted(p.name for p in _visible(folder) if p.is_dir())
+             for split, folder in dirs.items()}
+    class_names = names["train"]
+    if len(class_names) < 2:
+        raise DataError(
+            f"{dirs['train']} has {len(class_names)} class folder(s) {class_names}: a "
+            "classifier needs at least two, so put each class's images in its own "
+            "subfolder, e.g. train/rock/ and train/paper/."
+        )
+    differences = []
+    for split, found in names.items():
+        lacks = sorted(set(class_names) - set(found))
+        extra = sorted(set(found) - set(class_names))
+        if lacks:
+            differences.append(f"{split}/ lacks {', '.join(lacks)}")
+        if extra:
+            differences.append(f"{split}/ has extra {', '.join(extra)}")
+    if differences:
+        raise DataError(
+            f"class folders differ between splits under {root}: train/ has "
+            f"{', '.join(class_names)} but {'; '.join(differences)}. Every split needs the "
+            "same class subfolders: add, rename or remove folders so they match."
+        )
+    return class_names
+
+
+def _list_files(folder: Path, class_names: list[str]) -> tuple[list[Path], np.ndarray]:
+    paths, labels = [], []
+    for label, name in enumerate(class_names):
+        files = [p for p in _visible(folder / name) if p.is_file()]
+        paths += files
+        labels += [label] * len(files)
+    return paths, np.array(labels, dtype=np.int32)
+
+
+def _require_images(root: Path, labels: dict[str, np.ndarray], class_names: list[str],
+                    problem: str, fix: str) -> None:
+    empty = [f"{split}/{name}/" for split, split_labels in labels.items()
+             for label, name in enumerate(class_names) if not np.any(split_labels == label)]
+    if empty:
+        raise DataError(
+            f"{problem} in class folder(s) {', '.join(empty)} under {root}: {fix}, or remove "
+            "that class folder from every split."
+        )
+
+
+def _read(path: Path, size: int) -> np.ndarray | BadImage:
+    try:
+        return fit(read_rgb(path), size)
+    except BadImage as bad:
+        return bad
+
+
+def _decode(pool: ThreadPoolExecutor, split: str, paths: list[Path], labels: np.ndarray,
+            size: int) -> tuple[Split, list[BadImage]]:
+    """Decode in threads (Pillow and TensorFlow release the GIL), dropping unreadable files."""
+    start = last = time.perf_counter()
+    log.info("data: decoding %d %s images", len(paths), split)
+    images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    ok = np.ones(len(paths), dtype=bool)
+    bad = []
+    for i, result in enumerate(pool.map(functools.partial(_read, size=size), paths)):
+        if isinstance(result, BadImage):
+            ok[i] = False
+            bad.append(result)
+        else:
+            images[i] = result
+        if time.perf_counter() - last > _PROGRESS_SECONDS:
+            last = time.perf_counter()
+            log.info("data: %s %d/%d decoded", split, i + 1, len(paths))
+    log.info("data: decoded %d %s images in %.1f s", len(paths), split,
+             time.perf_counter() - start)
+    split_data = Split(images, labels, [str(p) for p in paths])
+    return (split_data if ok.all() else split_data.subset(ok)), bad
+
+
+def _handle_bad(root: Path, bad: list[BadImage], policy: BadImagePolicy) -> None:
+    by_reason: dict[str, list[str]] = {}
+    for b in bad[:_SHOWN]:
+        by_reason.setdefault(b.reason, []).append(str(Path(b.path).relative_to(root)))
+    listed = "; ".join(f"{', '.join(paths)} ({reason})" for reason, paths in by_reason.items())
+    if len(bad) > _SHOWN:
+        listed += f"; and {len(bad) - _SHOWN} more"
+    if policy == BadImagePolicy.fail:
+        raise DataError(
+            f"{len(bad)} file(s) under {root} are not readable images: {listed}. Delete or "
+            "replace them, or set data.on_bad_image=skip to train without them."
+        )
+    log.warning("data: skipping %d unreadable file(s) under %s (data.on_bad_image=skip): %s",
+                len(bad), root, listed)
+
+
+# --- TensorFlow Datasets --------------------------------------------------------------------
+
+def _load_tfds(cfg: TfdsDataConfig, size: int) -> tuple[list[str], dict[str, Split]]:
+    import tensorflow_datasets as tfds  # slow to import, and only this source needs it
+
+    name = cfg.tfds_name
+    try:
+        builder = tfds.builder(name, data_dir=cfg.tfds_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise DataError(
+            f"data.tfds_name={name} is not a TensorFlow Datasets name: check the spelling "
+            "against the tfds catalog (tensorflow.org/datasets/catalog), or use data=folder."
+        ) from None
+    keys = builder.info.supervised_keys
+    label = builder.info.features[keys[1]] if keys else None
+    if not isinstance(label, tfds.features.ClassLabel):
+        raise DataError(
+            f"tfds dataset {name} has no (image, class label) pairs: set data.tfds_name to an "
+            "image classification dataset such as rock_paper_scissors, or use data=folder."
+        )
+    try:
+        if not builder.is_prepared():
+            log.info("data: downloading tfds %s into %s (needs internet)", name,
+                     builder.data_dir)
+            _check_reachable(builder.url_infos or {})
+        builder.download_and_prepare()
+    except Exception as err:  # network, disk and archive failures all mean: no data here
+        reason = (str(err).splitlines() or [""])[0]
+        reason = reason if len(reason) <= 160 else reason[:159] + "…"
+        where = cfg.tfds_dir or "~/tensorflow_datasets by default"
+        raise DataError(
+            f"The tfds download of {name} failed ({type(err).__name__}: {reason}). This "
+            f"machine may be offline. Run once with internet access to fill data.tfds_dir "
+            f"({where}), or use data=folder data.root=/path/to/images with train/<class>/ "
+            "and test/<class>/ folders."
+        ) from err
+
+    class_names = sorted(label.names)
+    to_sorted = np.array([class_names.index(n) for n in label.names], dtype=np.int32)
+    names = {"train": "train", "test": "test"}
+    if "validation" in builder.info.splits:
+        names["val"] = "validation"
+    return class_names, {split: _tfds_split(builder, tfds_split, to_sorted, size)
+                         for split, tfds_split in names.items()}
+
+
+def _check_reachable(urls) -> None:
+    """Fail in seconds when offline: tfds itself retries for minutes before giving up."""
+    for host in sorted({urlsplit(url).hostname for url in urls} - {None}):
+        with socket.create_connection((host, 443), timeout=_CONNECT_SECONDS):
+            pass
+
+
+def _tfds_split(builder, split: str, to_sorted: np.ndarray, size: int) -> Split:
+    import tensorflow_datasets as tfds
+
+    images, labels = [], []
+    for image, label in tfds.as_numpy(builder.as_dataset(split=split, as_supervised=True)):
+        # Through Pillow, so grey and RGBA datasets convert exactly as image files do.
+        pixels = Image.fromarray(image[:, :, 0] if image.shape[-1] == 1 else image)
+        images.append(fit(to_rgb(pixels), size))
+        labels.append(to_sorted[label])
+    # The id reloads one example: tfds.load(name, split=f"{split}[i:i+1]").
+    sources = [f"{builder.name}/{split}[{i}]" for i in range(len(images))]
+    return Split(np.stack(images), np.array(labels, dtype=np.int32), sources)

@@ -1,0 +1,40 @@
+"""Test-set scores computed from logits, so every caller reports the same numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def scores(logits: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
+    """Accuracy, cross-entropy, per-class precision/recall/F1 and the confusion matrix.
+
+    ``confusion[i][j]`` counts images of class i predicted as class j.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    probs = softmax(np.asarray(logits, dtype=np.float64))
+    predicted = probs.argmax(axis=1)
+    n = len(class_names)
+    confusion = np.zeros((n, n), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    per_class = {}
+    for index, name in enumerate(class_names):
+        tp = confusion[index, index]
+        precision = tp / max(confusion[:, index].sum(), 1)
+        recall = tp / max(confusion[index, :].sum(), 1)
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": float(precision), "recall": float(recall),
+                           "f1": float(f1), "support": int(confusion[index].sum())}
+    true_probs = probs[np.arange(len(labels)), labels]
+    return {
+        "accuracy": float((predicted == labels).mean()) if len(labels) else 0.0,
+        "loss": float(-np.log(np.clip(true_probs, 1e-12, 1.0)).mean()) if len(labels) else 0.0,
+        "per_class": per_class,
+        "confusion_matrix": confusion.tolist(),
+        "predicted": predicted.tolist(),
+    }

@@ -1,0 +1,53 @@
+"""Shared test helpers: repository paths and small generated image datasets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+# The real rock/paper/scissors images, beside the checkout; tests that need them skip without.
+SHARED = Path(os.environ.get("RPS_SHARED_DATA", Path(__file__).resolve().parents[2]
+                             / "shared/data/rps"))
+
+CLASSES = ("paper", "rock", "scissors")
+# One clearly different colour per class, so a model can tell generated classes apart.
+_COLOURS = [(220, 40, 40), (40, 200, 60), (50, 70, 230), (230, 200, 40), (160, 50, 200),
+            (40, 200, 210)]
+
+
+def make_folder_dataset(root: Path, classes: Sequence[str] = CLASSES, n_train: int = 6,
+                        n_test: int = 2, n_val: int = 0, size: tuple[int, int] = (40, 30),
+                        ext: str = "png") -> Path:
+    """Write ``root/{train,test[,val]}/<class>/<class>_<i>.<ext>``; return ``root``.
+
+    Counts are per class; ``size`` is (width, height). Each image is its class colour plus
+    seeded noise, so no two files are alike and the same call writes the same bytes.
+    """
+    rng = np.random.default_rng(0)
+    counts = {"train": n_train, "test": n_test, "val": n_val}
+    for split, count in counts.items():
+        for k, name in enumerate(classes):
+            folder = root / split / name
+            if count:
+                folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                noise = rng.integers(-25, 26, size=(size[1], size[0], 3))
+                pixels = np.clip(np.array(_COLOURS[k % len(_COLOURS)]) + noise, 0, 255)
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{name}_{i:03d}.{ext}")
+    return root
+
+
+def compose_cfg(*overrides: str):
+    """The job config exactly as ``python run.py <overrides>`` would compose it."""
+    from hydra import compose, initialize_config_dir
+
+    from rps import config
+
+    config.register()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
