@@ -6,6 +6,8 @@ import keras
 
 from rps.config import AugConfig
 
+LAYER_NAME = "augment"
+
 
 def build(cfg: AugConfig, seed: int) -> keras.Sequential | None:
     """Random transforms on 0..255 RGB; None when every transform is off."""
@@ -32,4 +34,4 @@ def build(cfg: AugConfig, seed: int) -> keras.Sequential | None:
         transforms.append(keras.layers.RandomHue(cfg.hue, value_range=(0, 255), seed=seed + 7))
     if not transforms:
         return None
-    return keras.Sequential(transforms, name="augment")
+    return keras.Sequential(transforms, name=LAYER_NAME)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import keras
-from keras.applications import efficientnet, mobilenet_v2, resnet
+import numpy as np
 
 from rps import efficientnet_lite
 from rps.config import BackboneConfig, BackboneName
@@ -24,36 +24,29 @@ CONSTRUCTORS: dict[BackboneName, Callable[..., keras.Model]] = {
     BackboneName.efficientnet_lite0: efficientnet_lite.EfficientNetLite0,
 }
 
-PREPROCESSORS: dict[str, Callable] = {
-    BackboneName.resnet50.value: resnet.preprocess_input,
-    BackboneName.mobilenet_v2.value: mobilenet_v2.preprocess_input,
-    BackboneName.efficientnet_b0.value: efficientnet.preprocess_input,
-    BackboneName.efficientnet_lite0.value: efficientnet_lite.preprocess_input,
-}
+# ImageNet channel means, in the BGR order ResNet's "caffe" preprocessing expects.
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
-@keras.saving.register_keras_serializable(package="rps")
-class BackbonePreprocess(keras.layers.Layer):
-    """A backbone's own input scaling, kept inside the saved model.
+def preprocessing(name: BackboneName) -> keras.layers.Layer:
+    """The backbone's own input scaling as a built-in Keras layer, for raw 0..255 RGB.
 
-    A named layer instead of a ``Lambda`` so the model reloads in a fresh process, and so
-    live inference and serving can feed raw 0..255 RGB.
+    Built-in layers only, so a saved model reloads with plain Keras (and MLflow serving)
+    without importing rps. Each matches its ``preprocess_input`` exactly (a test checks).
     """
-
-    def __init__(self, backbone: str, **kwargs):
-        super().__init__(**kwargs)
-        if backbone not in PREPROCESSORS:
-            raise ValueError(f"no preprocessing known for backbone {backbone!r}")
-        self.backbone = backbone
-
-    def call(self, images):
-        return PREPROCESSORS[self.backbone](images)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "backbone": self.backbone}
+    if name is BackboneName.resnet50:
+        # RGB -> BGR and mean subtraction, as a fixed 1x1 convolution.
+        layer = keras.layers.Conv2D(3, 1, name="preprocess", trainable=False)
+        layer.build((None, None, None, 3))
+        swap = np.eye(3, dtype="float32")[::-1].reshape(1, 1, 3, 3)
+        layer.set_weights([swap, -np.array(CAFFE_MEAN_BGR, dtype="float32")])
+        return layer
+    if name is BackboneName.mobilenet_v2:
+        return keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")
+    if name is BackboneName.efficientnet_lite0:
+        return keras.layers.Rescaling(1 / 128, offset=-127 / 128, name="preprocess")
+    # Keras' EfficientNet normalises inside the backbone: its preprocess_input is identity.
+    return keras.layers.Identity(name="preprocess")
 
 
 def _offline_hint(name: str) -> str:

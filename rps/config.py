@@ -193,6 +193,20 @@ class TrainerConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """MLflow tracking; ``uri: null`` means the SQLite store ``mlflow.db`` at the project root."""
+
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str = "rps"
+    register: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(bool(self.experiment.strip()), "tracking.experiment", self.experiment,
+               "a non-empty name")
+
+
+@dataclass
 class Config:
     data: DataConfig = MISSING
     backbone: BackboneConfig = MISSING
@@ -201,6 +215,7 @@ class Config:
     optimizer: OptimizerConfig = MISSING
     finetune: FinetuneConfig = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     experiment: str | None = None
 
 
@@ -213,6 +228,7 @@ SCHEMAS = {
     "optimizer": {"adam": AdamConfig, "adamw": AdamWConfig, "sgd": SGDConfig},
     "finetune": {"finetune": FinetuneConfig},
     "trainer": {"trainer": TrainerConfig},
+    "tracking": {"tracking": TrackingConfig},
 }
 
 
@@ -227,8 +243,17 @@ def register() -> None:
 
 def to_object(cfg: DictConfig) -> Config:
     """Resolve and instantiate the schema dataclasses, running their range checks."""
+    return _instantiate(cfg)
+
+
+def tracking_of(cfg: DictConfig) -> TrackingConfig:
+    """The tracking settings alone, so a job is tracked even when the rest is invalid."""
+    return _instantiate(cfg.tracking)
+
+
+def _instantiate(node: DictConfig):
     try:
-        return OmegaConf.to_object(cfg)
+        return OmegaConf.to_object(node)
     except MissingMandatoryValue as err:
         key = getattr(err, "full_key", "") or "a required value"
         raise ConfigError(f"{key} has no value: set it on the command line, e.g. "
@@ -238,3 +263,4 @@ def to_object(cfg: DictConfig) -> Config:
         if cause is not None:
             raise cause from None
         raise ConfigError(f"invalid config: {err}") from None
+

@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-import logging
 import sys
 import textwrap
-from collections.abc import Callable
-from typing import TypeVar
-
-log = logging.getLogger("rps")
-
-F = TypeVar("F", bound=Callable)
 
 
 class UserError(Exception):
@@ -35,18 +27,3 @@ def report(err: UserError) -> str:
                          break_on_hyphens=False)
     print(text, file=sys.stderr)
     return text
-
-
-def friendly(task: F) -> F:
-    """Turn a UserError raised by ``task`` into a paragraph on stderr and exit status 2."""
-
-    @functools.wraps(task)
-    def wrapper(*args, **kwargs):
-        try:
-            return task(*args, **kwargs)
-        except UserError as err:
-            log.error("%s", err)
-            report(err)
-            raise SystemExit(2) from None
-
-    return wrapper

@@ -1,68 +1,68 @@
 """The one data path: raw RGB -> crop -> augment -> preprocess -> backbone -> head -> logits.
 
-Everything sits in one functional Keras model, so a saved ``model.keras`` classifies raw
-frames the same way in training, live inference and serving.
+Everything sits in one functional Keras model of built-in layers, so a saved ``model.keras``
+classifies raw frames the same way in training, live inference and serving, and reloads with
+plain Keras. The class names are saved beside it.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import keras
 
 from rps import augment, backbones, heads
 from rps.config import Config
+from rps.errors import UserError
 from rps.images import square_resizer
 
 BACKBONE = "backbone"
 HEAD = "head"
-LABELS = "class_names"
+MODEL_FILE = "model.keras"
+CLASSES_FILE = "class_names.json"
 
 
-@keras.saving.register_keras_serializable(package="rps")
-class ClassNames(keras.layers.Layer):
-    """Identity on the logits that carries the class names inside the saved model."""
-
-    def __init__(self, names: list[str], **kwargs):
-        super().__init__(**kwargs)
-        self.names = list(names)
-
-    def call(self, logits):
-        return logits
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "names": self.names}
-
-
-def build(cfg: Config, class_names: list[str]) -> keras.Model:
+def build(cfg: Config, num_classes: int) -> keras.Model:
     size = cfg.backbone.input_size
     images = keras.Input((None, None, 3), name="image")
     x = square_resizer(size)(images)
     augmentation = augment.build(cfg.aug, cfg.trainer.seed)
     if augmentation is not None:
         x = augmentation(x)
-    x = backbones.BackbonePreprocess(cfg.backbone.name.value, name="preprocess")(x)
+    x = backbones.preprocessing(cfg.backbone.name)(x)
     backbone = backbones.build(cfg.backbone)
     backbone.name = BACKBONE
     # training=False keeps BatchNorm in inference mode even when fine-tuning unfreezes it.
     x = backbone(x, training=False)
     features = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    head = heads.build(cfg.head, features.shape[-1], len(class_names))
-    logits = ClassNames(class_names, name=LABELS)(head(features))
+    logits = heads.build(cfg.head, features.shape[-1], num_classes)(features)
     return keras.Model(images, logits, name=f"rps_{cfg.backbone.name.value}")
-
-
-def class_names(model: keras.Model) -> list[str]:
-    return list(model.get_layer(LABELS).names)
 
 
 def backbone_of(model: keras.Model) -> keras.Model:
     return model.get_layer(BACKBONE)
 
 
-def load(path: str | Path) -> keras.Model:
-    """Load a saved classifier; ``compile=False`` because inference needs no optimizer."""
-    return keras.models.load_model(str(path), compile=False)
+def save(model: keras.Model, class_names: list[str], folder: Path) -> Path:
+    """``model.keras`` and ``class_names.json`` (logit i is class_names[i]) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(folder / MODEL_FILE)
+    (folder / CLASSES_FILE).write_text(json.dumps(class_names))
+    return folder / MODEL_FILE
+
+
+def load(path: str | Path) -> tuple[keras.Model, list[str]]:
+    """A saved classifier and its class names, from ``model.keras`` or the folder holding it.
+
+    ``compile=False``: inference needs no optimizer.
+    """
+    path = Path(path)
+    file = path / MODEL_FILE if path.is_dir() else path
+    names = file.with_name(CLASSES_FILE)
+    if not file.is_file() or not names.is_file():
+        raise UserError(
+            f"no saved model at {path}: expected {MODEL_FILE} with {CLASSES_FILE} beside it, "
+            "as every training run writes into its output folder (outputs/runs/<time>/)."
+        )
+    return keras.models.load_model(file, compile=False), json.loads(names.read_text())

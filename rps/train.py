@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
-from omegaconf import DictConfig
 
-from rps import backbones, config, evaluate, optim
+from rps import backbones, evaluate, optim
 from rps import data as data_lib
 from rps import model as model_lib
 from rps.config import Config
 
 log = logging.getLogger("rps")
-
-MODEL_FILE = "model.keras"
-METRICS_FILE = "metrics.json"
 
 
 class BestWeights(keras.callbacks.Callback):
@@ -53,23 +47,29 @@ class BestWeights(keras.callbacks.Callback):
 
 
 class EpochLog(keras.callbacks.Callback):
-    """Collects per-epoch metrics of both stages into one history with a continuous step."""
+    """Collects per-epoch metrics of both stages into one history with a continuous step,
+    and hands each record to ``on_epoch`` (tracking) as soon as the epoch ends."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_epoch: Callable[[dict], None] | None = None) -> None:
         super().__init__()
         self.history: list[dict] = []
         self.stage = 1
+        self.on_epoch = on_epoch
 
     def on_epoch_end(self, epoch, logs=None):
         lr = self.model.optimizer.learning_rate
-        self.history.append({"epoch": epoch, "stage": self.stage, "lr": float(np.asarray(lr)),
-                             **{k: float(v) for k, v in (logs or {}).items()}})
+        record = {"epoch": epoch, "stage": self.stage, "lr": float(np.asarray(lr)),
+                  **{k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}}
+        self.history.append(record)
+        if self.on_epoch is not None:
+            self.on_epoch(record)
 
 
 @dataclass
 class Result:
     model: keras.Model
     metrics: dict
+    test_logits: np.ndarray
     history: list[dict] = field(default_factory=list)
 
 
@@ -99,21 +99,22 @@ def _stage_callbacks(cfg: Config, shared: Sequence[keras.callbacks.Callback]) ->
 
 
 def fit(cfg: Config, data: data_lib.Data,
-        callbacks: Sequence[keras.callbacks.Callback] = ()) -> Result:
+        callbacks: Sequence[keras.callbacks.Callback] = (),
+        on_epoch: Callable[[dict], None] | None = None) -> Result:
     """Stage 1 trains the head on a frozen backbone; stage 2 (optional) fine-tunes its top.
 
-    ``callbacks`` receive both stages; tracking hooks in here.
+    ``callbacks`` see both stages; ``on_epoch`` gets each epoch's record (tracking).
     """
     # Sweep jobs share one process: start each from a clean graph and the same seed.
     keras.backend.clear_session()
     keras.utils.set_random_seed(cfg.trainer.seed)
     num_classes = len(data.class_names)
-    model = model_lib.build(cfg, data.class_names)
+    model = model_lib.build(cfg, num_classes)
     backbone = model_lib.backbone_of(model)
     train_ds = dataset(data.train, num_classes, cfg.trainer.batch_size,
                        shuffle_seed=cfg.trainer.seed)
     val_ds = dataset(data.val, num_classes, cfg.trainer.batch_size)
-    best, epochs_log = BestWeights(), EpochLog()
+    best, epochs_log = BestWeights(), EpochLog(on_epoch)
     shared = [best, epochs_log, *callbacks]
     n_train = len(data.train.labels)
 
@@ -162,20 +163,4 @@ def fit(cfg: Config, data: data_lib.Data,
         "train_seconds": train_seconds,
         "history": epochs_log.history,
     }
-    return Result(model=model, metrics=metrics, history=epochs_log.history)
-
-
-def run(cfg: DictConfig, output_dir: Path) -> Result:
-    """The whole job: validate the config, load data, train, test, and write the outputs."""
-    started = time.perf_counter()
-    conf = config.to_object(cfg)
-    data = data_lib.load(conf.data, conf.backbone.input_size, conf.trainer.seed)
-    result = fit(conf, data)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    result.model.save(output_dir / MODEL_FILE)
-    result.metrics["total_seconds"] = time.perf_counter() - started
-    (output_dir / METRICS_FILE).write_text(json.dumps(result.metrics, indent=2))
-    log.info("test accuracy %.4f (loss %.4f), best val accuracy %.4f; wrote %s",
-             result.metrics["test_accuracy"], result.metrics["test_loss"],
-             result.metrics["best_val_accuracy"], output_dir)
-    return result
+    return Result(model=model, metrics=metrics, test_logits=logits, history=epochs_log.history)

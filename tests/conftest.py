@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,3 +54,19 @@ def compose_cfg(*overrides: str):
     config.register()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose("config", overrides=list(overrides))
+
+
+@pytest.fixture(autouse=True)
+def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test tracks into its own MLflow store, never the project's mlflow.db."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+def run_cli(*overrides: str, script: str = "run.py", cwd: Path = REPO,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run an entry point as a user would, in a fresh process, and capture its output."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, str(REPO / script), *overrides], cwd=cwd,
+                          capture_output=True, text=True, env=env, timeout=timeout, check=False)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import SHARED
 
-from rps import backbones
+from rps import backbones, efficientnet_lite
 from rps.config import BackboneConfig, BackboneName
 from rps.errors import WeightsError
 
@@ -85,8 +85,15 @@ def test_unfreeze_top_keeps_batchnorm_frozen():
     assert count > 0
 
 
-def test_preprocess_layer_matches_keras_function():
+@pytest.mark.parametrize("name,reference", [
+    ("resnet50", keras.applications.resnet.preprocess_input),
+    ("mobilenet_v2", keras.applications.mobilenet_v2.preprocess_input),
+    ("efficientnet_b0", keras.applications.efficientnet.preprocess_input),
+    ("efficientnet_lite0", efficientnet_lite.preprocess_input),
+])
+def test_preprocessing_layer_matches_the_backbones_own_function(name, reference):
     images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
-    layer = backbones.BackbonePreprocess("resnet50")
-    expected = keras.applications.resnet.preprocess_input(images.copy())
+    layer = backbones.preprocessing(BackboneName(name))
+    expected = keras.ops.convert_to_numpy(reference(images.copy()))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(images)), expected, atol=1e-4)
+    assert layer.__class__.__module__.startswith("keras."), "must reload without rps"

@@ -1,7 +1,6 @@
 """Training end to end: the CLI, its outputs, both stages, the saved model, and bad input."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import REPO, SHARED, compose_cfg, make_folder_dataset
+from conftest import SHARED, compose_cfg, make_folder_dataset, run_cli
 
 from rps import config, train
 from rps import data as data_lib
@@ -17,12 +16,6 @@ from rps import model as model_lib
 
 TINY = ["backbone=mobilenet_v2", "backbone.weights=null", "backbone.input_size=32",
         "trainer.batch_size=8"]
-
-
-def run_cli(*overrides: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([sys.executable, str(REPO / "run.py"), *overrides], cwd=cwd,
-                          capture_output=True, text=True, env=env, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +48,7 @@ def test_multirun_sweeps_head_units(tiny_root, tmp_path):
         folder = tmp_path / str(job)
         assert f"head.units={units}" in (folder / ".hydra" / "overrides.yaml").read_text()
         assert json.loads((folder / "metrics.json").read_text())["num_test"] == 12
-        head = model_lib.load(folder / "model.keras").get_layer("head")
+        head = model_lib.load(folder)[0].get_layer("head")
         assert head.get_layer("dense_0").units == units
 
 
@@ -64,12 +57,11 @@ def test_saved_model_gives_same_logits_in_a_fresh_process(tiny_root, tmp_path):
                                        "trainer.epochs=1", "aug=strong"))
     data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed)
     result = train.fit(cfg, data)
-    path = tmp_path / "model.keras"
-    result.model.save(path)
+    path = model_lib.save(result.model, data.class_names, tmp_path)
     np.save(tmp_path / "images.npy", data.test.images)
     before = result.model.predict(data.test.images, verbose=0)
-    script = (
-        "import sys, numpy as np, keras, rps\n"
+    script = (  # plain Keras, not even rps: the model is built from Keras' own layers
+        "import sys, numpy as np, keras\n"
         "m = keras.models.load_model(sys.argv[1], compile=False)\n"
         "np.save(sys.argv[3], m.predict(np.load(sys.argv[2]), verbose=0))\n"
     )
@@ -78,7 +70,7 @@ def test_saved_model_gives_same_logits_in_a_fresh_process(tiny_root, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "after.npy"), before, atol=1e-5)
-    assert model_lib.class_names(model_lib.load(path)) == data.class_names
+    assert model_lib.load(tmp_path)[1] == data.class_names
 
 
 def test_finetune_continues_the_epoch_count(tiny_root):

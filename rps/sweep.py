@@ -1,0 +1,211 @@
+"""A Hydra callback that gives each sweep one MLflow parent run and a comparison at the end.
+
+The parent's id and the swept keys are written to a file in the sweep folder, so jobs find
+them whatever launcher runs them (in this process, in joblib workers, or elsewhere on a
+shared file system).
+"""
+
+from __future__ import annotations
+
+import atexit
+import csv
+import io
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from rps import plots, tracking
+
+log = logging.getLogger("rps")
+
+STATE_FILE = ".rps_sweep.json"
+SUMMARY = "summary"
+
+
+@dataclass(frozen=True)
+class SweepInfo:
+    parent_run_id: str
+    varying: list[str]  # the override keys the sweep varies: what names its jobs
+
+
+def info(sweep_dir: Path | None) -> SweepInfo | None:
+    path = None if sweep_dir is None else sweep_dir / STATE_FILE
+    if path is None or not path.exists():
+        return None
+    state = json.loads(path.read_text())
+    return SweepInfo(state["parent_run_id"], state["varying"])
+
+
+def varying_keys(config: DictConfig) -> list[str]:
+    """Keys swept on the command line (``head.units=8,16``) or by the sweeper's params."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = OverridesParser.create().parse_overrides(
+        list(OmegaConf.to_container(config.hydra.overrides.task)))
+    keys = [o.key_or_group for o in overrides if o.is_sweep_override()]
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    return sorted(set(keys) | set(params))
+
+
+@dataclass
+class Row:
+    job: str
+    name: str
+    status: str
+    val_accuracy: float | None
+    test_accuracy: float | None
+    train_s: float | None
+    run_id: str
+    overrides: dict[str, str]
+
+
+def rows_of(runs: list[Any]) -> list[Row]:
+    rows = []
+    for run in runs:
+        tags, metrics = run.data.tags, run.data.metrics
+        pairs = [o.lstrip("+~").split("=", 1) for o in json.loads(tags.get("overrides", "[]"))]
+        rows.append(Row(job=tags.get("job_num", ""), name=run.info.run_name,
+                        status=run.info.status,
+                        val_accuracy=metrics.get("val/best_accuracy"),
+                        test_accuracy=metrics.get("test/accuracy"),
+                        train_s=metrics.get("time/train_s"), run_id=run.info.run_id,
+                        overrides={p[0]: p[1] if len(p) > 1 else "" for p in pairs}))
+    return sorted(rows, key=lambda r: (int(r.job) if r.job.isdigit() else 1 << 30, r.run_id))
+
+
+def varying(rows: list[Row]) -> list[str]:
+    """Override keys whose value differs between jobs: what the sweep compares."""
+    keys = sorted({k for r in rows for k in r.overrides})
+    return [k for k in keys if len({r.overrides.get(k) for r in rows}) > 1]
+
+
+def best(rows: list[Row]) -> Row | None:
+    """Chosen on validation accuracy: test accuracy must never pick a model."""
+    done = [r for r in rows if r.status == "FINISHED" and r.val_accuracy is not None]
+    return max(done, key=lambda r: r.val_accuracy, default=None)
+
+
+def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    keys = varying(rows)
+    header = ["job", *keys, "status", "val_accuracy", "test_accuracy", "train_s"]
+
+    def num(value: float | None, digits: int) -> str:
+        return "" if value is None else f"{value:.{digits}f}"
+
+    body = [[r.job, *(r.overrides.get(k, "") for k in keys), r.status,
+             num(r.val_accuracy, 4), num(r.test_accuracy, 4), num(r.train_s, 1)]
+            for r in rows]
+    return header, body
+
+
+def markdown(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(header: list[str], body: list[list[str]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    writer.writerows(body)
+    return out.getvalue()
+
+
+def failed(job_return: JobReturn) -> bool:
+    """Jobs report failure as NaN (see rps.job.main); an exception is a failure too."""
+    if job_return.status == JobStatus.FAILED:
+        return True
+    value = job_return._return_value  # the property re-raises a failure; we only look
+    return isinstance(value, float) and math.isnan(value)
+
+
+class SweepCallback(Callback):
+    def __init__(self) -> None:
+        self.client = None
+        self.parent: str | None = None
+        self.failed: list[str] = []
+        self.jobs = 0
+        self.multirun = False
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from rps import config as config_lib
+        from rps.job import project_root
+
+        self.multirun = True
+        settings = config_lib.tracking_of(config)
+        if not settings.enabled:
+            return
+        root = project_root(config.hydra)
+        uri = tracking.store_uri(settings, root)
+        self.client = tracking.client_for(uri)
+        sweep_dir = Path(config.hydra.sweep.dir).absolute()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        overrides = list(OmegaConf.to_container(config.hydra.overrides.task))
+        run = self.client.create_run(
+            tracking.experiment_id(self.client, settings.experiment, uri),
+            run_name=f"sweep {tracking.run_name(overrides)}",
+            tags={"sweep_dir": str(sweep_dir), "overrides": json.dumps(overrides),
+                  "experiment": str(config.get("experiment") or "none"),
+                  **tracking.git_state(root)})
+        self.parent = run.info.run_id
+        state = {"parent_run_id": self.parent, "varying": varying_keys(config)}
+        (sweep_dir / STATE_FILE).write_text(json.dumps(state))
+        atexit.register(self._close, "KILLED")
+        log.info("mlflow: sweep parent run %s in %s", self.parent, uri)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        self.jobs += 1
+        if self.multirun and failed(job_return):
+            self.failed.append(" ".join(job_return.overrides or []))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.parent is not None:
+            self._summarise(Path(config.hydra.sweep.dir).absolute())
+            self._close("FINISHED")
+        if self.failed:
+            print(f"{len(self.failed)} of {self.jobs} sweep jobs failed; see the log above "
+                  "and each failed run's error.txt in MLflow.")
+            raise SystemExit(1)
+
+    def _summarise(self, sweep_dir: Path) -> None:
+        runs = self.client.search_runs(
+            [self.client.get_run(self.parent).info.experiment_id],
+            filter_string=f"tags.`{tracking.PARENT_TAG}` = '{self.parent}'", max_results=5000)
+        rows = rows_of(runs)
+        header, body = table(rows)
+        text = markdown(header, body)
+        print(f"\nSweep {sweep_dir} ({len(rows)} jobs):\n{text}")
+        (sweep_dir / f"{SUMMARY}.md").write_text(text)
+        (sweep_dir / f"{SUMMARY}.csv").write_text(csv_text(header, body))
+        labels = [",".join(f"{k}={r.overrides.get(k, '')}" for k in varying(rows)) or r.name
+                  for r in rows]
+        plots.comparison_bars(labels, {"val_accuracy": [r.val_accuracy for r in rows],
+                                       "test_accuracy": [r.test_accuracy for r in rows]},
+                              sweep_dir / f"{SUMMARY}.png")
+        for suffix in ("md", "csv", "png"):
+            self.client.log_artifact(self.parent, str(sweep_dir / f"{SUMMARY}.{suffix}"))
+        winner = best(rows)
+        tags = {"jobs": str(len(rows)), "failed_jobs": str(len(self.failed))}
+        if winner is not None:
+            tags |= {"best_run_id": winner.run_id, "best_run_name": winner.name}
+            self.client.set_tag(winner.run_id, "best_in_sweep", "true")
+            self.client.log_metric(self.parent, "best/val_accuracy", winner.val_accuracy)
+            if winner.test_accuracy is not None:
+                self.client.log_metric(self.parent, "best/test_accuracy", winner.test_accuracy)
+        for key, value in tags.items():
+            self.client.set_tag(self.parent, key, value)
+
+    def _close(self, status: str) -> None:
+        """Also runs at exit, so a sweep stopped by Ctrl-C leaves no parent RUNNING."""
+        if self.parent is not None:
+            if self.client.get_run(self.parent).info.status == "RUNNING":
+                self.client.set_terminated(self.parent, status=status)
+            self.parent = None

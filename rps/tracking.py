@@ -1,0 +1,291 @@
+"""MLflow tracking: one run per job that always closes, and models loaded back from runs.
+
+All calls go through an explicit ``MlflowClient`` bound to one store, so jobs of a sweep
+that share a process never see each other's active run or tracking URI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import traceback
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rps.config import TrackingConfig
+from rps.errors import UserError
+
+log = logging.getLogger("rps")
+
+URI_ENV = "MLFLOW_TRACKING_URI"
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+MODEL_NAME = "model"
+# MLflow's limits: 100 params per batch call, 6000 characters per param value.
+PARAMS_PER_BATCH = 100
+PARAM_VALUE_CHARS = 6000
+METRICS_PER_BATCH = 1000
+# Overrides that locate files rather than choose a variant: left out of run names.
+PATH_KEYS = ("data.root", "data.tfds_dir", "tracking.", "hydra.")
+
+
+class TrackingError(UserError):
+    pass
+
+
+def store_uri(cfg: TrackingConfig, root: Path) -> str:
+    """``tracking.uri``, else MLflow's own ``MLFLOW_TRACKING_URI``, else the SQLite database at
+    the project root: absolute, so every working directory (Hydra job folders included)
+    writes to the one store that ``mlflow ui`` started in the project root reads."""
+    return cfg.uri or os.environ.get(URI_ENV) or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Beside a SQLite file, ``mlruns/``: where ``mlflow ui`` started in that folder looks.
+    A server chooses its own artifact root."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    folder = Path(uri.removeprefix("sqlite:///")).parent
+    return (folder / "mlruns" / experiment).resolve().as_uri()
+
+
+def client_for(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(client, name: str, uri: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location(uri, name))
+    except MlflowException:  # a concurrent job created it first
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Dotted keys (``head.units``) with string values, as MLflow stores params."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:PARAM_VALUE_CHARS]
+    return flat
+
+
+def run_name(overrides: list[str], varying: list[str] | None = None) -> str:
+    """What varies, e.g. ``head=deep,aug=strong``: in a sweep, the swept keys only;
+    otherwise every override but those that locate files."""
+    pairs = [o.lstrip("+~") for o in overrides]
+    if varying is not None:
+        kept = [p for p in pairs if p.split("=", 1)[0] in varying]
+    else:
+        kept = [p for p in pairs if not p.startswith(PATH_KEYS)]
+    return ",".join(kept) or "defaults"
+
+
+def git_state(root: Path) -> dict[str, str]:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+
+    try:
+        return {"git_commit": git("rev-parse", "HEAD"),
+                "git_dirty": str(bool(git("status", "--porcelain"))).lower()}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": "unknown", "git_dirty": "unknown"}
+
+
+@dataclass
+class Run:
+    """One MLflow run of one job; with no client, tracking is off and every call is a no-op."""
+
+    client: Any = None
+    run_id: str | None = None
+    uri: str = ""
+    experiment_id: str = ""
+    history_keys: dict[str, str] = field(default_factory=lambda: {
+        "loss": "train/loss", "accuracy": "train/accuracy", "val_loss": "val/loss",
+        "val_accuracy": "val/accuracy", "lr": "lr"})
+
+    @property
+    def active(self) -> bool:
+        return self.client is not None
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        if self.active:
+            from mlflow.entities import RunTag
+
+            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        if not self.active:
+            return
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in sorted(params.items())]
+        for start in range(0, len(items), PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=items[start:start + PARAMS_PER_BATCH])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        if not self.active:
+            return
+        from mlflow.entities import Metric
+
+        now = _now_ms()
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                 if v is not None and math.isfinite(float(v))]
+        for start in range(0, len(items), METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=items[start:start + METRICS_PER_BATCH])
+
+    def log_epoch(self, record: Mapping[str, Any]) -> None:
+        """Per-epoch hook for training; the epoch number is the step, across both stages."""
+        metrics = {name: record[key] for key, name in self.history_keys.items() if key in record}
+        metrics["stage"] = record.get("stage", 1)
+        self.log_metrics(metrics, step=int(record["epoch"]))
+
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        if self.active and path.exists():
+            if path.is_dir():
+                self.client.log_artifacts(self.run_id, str(path), folder)
+            else:
+                self.client.log_artifact(self.run_id, str(path), folder)
+
+    def log_text(self, text: str, name: str) -> None:
+        if self.active:
+            self.client.log_text(self.run_id, text, name)
+
+    def log_model(self, model, class_names: list[str], example: np.ndarray,
+                  register: str | None) -> None:
+        """The whole image -> logits model, with a signature that accepts any image size."""
+        if not self.active:
+            return
+        import mlflow
+        from mlflow.models import ModelSignature
+        from mlflow.types import Schema, TensorSpec
+
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, 3), "image")]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(class_names)),
+                                       "logits")]),
+        )
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_experiment(experiment_id=self.experiment_id)  # where the model is filed
+        with warnings.catch_warnings():
+            # MLflow checks the example by calling the model with a one-element list.
+            warnings.filterwarnings("ignore", message="The structure of `inputs`")
+            mlflow.models.Model.log(
+                artifact_path=None, name=MODEL_NAME, flavor=_KerasFlavor,
+                flavor_name="mlflow.keras", run_id=self.run_id, model=model,
+                signature=signature, input_example=example.astype(np.float32),
+                registered_model_name=register, metadata={"class_names": class_names},
+                pip_requirements=_requirements())
+        self.log_text(json.dumps(class_names), "class_names.json")
+
+    def finish(self, status: str) -> None:
+        if self.active:
+            self.client.set_terminated(self.run_id, status=status)
+
+
+def _requirements() -> list[str]:
+    """Pinned explicitly: the model needs only TensorFlow and Keras, and MLflow's inference
+    of requirements runs the model and warns."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("tensorflow", "keras", "numpy")]
+
+
+class _KerasFlavor:
+    """``mlflow.keras``, but its folder exists before the input example is written into it:
+    mlflow.keras.log_model fails on an input example otherwise (mlflow/mlflow#16183)."""
+
+    @staticmethod
+    def save_model(path: str, **kwargs: Any) -> None:
+        import mlflow
+
+        os.makedirs(path, exist_ok=True)
+        mlflow.keras.save_model(path=path, **kwargs)
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+@contextmanager
+def job_run(cfg: TrackingConfig, root: Path, name: str, tags: Mapping[str, str],
+            parent_run_id: str | None = None) -> Iterator[Run]:
+    """Open one run and close it whatever happens: FINISHED, FAILED (with the error as an
+    artifact) or KILLED on Ctrl-C. Metrics are logged as they come, so a failure loses
+    nothing already logged."""
+    if not cfg.enabled:
+        yield Run()
+        return
+    uri = store_uri(cfg, root)
+    client = client_for(uri)
+    tags = {RUN_NAME_TAG: name, **tags, **({PARENT_TAG: parent_run_id} if parent_run_id else {})}
+    experiment = experiment_id(client, cfg.experiment, uri)
+    run = client.create_run(experiment, run_name=name, tags=dict(tags))
+    tracked = Run(client=client, run_id=run.info.run_id, uri=uri, experiment_id=experiment)
+    log.info("mlflow: run %s (%s) in %s", tracked.run_id, name, uri)
+    try:
+        yield tracked
+    except KeyboardInterrupt:
+        tracked.finish("KILLED")
+        raise
+    except BaseException as err:
+        tracked.log_text("".join(traceback.format_exception(err)), "error.txt")
+        tracked.set_tags({"error": f"{type(err).__name__}: {err}"[:5000]})
+        tracked.finish("FAILED")
+        raise
+    else:
+        tracked.finish("FINISHED")
+
+
+def load_model(run_id: str | None = None, *, model_uri: str | None = None,
+               tracking_uri: str | None = None):
+    """The Keras model and its class names, from a run id or any MLflow model URI
+    (``models:/rps/3``)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if (run_id is None) == (model_uri is None):
+        raise TrackingError("give exactly one of run_id or model_uri")
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    uri = model_uri or f"runs:/{run_id}/{MODEL_NAME}"
+    try:
+        if run_id is not None:
+            client_for(mlflow.get_tracking_uri()).get_run(run_id)
+        info = mlflow.models.get_model_info(uri)
+        model = mlflow.keras.load_model(uri)
+    except (MlflowException, OSError) as err:
+        what = f"run {run_id}" if run_id else f"model {model_uri}"
+        raise TrackingError(
+            f"cannot load the model of {what} from the tracking store "
+            f"{mlflow.get_tracking_uri()}: {_first_line(err)}. Check the id in `mlflow ui` "
+            "(started in the project root), pass tracking_uri= if the run lives elsewhere, "
+            "and make sure the run finished (a failed run has no model)."
+        ) from None
+    return model, list((info.metadata or {})["class_names"])
+
+
+def _first_line(err: Exception) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0][:300] if lines else type(err).__name__

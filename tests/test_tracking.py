@@ -1,0 +1,281 @@
+"""MLflow and TensorBoard tracking on a real SQLite store, with tiny generated data."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, make_folder_dataset, run_cli
+from mlflow.tracking import MlflowClient
+
+from rps import model as model_lib
+from rps import sweep, tracking
+from rps.config import TrackingConfig
+
+# A real pretrained backbone (its weights install with rps) on small inputs: it learns the
+# colour-coded classes in a few epochs, so served predictions can be checked for the class.
+SMALL = ["backbone.input_size=64", "trainer.batch_size=8", "head=linear", "aug=none"]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return make_folder_dataset(tmp_path_factory.mktemp("data"), n_train=10, n_test=4)
+
+
+def runs(uri: str) -> list:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("rps")
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+@pytest.fixture(scope="module")
+def single(root, tmp_path_factory):
+    """One tracked job, shared by the tests that inspect what it logged."""
+    folder = tmp_path_factory.mktemp("single")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    out = folder / "run"
+    proc = run_cli("data=folder", f"data.root={root}", *SMALL, "trainer.epochs=3",
+                   "trainer.patience=null", f"tracking.uri={uri}", "tracking.register=rps_test",
+                   "head.dropout=0.1", f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = runs(uri)
+    return {"uri": uri, "out": out, "run": run, "client": MlflowClient(uri)}
+
+
+def test_run_has_params_tags_and_per_epoch_metrics(single):
+    run, client = single["run"], single["client"]
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == (  # what was chosen; file locations are left out
+        "data=folder,backbone.input_size=64,trainer.batch_size=8,head=linear,aug=none,"
+        "trainer.epochs=3,trainer.patience=null,head.dropout=0.1")
+    params = run.data.params
+    assert params["head.units"] == "256" and params["backbone.name"] == "efficientnet_lite0"
+    assert params["trainer.epochs"] == "3" and params["data.root"].endswith("data0")
+    tags = run.data.tags
+    assert json.loads(tags["overrides"])[0] == "data=folder"
+    assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"
+    assert tags["git_dirty"] in {"true", "false", "unknown"}
+    assert tags["tensorboard_logdir"].startswith(str(single["out"]))
+    for key in ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "lr"):
+        history = client.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in history] == [0, 1, 2], key
+    metrics = run.data.metrics
+    local = json.loads((single["out"] / "metrics.json").read_text())
+    assert metrics["test/accuracy"] == pytest.approx(local["test_accuracy"])
+    assert metrics["val/best_accuracy"] == pytest.approx(local["best_val_accuracy"])
+    for name in ("paper", "rock", "scissors"):
+        assert metrics[f"test/f1/{name}"] == pytest.approx(local["per_class"][name]["f1"])
+    assert metrics["time/train_s"] > 0 and metrics["time/images_per_s"] > 0
+    assert metrics["time/total_s"] >= metrics["time/train_s"]
+
+
+def test_run_artifacts(single):
+    client, run_id = single["client"], single["run"].info.run_id
+
+    def names(folder: str = "") -> set[str]:
+        return {Path(f.path).name for f in client.list_artifacts(run_id, folder)}
+
+    assert {"metrics.json", "class_names.json", "plots", "hydra", "config"} <= names()
+    assert {"confusion_matrix.png", "learning_curves.png", "misclassified.png"} <= names(
+        "plots")
+    assert {"config.yaml", "overrides.yaml", "hydra.yaml"} <= names("hydra")
+    assert "config.yaml" in names("config")
+
+
+def test_logged_model_loads_with_class_names_and_matches_the_local_one(single):
+    model, class_names = tracking.load_model(single["run"].info.run_id,
+                                             tracking_uri=single["uri"])
+    local, local_names = model_lib.load(single["out"])
+    assert class_names == local_names == ["paper", "rock", "scissors"]
+    images = np.random.default_rng(0).uniform(0, 255, (3, 50, 70, 3)).astype("float32")
+    np.testing.assert_allclose(model.predict(images, verbose=0),
+                               local.predict(images, verbose=0), atol=1e-5)
+
+
+def test_model_is_registered(single):
+    versions = single["client"].search_model_versions("name='rps_test'")
+    assert [v.run_id for v in versions] == [single["run"].info.run_id]
+    _, names = tracking.load_model(model_uri="models:/rps_test/1", tracking_uri=single["uri"])
+    assert names == ["paper", "rock", "scissors"]
+
+
+def test_unknown_run_id_is_a_clear_error(single):
+    with pytest.raises(tracking.TrackingError, match="cannot load the model of run 0123"):
+        tracking.load_model("0123456789abcdef", tracking_uri=single["uri"])
+
+
+def test_tensorboard_holds_epoch_scalars_and_augmented_images(single):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logdir = Path(single["run"].data.tags["tensorboard_logdir"])
+    for split in ("train", "validation"):
+        events = EventAccumulator(str(logdir / split), size_guidance={"tensors": 0}).Reload()
+        for tag in ("epoch_loss", "epoch_accuracy"):
+            assert [e.step for e in events.Tensors(tag)] == [0, 1, 2], (split, tag)
+    images = EventAccumulator(str(logdir / "images"), size_guidance={"tensors": 0}).Reload()
+    assert "augmented_training_images" in images.Tags()["tensors"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_models_serve_classifies_raw_rgb(single, root):
+    port = free_port()
+    bin_dir = Path(sys.executable).parent  # as in an activated venv: mlflow runs uvicorn
+    env = {**os.environ, "MLFLOW_TRACKING_URI": single["uri"],
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    server = subprocess.Popen(
+        [str(bin_dir / "mlflow"), "models", "serve", "-m",
+         f"runs:/{single['run'].info.run_id}/model", "--env-manager", "local",
+         "-h", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read()[-3000:]
+                assert time.monotonic() < deadline, "server did not start in 120 s"
+                time.sleep(1)
+        from PIL import Image
+
+        image = np.asarray(Image.open(root / "test" / "rock" / "rock_000.png").convert("RGB"))
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"inputs": image[None].astype(float).tolist()}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            logits = np.array(json.loads(response.read())["predictions"])
+        local, names = model_lib.load(single["out"])
+        np.testing.assert_allclose(logits, local.predict(image[None].astype("float32"),
+                                                         verbose=0), atol=1e-4)
+        assert names[int(logits.argmax())] == "rock"
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def test_sweep_has_a_parent_with_children_and_a_summary(root, tmp_path, mlflow_store):
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli("-m", "data=folder", f"data.root={root}", *SMALL, "trainer.epochs=1",
+                   "head=shallow", "head.units=8,16", f"hydra.sweep.dir={sweep_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = runs(mlflow_store)
+    (parent,) = [r for r in found if tracking.PARENT_TAG not in r.data.tags]
+    children = [r for r in found if r.data.tags.get(tracking.PARENT_TAG) == parent.info.run_id]
+    assert sorted(r.info.run_name for r in children) == ["head.units=16", "head.units=8"]
+    assert {r.info.status for r in children} == {"FINISHED"} == {parent.info.status}
+    assert parent.data.tags["best_run_id"] in {r.info.run_id for r in children}
+    summary = (sweep_dir / "summary.csv").read_text().splitlines()
+    assert summary[0].startswith("job,head.units,status,val_accuracy,test_accuracy")
+    assert [line.split(",")[:3] for line in summary[1:]] == [["0", "8", "FINISHED"],
+                                                            ["1", "16", "FINISHED"]]
+    assert "| job | head.units |" in proc.stdout
+    artifacts = {f.path for f in MlflowClient(mlflow_store).list_artifacts(parent.info.run_id)}
+    assert {"summary.csv", "summary.md", "summary.png"} <= artifacts
+
+
+def test_a_failing_job_does_not_stop_the_sweep(root, tmp_path, mlflow_store):
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli("-m", "data=folder", f"data.root={root}", *SMALL, "trainer.epochs=1",
+                   "head=shallow", "head.units=-1,8", f"hydra.sweep.dir={sweep_dir}")
+    assert proc.returncode == 1
+    assert "1 of 2 sweep jobs failed" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    client = MlflowClient(mlflow_store)
+    children = {r.info.run_name: r for r in runs(mlflow_store)
+                if tracking.PARENT_TAG in r.data.tags}
+    failed, finished = children["head.units=-1"], children["head.units=8"]
+    assert (failed.info.status, finished.info.status) == ("FAILED", "FINISHED")
+    assert "head.units" in failed.data.tags["error"]
+    error = client.download_artifacts(failed.info.run_id, "error.txt", str(tmp_path))
+    assert "ConfigError" in Path(error).read_text()
+    rows = (sweep_dir / "summary.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[2] for row in rows] == ["FAILED", "FINISHED"]
+
+
+def test_bad_single_run_is_failed_in_mlflow_with_exit_2(root, tmp_path, mlflow_store):
+    proc = run_cli("data=folder", f"data.root={root}", "head.dropout=2",
+                   f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2 and "head.dropout" in proc.stderr
+    (run,) = runs(mlflow_store)
+    assert run.info.status == "FAILED" and "head.dropout" in run.data.tags["error"]
+
+
+def test_ctrl_c_marks_the_run_killed(root, tmp_path, mlflow_store):
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "run.py"), "data=folder", f"data.root={root}", *SMALL,
+         "trainer.epochs=200", "trainer.patience=null", f"hydra.run.dir={tmp_path / 'run'}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    client = MlflowClient(mlflow_store)
+    while True:
+        assert proc.poll() is None, "the job ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        found = runs(mlflow_store) if Path(mlflow_store[10:]).exists() else []
+        if found and client.get_metric_history(found[0].info.run_id, "val/accuracy"):
+            break
+        time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    (run,) = runs(mlflow_store)
+    assert run.info.status == "KILLED"
+    assert client.get_metric_history(run.info.run_id, "val/accuracy"), "logged epochs kept"
+
+
+def test_tracking_can_be_turned_off(root, tmp_path, mlflow_store):
+    proc = run_cli("data=folder", f"data.root={root}", *SMALL, "trainer.epochs=1",
+                   "tracking.enabled=false", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not Path(mlflow_store.removeprefix("sqlite:///")).exists()
+    assert (tmp_path / "run" / "model.keras").is_file()
+
+
+def test_default_store_is_the_project_root_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    uri = tracking.store_uri(TrackingConfig(), tmp_path / "project")
+    assert uri == f"sqlite:///{tmp_path / 'project' / 'mlflow.db'}"
+    assert tracking.artifact_location(uri, "rps") == (tmp_path / "project" / "mlruns" /
+                                                      "rps").as_uri()
+    assert tracking.store_uri(TrackingConfig(uri="http://127.0.0.1:5000"), tmp_path) == \
+        "http://127.0.0.1:5000"
+
+
+def test_params_are_flattened_and_bounded():
+    flat = tracking.flatten({"head": {"units": 256, "depth": 1}, "data": {"root": "x" * 9000},
+                             "experiment": None})
+    assert flat["head.units"] == "256" and flat["experiment"] == "None"
+    assert len(flat["data.root"]) == tracking.PARAM_VALUE_CHARS
+
+
+def test_run_names_keep_choices_and_drop_locations():
+    assert tracking.run_name(["head=deep", "data.root=/x", "+aug=strong",
+                              "tracking.uri=sqlite:///x", "hydra.run.dir=y"]) == \
+        "head=deep,aug=strong"
+    assert tracking.run_name(["data.root=/x"]) == "defaults"
+    assert tracking.run_name(["head=deep", "head.units=8"], varying=["head.units"]) == \
+        "head.units=8"
+
+
+def test_best_child_is_chosen_on_validation_not_test():
+    rows = [sweep.Row("0", "a", "FINISHED", 0.90, 0.99, 1.0, "r0", {"head.units": "8"}),
+            sweep.Row("1", "b", "FINISHED", 0.95, 0.80, 1.0, "r1", {"head.units": "16"}),
+            sweep.Row("2", "c", "FAILED", None, None, None, "r2", {"head.units": "-1"})]
+    assert sweep.best(rows).run_id == "r1"
+    header, body = sweep.table(rows)
+    assert header[:2] == ["job", "head.units"] and body[2][2] == "FAILED"
