@@ -207,6 +207,23 @@ class TrackingConfig:
 
 
 @dataclass
+class CacheConfig:
+    """Work that jobs reuse: decoded images, and backbone features while it is frozen.
+
+    ``views`` is how many augmented views of each training image are cached (each epoch
+    samples one); null picks 1 without augmentation and ``AUTO_VIEWS`` with it.
+    """
+
+    enabled: bool = True
+    dir: str | None = None
+    views: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.views is None or 1 <= self.views <= 64, "cache.views", self.views,
+               "between 1 and 64, or null for automatic")
+
+
+@dataclass
 class Config:
     data: DataConfig = MISSING
     backbone: BackboneConfig = MISSING
@@ -216,6 +233,7 @@ class Config:
     finetune: FinetuneConfig = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     experiment: str | None = None
 
 
@@ -229,6 +247,7 @@ SCHEMAS = {
     "finetune": {"finetune": FinetuneConfig},
     "trainer": {"trainer": TrainerConfig},
     "tracking": {"tracking": TrackingConfig},
+    "cache": {"cache": CacheConfig},
 }
 
 
@@ -263,4 +282,5 @@ def _instantiate(node: DictConfig):
         if cause is not None:
             raise cause from None
         raise ConfigError(f"invalid config: {err}") from None
+
 

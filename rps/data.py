@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from PIL import Image
 
+from rps.cache import ArrayCache, digest, file_digest
 from rps.config import BadImagePolicy, DataConfig, FolderDataConfig, TfdsDataConfig
 from rps.errors import DataError
 from rps.images import BadImage, fit, read_rgb, to_rgb
@@ -29,6 +30,8 @@ SPLITS = ("train", "val", "test")
 _SHOWN = 10  # bad files listed by name; the rest are counted
 _PROGRESS_SECONDS = 5.0
 _CONNECT_SECONDS = 10.0
+_CACHE_KIND = "images"
+_DECODED_VERSION = 1  # bump when decoding or the crop policy changes
 
 
 @dataclass(frozen=True)
@@ -53,11 +56,15 @@ class Data:
     test: Split
 
 
-def load(cfg: DataConfig, image_size: int, seed: int) -> Data:
-    """Decode train, val and test at ``image_size``; ``seed`` picks the validation slice."""
+def load(cfg: DataConfig, image_size: int, seed: int, cache: ArrayCache | None = None) -> Data:
+    """Decode train, val and test at ``image_size``; ``seed`` picks the validation slice.
+
+    With a ``cache``, decoded folder images are stored under a digest of the files' bytes,
+    so the next job skips decoding unless a file changed.
+    """
     start = time.perf_counter()
     if isinstance(cfg, FolderDataConfig):
-        class_names, splits = _load_folder(cfg, image_size)
+        class_names, splits = _load_folder(cfg, image_size, cache)
     elif isinstance(cfg, TfdsDataConfig):
         class_names, splits = _load_tfds(cfg, image_size)
     else:
@@ -86,7 +93,8 @@ def _hold_out(train: Split, n_classes: int, fraction: float, seed: int) -> tuple
 
 # --- folders --------------------------------------------------------------------------------
 
-def _load_folder(cfg: FolderDataConfig, size: int) -> tuple[list[str], dict[str, Split]]:
+def _load_folder(cfg: FolderDataConfig, size: int,
+                 cache: ArrayCache | None) -> tuple[list[str], dict[str, Split]]:
     root = Path(cfg.root).expanduser().absolute()  # sources must outlive a change of cwd
     dirs = _split_dirs(root)
     class_names = _class_names(root, dirs)
@@ -95,6 +103,20 @@ def _load_folder(cfg: FolderDataConfig, size: int) -> tuple[list[str], dict[str,
                     class_names, "no images", "add images")
     if "val" in dirs:
         log.info("data: validating on %s (data.val_fraction is not used)", dirs["val"])
+
+    key = None
+    if cache is not None:
+        started = time.perf_counter()
+        files = [path for paths, _ in listings.values() for path in paths]
+        key = digest(_DECODED_VERSION, size, file_digest(files))
+        stored = cache.get(_CACHE_KIND, key)
+        if stored is not None:
+            log.info("data: decoded images read from the cache (files checked in %.1f s)",
+                     time.perf_counter() - started)
+            splits, bad = _from_arrays(stored, list(listings))
+            if bad:
+                _handle_bad(root, bad, cfg.on_bad_image)
+            return class_names, splits
 
     splits, bad = {}, []
     with ThreadPoolExecutor() as pool:
@@ -106,7 +128,27 @@ def _load_folder(cfg: FolderDataConfig, size: int) -> tuple[list[str], dict[str,
         _require_images(root, {split: s.labels for split, s in splits.items()},
                         class_names, "no readable images left after skipping",
                         "replace the unreadable files")
+    if cache is not None:
+        cache.put(_CACHE_KIND, key, _to_arrays(splits, bad))
     return class_names, splits
+
+
+def _to_arrays(splits: dict[str, Split], bad: list[BadImage]) -> dict[str, np.ndarray]:
+    arrays = {"bad_paths": np.array([b.path for b in bad], dtype=str),
+              "bad_reasons": np.array([b.reason for b in bad], dtype=str)}
+    for name, split in splits.items():
+        arrays |= {f"{name}_images": split.images, f"{name}_labels": split.labels,
+                   f"{name}_sources": np.array(split.sources, dtype=str)}
+    return arrays
+
+
+def _from_arrays(arrays: dict[str, np.ndarray],
+                 names: list[str]) -> tuple[dict[str, Split], list[BadImage]]:
+    splits = {name: Split(arrays[f"{name}_images"], arrays[f"{name}_labels"],
+                          arrays[f"{name}_sources"].tolist()) for name in names}
+    bad = [BadImage(path, reason)
+           for path, reason in zip(arrays["bad_paths"], arrays["bad_reasons"], strict=True)]
+    return splits, bad
 
 
 def _split_dirs(root: Path) -> dict[str, Path]:

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,6 +23,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from rps.cache import user_cache_dir, write_atomically
 from rps.errors import WeightsError
 
 __all__ = [
@@ -346,14 +345,6 @@ def _convert(pth: Path, include_top: bool, dest: Path) -> None:
     model.save_weights(dest)
 
 
-def _cache_dir() -> Path:
-    if os.environ.get("RPS_CACHE_DIR"):
-        return Path(os.environ["RPS_CACHE_DIR"])
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]) / "rps"
-    return Path.home() / ".cache" / "rps"
-
-
 def _digest(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()[:12]
@@ -363,18 +354,11 @@ def imagenet_weights_file(include_top: bool) -> Path:
     """The converted Keras weights; the name carries the source digest so a new .pth
     triggers a new conversion, and the atomic rename lets parallel runs share the cache."""
     pth = _torch_weights_path()
-    folder = _cache_dir() / "weights"
     variant = "top" if include_top else "notop"
-    dest = folder / f"efficientnet_lite0_imagenet_{variant}_{_digest(pth)}.weights.h5"
+    dest = (user_cache_dir() / "weights" /
+            f"efficientnet_lite0_imagenet_{variant}_{_digest(pth)}.weights.h5")
     if dest.is_file():
         return dest
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{dest.stem}.", suffix=".weights.h5")
-    os.close(fd)
-    try:
-        _convert(pth, include_top, Path(tmp))
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return dest
+    # Keras picks the format by the file's suffix, so the temporary name keeps it.
+    return write_atomically(dest, lambda tmp: _convert(pth, include_top, tmp),
+                            suffix=".weights.h5")

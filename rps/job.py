@@ -15,6 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from rps import config, evaluate, plots, sweep, tensorboard, tracking, train
 from rps import data as data_lib
 from rps import model as model_lib
+from rps.cache import ArrayCache, user_cache_dir
+from rps.config import CacheConfig
 from rps.errors import UserError, report
 
 log = logging.getLogger("rps")
@@ -99,10 +101,13 @@ def run(cfg: DictConfig, ctx: JobContext) -> train.Result:
         mlrun.log_params(tracking.flatten(resolved))
         mlrun.log_text(OmegaConf.to_yaml(resolved), "config/config.yaml")
         conf = config.to_object(cfg)
-        data = data_lib.load(conf.data, conf.backbone.input_size, conf.trainer.seed)
+        store = cache_of(conf.cache)
+        data = data_lib.load(conf.data, conf.backbone.input_size, conf.trainer.seed, store)
         callbacks = [tensorboard.callback(tb_dir),
-                     tensorboard.AugmentedImages(data.train.images, tb_dir, conf.trainer.seed)]
-        result = train.fit(conf, data, callbacks=callbacks, on_epoch=mlrun.log_epoch)
+                     tensorboard.AugmentedImages(data.train.images, conf.aug, tb_dir,
+                                                 conf.trainer.seed)]
+        result = train.fit(conf, data, callbacks=callbacks, on_epoch=mlrun.log_epoch,
+                           cache=store)
         result.metrics["total_seconds"] = time.perf_counter() - started
         _write_outputs(result, data, ctx.output_dir)
         mlrun.log_metrics(final_metrics(result.metrics))
@@ -117,6 +122,12 @@ def run(cfg: DictConfig, ctx: JobContext) -> train.Result:
     return result
 
 
+def cache_of(cfg: CacheConfig) -> ArrayCache | None:
+    if not cfg.enabled:
+        return None
+    return ArrayCache(Path(cfg.dir).expanduser() if cfg.dir else user_cache_dir())
+
+
 def final_metrics(metrics: dict) -> dict[str, float]:
     images = metrics["num_train"] * metrics["epochs_run"]
     final = {
@@ -125,6 +136,7 @@ def final_metrics(metrics: dict) -> dict[str, float]:
         "val/best_accuracy": metrics["best_val_accuracy"],
         "val/best_epoch": metrics["best_epoch"],
         "time/train_s": metrics["train_seconds"],
+        "time/features_s": metrics["features_seconds"],
         "time/total_s": metrics["total_seconds"],
         "time/images_per_s": images / max(metrics["train_seconds"], 1e-9),
     }

@@ -280,8 +280,9 @@ def load_model(run_id: str | None = None, *, model_uri: str | None = None,
         raise TrackingError(
             f"cannot load the model of {what} from the tracking store "
             f"{mlflow.get_tracking_uri()}: {_first_line(err)}. Check the id in `mlflow ui` "
-            "(started in the project root), pass tracking_uri= if the run lives elsewhere, "
-            "and make sure the run finished (a failed run has no model)."
+            "(started in the project root); if the run lives in another store, point "
+            "tracking.uri (or MLFLOW_TRACKING_URI) at it; and make sure the run finished "
+            "(a failed run has no model)."
         ) from None
     return model, list((info.metadata or {})["class_names"])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +70,17 @@ def run_cli(*overrides: str, script: str = "run.py", cwd: Path = REPO,
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     return subprocess.run([sys.executable, str(REPO / script), *overrides], cwd=cwd,
                           capture_output=True, text=True, env=env, timeout=timeout, check=False)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def rps_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One cache for the whole session, never the user's: keys cover every input, so tests
+    that share inputs may share entries, exactly as jobs do."""
+    folder = tmp_path_factory.mktemp("rps-cache")
+    previous = os.environ.get("RPS_CACHE_DIR")
+    os.environ["RPS_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        del os.environ["RPS_CACHE_DIR"]
+    else:
+        os.environ["RPS_CACHE_DIR"] = previous

@@ -91,8 +91,7 @@ def test_finetune_continues_the_epoch_count(tiny_root):
 
 def test_best_weights_are_restored_with_loss_breaking_ties():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    best = train.BestWeights()
-    best.set_model(model)
+    best = train.BestWeights(model)
     logs = [(0.5, 1.0), (0.9, 0.8), (0.9, 0.5), (0.7, 0.1)]
     snapshots = []
     for epoch, (acc, loss) in enumerate(logs):

@@ -1,0 +1,148 @@
+"""The feature and decoded-image caches: hits, misses on any changed input, safe sharing."""
+
+import logging
+import multiprocessing
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from conftest import compose_cfg, make_folder_dataset, run_cli
+from PIL import Image
+
+from rps import config, features, train
+from rps import data as data_lib
+from rps import model as model_lib
+from rps.cache import ArrayCache, digest
+
+SMALL = ["backbone=mobilenet_v2", "backbone.input_size=32", "trainer.batch_size=8",
+         "trainer.epochs=2", "head=linear"]
+
+
+@pytest.fixture
+def root(tmp_path) -> Path:
+    return make_folder_dataset(tmp_path / "data", n_train=8, n_test=3)
+
+
+@pytest.fixture
+def weights(tmp_path) -> Path:
+    path = tmp_path / "mobilenet.weights.h5"
+    keras.applications.MobileNetV2(include_top=False, weights=None,
+                                   input_shape=(32, 32, 3)).save_weights(path)
+    return path
+
+
+def job(root: Path, weights: Path, store: ArrayCache, *overrides: str):
+    cfg = config.to_object(compose_cfg("data=folder", f"data.root={root}", *SMALL,
+                                       f"backbone.weights={weights}", *overrides))
+    data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed, store)
+    model = model_lib.build(cfg, len(data.class_names))
+    return cfg, data, features.build(cfg, model, data, store)
+
+
+def test_second_job_hits_and_trains_the_same_model(root, weights, tmp_path):
+    store = ArrayCache(tmp_path / "cache")
+    cfg = config.to_object(compose_cfg("data=folder", f"data.root={root}", *SMALL,
+                                       f"backbone.weights={weights}", "aug=none"))
+    results = []
+    for _ in range(2):
+        data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed, store)
+        results.append(train.fit(cfg, data, cache=store))
+    cold, warm = (r.metrics for r in results)
+    assert cold["features_seconds"] > 0 and warm["features_seconds"] == 0
+    assert warm["test_accuracy"] == cold["test_accuracy"]
+    np.testing.assert_allclose(results[1].test_logits, results[0].test_logits, atol=1e-5)
+
+
+def test_a_changed_image_or_weights_file_misses(root, weights, tmp_path):
+    store = ArrayCache(tmp_path / "cache")
+    assert job(root, weights, store)[2].seconds > 0
+    assert job(root, weights, store)[2].seconds == 0
+    image = next((root / "train" / "rock").iterdir())
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(image)
+    assert job(root, weights, store)[2].seconds > 0, "an edited image must miss"
+    assert job(root, weights, store)[2].seconds == 0
+    other = keras.applications.MobileNetV2(include_top=False, weights=None,
+                                           input_shape=(32, 32, 3))
+    other.get_layer("Conv1").kernel.assign(other.get_layer("Conv1").kernel * 2.0)
+    other.save_weights(weights)  # same path, other contents
+    assert job(root, weights, store)[2].seconds > 0, "new weights must miss"
+
+
+def test_views_are_distinct_augmented_draws(root, weights, tmp_path):
+    store = ArrayCache(tmp_path / "cache")
+    _, data, cached = job(root, weights, store, "aug=strong", "cache.views=3")
+    assert cached.train.shape[:2] == (3, len(data.train))
+    first, second = cached.train[0], cached.train[1]
+    assert np.abs(first - second).max() > 0.01 * np.abs(first).max(), "views must differ"
+    _, data, plain = job(root, weights, store, "aug=none")
+    assert plain.train.shape[0] == 1, "no augmentation: one view is all there is"
+    assert features.views(config.to_object(compose_cfg("aug=light"))) == features.AUTO_VIEWS
+
+
+def test_decoded_images_come_back_identical_from_the_cache(root, tmp_path, caplog):
+    store = ArrayCache(tmp_path / "cache")
+    cfg = config.to_object(compose_cfg("data=folder", f"data.root={root}"))
+    first = data_lib.load(cfg.data, 32, 0, store)
+    with caplog.at_level(logging.INFO, logger="rps"):
+        second = data_lib.load(cfg.data, 32, 0, store)
+    assert "read from the cache" in caplog.text
+    for name in ("train", "val", "test"):
+        a, b = getattr(first, name), getattr(second, name)
+        np.testing.assert_array_equal(a.images, b.images)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        assert a.sources == b.sources
+
+
+def test_cache_disabled_takes_the_image_path_and_writes_nothing(root, tmp_path):
+    cache_dir = tmp_path / "cache"
+    proc = run_cli("data=folder", f"data.root={root}", *SMALL, "backbone.weights=null",
+                   f"cache.dir={cache_dir}", "cache.enabled=false",
+                   f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not cache_dir.exists()
+    assert "features:" not in proc.stdout + proc.stderr
+    proc = run_cli("data=folder", f"data.root={root}", *SMALL, "backbone.weights=null",
+                   f"cache.dir={cache_dir}", f"hydra.run.dir={tmp_path / 'run2'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert any((cache_dir / features.KIND).iterdir())
+
+
+def _write_repeatedly(folder: str, value: int) -> None:
+    store = ArrayCache(Path(folder))
+    for _ in range(15):
+        store.put("features", "shared", {"features": np.full((512, 1280), value, "float32")})
+
+
+def test_concurrent_writers_never_leave_a_torn_entry(tmp_path):
+    store = ArrayCache(tmp_path)
+    ctx = multiprocessing.get_context("spawn")
+    writers = [ctx.Process(target=_write_repeatedly, args=(str(tmp_path), v)) for v in (1, 2)]
+    for w in writers:
+        w.start()
+    reads = 0
+    while any(w.is_alive() for w in writers):
+        entry = store.get("features", "shared")
+        if entry is not None:
+            values = np.unique(entry["features"])
+            assert len(values) == 1 and values[0] in (1, 2), "a mixed or partial entry"
+            reads += 1
+    for w in writers:
+        w.join()
+        assert w.exitcode == 0
+    assert reads > 0
+    assert list(tmp_path.glob("features/.*")) == [], "temporary files left behind"
+
+
+def test_unreadable_entry_is_a_miss(tmp_path):
+    store = ArrayCache(tmp_path)
+    store.path("features", "k").parent.mkdir(parents=True)
+    store.path("features", "k").write_bytes(b"not an npz")
+    assert store.get("features", "k") is None
+
+
+def test_digest_tells_arrays_apart_by_content_dtype_and_shape():
+    a = np.zeros((2, 3), "float32")
+    assert digest(a) == digest(a.copy())
+    assert len({digest(a), digest(a.astype("float64")), digest(a.reshape(3, 2)),
+                digest(a + 1)}) == 4
