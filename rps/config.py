@@ -284,3 +284,119 @@ def _instantiate(node: DictConfig):
         raise ConfigError(f"invalid config: {err}") from None
 
 
+# --- live.py ---------------------------------------------------------------------------------
+
+class LiveMode(str, Enum):
+    classify = "classify"
+    capture = "capture"
+
+
+class CaptureSplit(str, Enum):
+    train = "train"
+    val = "val"
+    test = "test"
+
+
+@dataclass
+class RoiConfig:
+    """The square the model sees, in frame pixels; ``x``/``y`` (its top-left corner) null
+    centre it. Whether it fits is checked against the first frame, whose size comes only then.
+    """
+
+    size: int = 300
+    x: int | None = None
+    y: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.size >= 16, "roi.size", self.size, "at least 16 pixels")
+        _check(self.x is None or self.x >= 0, "roi.x", self.x, "0 or more, or null to centre")
+        _check(self.y is None or self.y >= 0, "roi.y", self.y, "0 or more, or null to centre")
+
+
+@dataclass
+class CaptureConfig:
+    """Capture mode keeps one crop every ``every`` frames (consecutive frames are near
+    copies), until ``limit`` crops if set, into ``data.root/<split>/<label>/``."""
+
+    every: int = 5
+    limit: int | None = None
+    split: CaptureSplit = CaptureSplit.train
+
+    def __post_init__(self) -> None:
+        _check(self.every >= 1, "capture.every", self.every, "at least 1 (every frame)")
+        _check(self.limit is None or self.limit >= 1, "capture.limit", self.limit,
+               "at least 1, or null for no limit")
+
+
+@dataclass
+class LiveDataConfig:
+    root: str | None = None
+
+
+@dataclass
+class LiveTrackingConfig:
+    """Where ``run_id`` and ``model_uri`` are looked up: null is the store training uses."""
+
+    uri: str | None = None
+
+
+MODEL_KEYS = ("run_id", "model_uri", "model_path")
+
+
+@dataclass
+class LiveConfig:
+    """``live.py``: classify a camera, video file or image folder, or capture a dataset."""
+
+    run_id: str | None = None
+    model_uri: str | None = None
+    model_path: str | None = None
+    source: str = "0"
+    roi: RoiConfig = field(default_factory=RoiConfig)
+    smooth: int = 1
+    threshold: float = 0.5
+    headless: bool = False
+    output: str | None = None
+    predictions: str | None = None
+    mode: LiveMode = LiveMode.classify
+    label: str | None = None
+    data: LiveDataConfig = field(default_factory=LiveDataConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    tracking: LiveTrackingConfig = field(default_factory=LiveTrackingConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.smooth >= 1, "smooth", self.smooth, "at least 1 (1 = no smoothing)")
+        _check(0.0 <= self.threshold <= 1.0, "threshold", self.threshold, "between 0 and 1")
+        given = [key for key in MODEL_KEYS if getattr(self, key)]
+        if self.mode == LiveMode.capture:
+            self._check_capture(given)
+        elif len(given) != 1:
+            raise ConfigError(
+                f"classify mode needs exactly one model, but {len(given)} of run_id, "
+                f"model_uri and model_path are set{': ' + ', '.join(given) if given else ''}. "
+                "Pass run_id=<MLflow run id>, model_uri=models:/<name>/<version>, or "
+                "model_path=<model.keras or a run's output folder>."
+            )
+
+    def _check_capture(self, given: list[str]) -> None:
+        if given:
+            raise ConfigError(
+                f"mode=capture records images and uses no model, but {', '.join(given)} is "
+                "set: drop it, or use mode=classify to run the model."
+            )
+        if not self.label or self.label != self.label.strip() or "/" in self.label \
+                or "\\" in self.label or self.label.startswith("."):
+            raise ConfigError(
+                f"mode=capture needs label=<class name>, a folder name such as label=rock "
+                f"(no slashes, no leading dot), but label={self.label!r}."
+            )
+        if not self.data.root:
+            raise ConfigError(
+                "mode=capture needs data.root=<folder>: crops go to "
+                f"<data.root>/{self.capture.split.value}/{self.label}/, ready for "
+                "`python run.py data=folder data.root=<folder>`."
+            )
+
+
+def register_live() -> None:
+    """The schema of ``conf/live.yaml``, as ``schema_live``."""
+    ConfigStore.instance().store(name="schema_live", node=LiveConfig)

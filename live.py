@@ -1,0 +1,20 @@
+"""Classify a camera, a video file or an image folder live; `mode=capture` records a dataset."""
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from rps import config, live
+
+config.register_live()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="live")
+def main(cfg: DictConfig) -> None:
+    # The project root holds conf/ and mlflow.db: the tracking store that training uses.
+    live.main(cfg, Path(__file__).resolve().parent)
+
+
+if __name__ == "__main__":
+    main()

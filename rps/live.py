@@ -1,0 +1,506 @@
+"""Live classification and dataset capture: frame -> ROI crop -> model -> label on the frame.
+
+The loop takes a frame source, a view and sinks, so it runs the same on a camera with a
+window as on a video file in CI. Only :class:`Window` needs a display.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from itertools import chain
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+from omegaconf import DictConfig
+
+from rps import config, tracking
+from rps.config import LiveConfig, LiveMode, RoiConfig, TrackingConfig
+from rps.errors import UserError, report
+from rps.video import Frame, OutputError, SourceError, VideoSink, open_source
+
+log = logging.getLogger("rps")
+
+UNCERTAIN = "uncertain"
+TITLE = "rps live (q: quit)"
+QUIT_KEYS = {ord("q"), 27}  # 27 is Esc
+SAVE_KEY = ord("s")
+RECORD_KEY = ord(" ")
+# BGR colours
+GREEN, AMBER, RED = (60, 200, 60), (0, 170, 255), (40, 40, 230)
+GREY, WHITE, BLACK = (150, 150, 150), (255, 255, 255), (0, 0, 0)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+class RoiError(UserError):
+    pass
+
+
+class DisplayError(UserError):
+    pass
+
+
+# --- geometry, smoothing, decision ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Roi:
+    x: int
+    y: int
+    size: int
+
+    def crop(self, image: np.ndarray) -> np.ndarray:
+        return image[self.y:self.y + self.size, self.x:self.x + self.size]
+
+
+def place_roi(cfg: RoiConfig, shape: Sequence[int]) -> Roi:
+    """The ROI in a frame of ``shape``, centred where x or y is null; it must fit inside."""
+    height, width = shape[:2]
+    x = (width - cfg.size) // 2 if cfg.x is None else cfg.x
+    y = (height - cfg.size) // 2 if cfg.y is None else cfg.y
+    if x < 0 or y < 0 or x + cfg.size > width or y + cfg.size > height:
+        where = "centred" if cfg.x is None and cfg.y is None else f"at roi.x={x}, roi.y={y}"
+        raise RoiError(
+            f"the region of interest (roi.size={cfg.size}, {where}) does not fit in the "
+            f"{width}x{height} frame: it must lie inside it. Use roi.size={min(width, height)} "
+            f"or less (the frame's shorter side), with roi.x <= {max(width - cfg.size, 0)} and "
+            f"roi.y <= {max(height - cfg.size, 0)}, or leave roi.x and roi.y null to centre it."
+        )
+    return Roi(x, y, cfg.size)
+
+
+class Smoother:
+    """The mean of the last ``n`` probability vectors: one odd frame no longer flips the
+    label, at the cost of ``n - 1`` frames of lag."""
+
+    def __init__(self, n: int):
+        self._recent: deque[np.ndarray] = deque(maxlen=n)
+
+    def __call__(self, probabilities: np.ndarray) -> np.ndarray:
+        self._recent.append(probabilities)
+        return np.mean(self._recent, axis=0)
+
+
+def decide(probabilities: np.ndarray, class_names: Sequence[str],
+           threshold: float) -> tuple[str, float]:
+    """The most likely class and its probability; ``uncertain`` when that is below the
+    threshold, rather than a confident-looking guess."""
+    best = int(np.argmax(probabilities))
+    probability = float(probabilities[best])
+    return (class_names[best] if probability >= threshold else UNCERTAIN), probability
+
+
+# --- the model -----------------------------------------------------------------------------
+
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+def predictor(model, warm_size: int) -> Predict:
+    """Class probabilities for one raw RGB crop, through a graph traced once and frozen.
+
+    ``model.predict`` builds a dataset and an iterator on every call, which costs more than
+    the network itself on one frame; an eager ``model(x)`` still runs Python per layer. A
+    ``tf.function`` with a shape-free signature costs only the network, for any crop size.
+    Freezing its weights into constants lets TensorFlow's graph optimiser fold and fuse
+    across them: another fifth (efficientnet_lite0) to third (ResNet50) off each frame on
+    CPU, as benchmarks/live.py shows.
+    The model crops and resizes inside, so the crop goes in untouched.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.float32)])
+    def probabilities(rgb):
+        return tf.nn.softmax(model(rgb[None], training=False))[0]
+
+    frozen = convert_variables_to_constants_v2(probabilities.get_concrete_function())
+
+    def predict(rgb: np.ndarray) -> np.ndarray:
+        return frozen(tf.constant(rgb, tf.float32))[0].numpy()
+
+    predict(np.zeros((warm_size, warm_size, 3), dtype=np.uint8))  # optimise before timing
+    return predict
+
+
+def load_model(conf: LiveConfig, root: Path):
+    """The model and its class names, through the loaders training wrote them for."""
+    if conf.model_path:
+        from rps import model as model_lib  # imports TensorFlow: only once input is valid
+
+        return model_lib.load(Path(conf.model_path).expanduser())
+    uri = tracking.store_uri(TrackingConfig(uri=conf.tracking.uri), root)
+    return tracking.load_model(conf.run_id, model_uri=conf.model_uri, tracking_uri=uri)
+
+
+# --- drawing -------------------------------------------------------------------------------
+
+def annotate(frame: np.ndarray, roi: Roi, lines: Sequence[str], colour: tuple[int, int, int],
+             bars: Sequence[tuple[str, float]] = (), chosen: int | None = None) -> np.ndarray:
+    """A copy of the frame with the ROI box, text lines at the top and one bar per class at
+    the bottom. Pure, so the window shows exactly what the video records."""
+    out = frame.copy()
+    height, width = out.shape[:2]
+    scale = min(max(height / 600, 0.4), 2.0)
+    thick = max(1, round(2 * scale))
+    step = round(32 * scale)
+    cv2.rectangle(out, (roi.x, roi.y), (roi.x + roi.size - 1, roi.y + roi.size - 1), colour,
+                  thick)
+    margin = round(8 * scale)
+    for i, line in enumerate(lines):
+        _text(out, line, (margin, margin + step * (i + 1)), scale,
+              colour if i == 0 else WHITE, thick)
+    bar_width = width // 3
+    for i, (name, value) in enumerate(bars):
+        top = height - margin - step * (len(bars) - i)
+        cv2.rectangle(out, (margin, top + 2), (margin + bar_width, top + step - 4), GREY, 1)
+        cv2.rectangle(out, (margin, top + 2), (margin + round(bar_width * value), top + step - 4),
+                      colour if i == chosen else GREY, -1)
+        _text(out, f"{name} {value:.0%}", (2 * margin + bar_width, top + step - margin),
+              scale * 0.8, WHITE, max(1, thick - 1))
+    return out
+
+
+def _text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float,
+          colour: tuple[int, int, int], thick: int) -> None:
+    """Text on a dark box, legible on any background."""
+    (w, h), base = cv2.getTextSize(text, FONT, scale, thick)
+    x, y = origin
+    cv2.rectangle(image, (x - 3, y - h - 3), (x + w + 3, y + base + 1), BLACK, -1)
+    cv2.putText(image, text, origin, FONT, scale, colour, thick, cv2.LINE_AA)
+
+
+# --- sinks and views -----------------------------------------------------------------------
+
+class PredictionLog:
+    """One row per frame, written as it comes (line-buffered), so Ctrl-C or a crash keeps
+    every row so far. CSV or JSON Lines, by suffix."""
+
+    SUFFIXES = (".csv", ".jsonl")
+
+    def __init__(self, path: Path):
+        if path.suffix.lower() not in self.SUFFIXES:
+            raise OutputError(f"predictions={path}: the predictions file must be a "
+                              f"{' or '.join(self.SUFFIXES)} file.")
+        self.path = path
+        self.rows = 0
+        self._file = None
+        self._csv: csv.DictWriter | None = None
+
+    def write(self, row: dict) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("w", newline="", buffering=1)
+            if self.path.suffix.lower() == ".csv":
+                self._csv = csv.DictWriter(self._file, fieldnames=list(row))
+                self._csv.writeheader()
+        if self._csv is not None:
+            self._csv.writerow(row)
+        else:
+            self._file.write(json.dumps(row) + "\n")
+        self.rows += 1
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+class CropWriter:
+    """Numbered PNG crops, named ``<prefix>_<session>_<n>.png`` so that a second session
+    adds to a folder instead of overwriting the first."""
+
+    def __init__(self, folder: Path, prefix: str):
+        self.folder = folder
+        self.prefix = prefix
+        self.count = 0
+        self._session = time.strftime("%Y%m%d-%H%M%S")
+
+    def save(self, crop: np.ndarray) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{self.prefix}_{self._session}_{self.count:05d}.png"
+        if not cv2.imwrite(str(path), crop):
+            raise OutputError(f"cannot write {path}: check that the folder is writable.")
+        self.count += 1
+        return path
+
+
+class Window:
+    """The on-screen view; ``show`` returns the key pressed, if any.
+
+    OpenCV's Qt backend aborts the whole process when there is no display, so that case is
+    caught first and explained.
+    """
+
+    def __init__(self, title: str = TITLE):
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                     or os.environ.get("WAYLAND_DISPLAY")):
+            raise DisplayError(
+                "there is no display to open a window on (DISPLAY is not set): this is a "
+                "headless machine, a container or an SSH session without X forwarding. Run "
+                "with headless=true to write an annotated video and a predictions file "
+                "instead, or connect with `ssh -X`."
+            )
+        self.title = title
+        cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE)
+
+    def show(self, image: np.ndarray) -> int | None:
+        cv2.imshow(self.title, image)
+        key = cv2.waitKey(1)
+        if cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:  # closed by mouse
+            return ord("q")
+        return None if key < 0 else key & 0xFF
+
+    def close(self) -> None:
+        cv2.destroyAllWindows()
+
+
+class NoWindow:
+    """Headless: nothing shown, no key ever pressed."""
+
+    def show(self, image: np.ndarray) -> int | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+# --- timing --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Summary:
+    frames: int
+    seconds: float
+    fps: float
+    median_model_ms: float | None
+    median_frame_ms: float | None
+
+
+@dataclass
+class Meter:
+    """Per-frame timings: a rolling rate for the screen, medians for the report at exit."""
+
+    model_ms: list[float] = field(default_factory=list)
+    frame_s: list[float] = field(default_factory=list)
+    recent: deque = field(default_factory=lambda: deque(maxlen=30))
+    started: float = field(default_factory=time.perf_counter)
+    last: float = 0.0
+
+    def start(self) -> None:
+        self.started = self.last = time.perf_counter()
+
+    def tick(self) -> None:
+        """At the end of each frame: the time since the previous one, reading included."""
+        now = time.perf_counter()
+        self.frame_s.append(now - self.last)
+        self.recent.append(now - self.last)
+        self.last = now
+
+    @property
+    def fps(self) -> float:
+        return len(self.recent) / sum(self.recent) if self.recent else 0.0
+
+    def summary(self) -> Summary:
+        seconds = self.last - self.started if self.frame_s else 0.0
+        return Summary(
+            frames=len(self.frame_s), seconds=seconds,
+            fps=len(self.frame_s) / seconds if seconds > 0 else 0.0,
+            median_model_ms=statistics.median(self.model_ms) if self.model_ms else None,
+            median_frame_ms=1000 * statistics.median(self.frame_s) if self.frame_s else None)
+
+
+# --- the two modes -------------------------------------------------------------------------
+
+class Mode(Protocol):
+    done: bool
+
+    def step(self, frame: Frame) -> np.ndarray: ...
+
+    def on_key(self, key: int | None, frame: Frame) -> None: ...
+
+
+class Classifier:
+    """Each frame: crop, predict, smooth, decide, log a row; ``s`` saves the crop."""
+
+    done = False
+
+    def __init__(self, predict: Predict, class_names: list[str], conf: LiveConfig,
+                 rows: PredictionLog, crops: CropWriter, meter: Meter):
+        self.predict = predict
+        self.class_names = class_names
+        self.roi = conf.roi
+        self.threshold = conf.threshold
+        self.smoother = Smoother(conf.smooth)
+        self.rows = rows
+        self.crops = crops
+        self.meter = meter
+
+    def step(self, frame: Frame) -> np.ndarray:
+        roi = place_roi(self.roi, frame.image.shape)
+        rgb = cv2.cvtColor(roi.crop(frame.image), cv2.COLOR_BGR2RGB)
+        started = time.perf_counter()
+        raw = self.predict(rgb)
+        ms = 1000 * (time.perf_counter() - started)
+        self.meter.model_ms.append(ms)
+        probabilities = self.smoother(raw)
+        label, probability = decide(probabilities, self.class_names, self.threshold)
+        self.rows.write({
+            "frame": frame.index, "file": frame.name, "class": label,
+            "probability": round(probability, 6), "latency_ms": round(ms, 3),
+            **{f"p_{name}": round(float(p), 6)
+               for name, p in zip(self.class_names, probabilities, strict=True)}})
+        lines = [f"{label} {probability:.0%}", f"{self.meter.fps:.1f} FPS  {ms:.0f} ms"]
+        return annotate(frame.image, roi, lines, AMBER if label == UNCERTAIN else GREEN,
+                        list(zip(self.class_names, probabilities.tolist(), strict=True)),
+                        int(np.argmax(probabilities)))
+
+    def on_key(self, key: int | None, frame: Frame) -> None:
+        if key == SAVE_KEY:
+            path = self.crops.save(place_roi(self.roi, frame.image.shape).crop(frame.image))
+            log.info("saved %s", path)
+
+
+class Capturer:
+    """Keeps one ROI crop every ``capture.every`` frames while recording; space toggles.
+
+    With a window it starts paused, so nothing is saved before the hand is in place;
+    headless, nobody can press a key, so it records from the first frame.
+    """
+
+    def __init__(self, conf: LiveConfig, crops: CropWriter, meter: Meter, recording: bool):
+        self.roi = conf.roi
+        self.every = conf.capture.every
+        self.limit = conf.capture.limit
+        self.label = conf.label
+        self.crops = crops
+        self.meter = meter
+        self.recording = recording
+        self._seen = 0
+
+    @property
+    def done(self) -> bool:
+        return self.limit is not None and self.crops.count >= self.limit
+
+    def step(self, frame: Frame) -> np.ndarray:
+        roi = place_roi(self.roi, frame.image.shape)
+        if self.recording:
+            if self._seen % self.every == 0:
+                self.crops.save(roi.crop(frame.image))
+            self._seen += 1
+        limit = f"/{self.limit}" if self.limit else ""
+        lines = [f"{self.label}: {self.crops.count}{limit} saved",
+                 "recording (space: pause)" if self.recording else "paused (space: record)",
+                 f"{self.meter.fps:.1f} FPS"]
+        return annotate(frame.image, roi, lines, RED if self.recording else GREY)
+
+    def on_key(self, key: int | None, frame: Frame) -> None:
+        if key == RECORD_KEY:
+            self.recording = not self.recording
+            self._seen = 0  # a resumed recording keeps its first frame
+
+
+# --- the loop and the job ------------------------------------------------------------------
+
+def loop(frames: Iterable[Frame], mode: Mode, view: Window | NoWindow,
+         video: VideoSink | None, meter: Meter) -> None:
+    """Until the stream ends, q or Esc, Ctrl-C, or the mode is done. Each frame is written
+    as it is processed, so however the loop ends, the outputs hold every processed frame."""
+    meter.start()
+    try:
+        for frame in frames:
+            shown = mode.step(frame)
+            if video is not None:
+                video.write(shown)
+            key = view.show(shown)
+            meter.tick()
+            if key in QUIT_KEYS or mode.done:
+                break
+            mode.on_key(key, frame)
+    except KeyboardInterrupt:
+        log.info("interrupted: ending with the %d frames processed", len(meter.frame_s))
+
+
+def run(conf: LiveConfig, output_dir: Path, root: Path) -> Summary:
+    """Check what is cheap to check (display, source, first frame, ROI, output names), then
+    load the model and loop; sources and sinks close however it ends."""
+    with ExitStack() as stack:
+        view = NoWindow() if conf.headless else Window()
+        stack.callback(view.close)
+        source = open_source(conf.source)
+        stack.callback(source.close)
+        frames = iter(source)
+        first = next(frames, None)
+        if first is None:
+            raise SourceError(
+                f"{source.what} gave no frames. A camera may be in use by another program; a "
+                "video may be empty or in a codec this OpenCV build cannot decode (convert it "
+                "to .mp4); an image folder may hold only unreadable files."
+            )
+        place_roi(conf.roi, first.image.shape)
+        video = None
+        if conf.output or conf.headless:
+            video = VideoSink(_path(conf.output, output_dir / "annotated.mp4"), source.fps)
+            stack.callback(video.close)
+        meter = Meter()
+        if conf.mode == LiveMode.capture:
+            folder = Path(conf.data.root).expanduser() / conf.capture.split.value / conf.label
+            mode: Mode = Capturer(conf, CropWriter(folder, conf.label), meter,
+                                  recording=conf.headless)
+        else:
+            rows = PredictionLog(_path(conf.predictions, output_dir / "predictions.csv"))
+            stack.callback(rows.close)
+            model, class_names = load_model(conf, root)
+            mode = Classifier(predictor(model, conf.roi.size), class_names, conf, rows,
+                              CropWriter(output_dir / "crops", "crop"), meter)
+        loop(chain([first], frames), mode, view, video, meter)
+    summary = meter.summary()
+    _report(summary, source.what, conf, mode, video)
+    return summary
+
+
+def _path(given: str | None, default: Path) -> Path:
+    """A path the user gave is relative to the working directory, as typed."""
+    return Path(given).expanduser() if given else default
+
+
+def _report(summary: Summary, what: str, conf: LiveConfig, mode: Mode,
+            video: VideoSink | None) -> None:
+    timing = (f"{summary.frames} frames from {what} in {summary.seconds:.1f} s: "
+              f"{summary.fps:.1f} FPS, median frame {summary.median_frame_ms or 0:.1f} ms")
+    if summary.median_model_ms is not None:
+        timing += f", median model latency {summary.median_model_ms:.1f} ms"
+    log.info("%s", timing)
+    if video is not None:
+        log.info("annotated video: %s", video.path)
+    if isinstance(mode, Classifier):
+        log.info("predictions: %s", mode.rows.path)
+        if mode.crops.count:
+            log.info("%d saved crops in %s", mode.crops.count, mode.crops.folder)
+    elif isinstance(mode, Capturer):
+        total = sum(1 for p in mode.crops.folder.glob("*") if p.is_file())
+        log.info("saved %d crops of %r in %s (%d images there now). Train on them with "
+                 "`python run.py data=folder data.root=%s`.", mode.crops.count, conf.label,
+                 mode.crops.folder, total, conf.data.root)
+
+
+def main(cfg: DictConfig, root: Path) -> Summary:
+    """The Hydra task. A UserError ends it with a paragraph and exit status 2, as run.py."""
+    from hydra.core.hydra_config import HydraConfig
+
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        return run(config.to_object(cfg), output_dir, root)
+    except UserError as err:
+        log.error("%s", err)
+        report(err)
+        raise SystemExit(2) from None
