@@ -35,7 +35,7 @@ PARAMS_PER_BATCH = 100
 PARAM_VALUE_CHARS = 6000
 METRICS_PER_BATCH = 1000
 # Overrides that locate files rather than choose a variant: left out of run names.
-PATH_KEYS = ("data.root", "data.tfds_dir", "tracking.", "hydra.")
+PATH_KEYS = ("data.root", "data.tfds_dir", "cache.dir", "tracking.", "hydra.")
 
 
 class TrackingError(UserError):
