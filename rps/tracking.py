@@ -15,7 +15,7 @@ import traceback
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,9 @@ MODEL_NAME = "model"
 PARAMS_PER_BATCH = 100
 PARAM_VALUE_CHARS = 6000
 METRICS_PER_BATCH = 1000
+# Keras' epoch logs, under the names the runs use.
+EPOCH_METRICS = {"loss": "train/loss", "accuracy": "train/accuracy", "val_loss": "val/loss",
+                 "val_accuracy": "val/accuracy", "lr": "lr"}
 # Overrides that locate files rather than choose a variant: left out of run names.
 PATH_KEYS = ("data.root", "data.tfds_dir", "cache.dir", "tracking.", "hydra.")
 
@@ -119,9 +122,6 @@ class Run:
     run_id: str | None = None
     uri: str = ""
     experiment_id: str = ""
-    history_keys: dict[str, str] = field(default_factory=lambda: {
-        "loss": "train/loss", "accuracy": "train/accuracy", "val_loss": "val/loss",
-        "val_accuracy": "val/accuracy", "lr": "lr"})
 
     @property
     def active(self) -> bool:
@@ -155,7 +155,7 @@ class Run:
 
     def log_epoch(self, record: Mapping[str, Any]) -> None:
         """Per-epoch hook for training; the epoch number is the step, across both stages."""
-        metrics = {name: record[key] for key, name in self.history_keys.items() if key in record}
+        metrics = {name: record[key] for key, name in EPOCH_METRICS.items() if key in record}
         metrics["stage"] = record.get("stage", 1)
         self.log_metrics(metrics, step=int(record["epoch"]))
 
