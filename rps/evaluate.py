@@ -37,4 +37,5 @@ def scores(logits: np.ndarray, labels: np.ndarray, class_names: list[str]) -> di
         "per_class": per_class,
         "confusion_matrix": confusion.tolist(),
         "predicted": predicted.tolist(),
+        "confidence": probs[np.arange(len(labels)), predicted].tolist(),
     }

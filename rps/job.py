@@ -9,10 +9,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from rps import config, evaluate, plots, sweep, tensorboard, tracking, train
+from rps import config, plots, sweep, tensorboard, tracking, train
 from rps import data as data_lib
 from rps import model as model_lib
 from rps.cache import ArrayCache, user_cache_dir
@@ -111,8 +110,8 @@ def run(cfg: DictConfig, ctx: JobContext) -> train.Result:
         result.metrics["total_seconds"] = time.perf_counter() - started
         _write_outputs(result, data, ctx.output_dir)
         mlrun.log_metrics(final_metrics(result.metrics))
-        for item in (METRICS_FILE, PLOTS_DIR):
-            mlrun.log_artifact(ctx.output_dir / item, None if item == METRICS_FILE else item)
+        mlrun.log_artifact(ctx.output_dir / METRICS_FILE)
+        mlrun.log_artifact(ctx.output_dir / PLOTS_DIR, PLOTS_DIR)
         mlrun.log_artifact(ctx.output_dir / ".hydra", "hydra")
         mlrun.log_model(result.model, data.class_names, data.test.images[:1, ::4, ::4],
                         conf.tracking.register)
@@ -155,15 +154,11 @@ def _write_outputs(result: train.Result, data: data_lib.Data, out: Path) -> None
     plots.confusion_matrix(metrics["confusion_matrix"], data.class_names,
                            figures / "confusion_matrix.png")
     plots.learning_curves(result.history, figures / "learning_curves.png")
-    probs = evaluate.softmax(result.test_logits)
-    predicted = probs.argmax(axis=1)
-    wrong = np.flatnonzero(predicted != data.test.labels)
-    plots.misclassified_grid(
-        [data.test.images[i] for i in wrong],
-        [data.class_names[data.test.labels[i]] for i in wrong],
-        [data.class_names[predicted[i]] for i in wrong],
-        figures / "misclassified.png",
-        probabilities=[float(probs[i, predicted[i]]) for i in wrong])
+    wrong = metrics["misclassified"]
+    plots.misclassified_grid([data.test.images[m["index"]] for m in wrong],
+                             [m["true"] for m in wrong], [m["predicted"] for m in wrong],
+                             figures / "misclassified.png",
+                             probabilities=[m["probability"] for m in wrong])
 
 
 def _safe(name: str) -> str:

@@ -185,8 +185,9 @@ def fit(cfg: Config, data: data_lib.Data,
     logits = model.predict(data.test.images, batch_size=cfg.trainer.batch_size, verbose=0)
     test = evaluate.scores(logits, data.test.labels, data.class_names)
     misclassified = [
-        {"source": data.test.sources[i], "true": data.class_names[data.test.labels[i]],
-         "predicted": data.class_names[p]}
+        {"index": i, "source": data.test.sources[i],
+         "true": data.class_names[data.test.labels[i]], "predicted": data.class_names[p],
+         "probability": test["confidence"][i]}
         for i, p in enumerate(test["predicted"]) if p != data.test.labels[i]
     ]
     metrics = {
