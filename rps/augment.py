@@ -1,26 +1,54 @@
-"""Training-time augmentation as Keras layers, so it lives in the model and is off at inference."""
+"""Training-time augmentation as Keras layers, so it lives in the model and is off at inference.
+
+The training hands are CGI renders on a white background, and a webcam sees desks, walls and
+faces. ``aug.background`` is domain randomization for that gap: each hand is cut out by its
+white background and pasted onto a generated one, so "white around the hand" stops being a
+feature the classifier can lean on.
+"""
 
 from __future__ import annotations
 
+import math
+
 import keras
+import tensorflow as tf
 
 from rps.config import AugConfig
 
 LAYER_NAME = "augment"
+# Hues (HSV, 0..1) that no generated background colour is drawn from. benchmarks/robustness
+# composites its "unseen colours" set in this band, so it measures colours training never saw.
+HELD_OUT_HUES = (0.45, 0.55)
+# The renders' background is white with soft grey shading. A pixel is background when its
+# darkest channel is bright AND it is grey: pale skin is as bright, but never that grey. Each
+# pair is a smoothstep ramp: below the first value the test fails, above the second it holds.
+WHITENESS = (0.70, 0.85)  # darkest channel / 255
+SATURATION = (0.02, 0.06)  # (max - min) / max; background below the ramp
+# How a hand darkens as skin gets darker, per RGB channel: blue most, red least.
+SKIN_DARKENING = (0.6, 0.7, 0.75)
+PATTERNS = 6  # solid, gradient, fractal noise, patches, stripes, checks
+NOISE_GRIDS = (3, 6, 12, 24, 48)  # value-noise octaves, cells per side
+PATTERN_SIZE = 112  # the side patterns are drawn at, before they are resized to the image
+WHITE = 255.0
 
 
 def build(cfg: AugConfig, seed: int) -> keras.Sequential | None:
     """Random transforms on 0..255 RGB; None when every transform is off."""
+    hand = cfg.background > 0 or cfg.skin_tone > 0
+    # With a hand mask, what geometry uncovers must be white, so the mask calls it background.
+    fill = {"fill_mode": "constant", "fill_value": WHITE} if hand else {}
     transforms = []
     if cfg.flip:
         transforms.append(keras.layers.RandomFlip("horizontal", seed=seed))
     if cfg.rotation:
-        transforms.append(keras.layers.RandomRotation(cfg.rotation, seed=seed + 1))
+        transforms.append(keras.layers.RandomRotation(cfg.rotation, seed=seed + 1, **fill))
     if cfg.zoom:
-        transforms.append(keras.layers.RandomZoom(cfg.zoom, seed=seed + 2))
+        transforms.append(keras.layers.RandomZoom(cfg.zoom, seed=seed + 2, **fill))
     if cfg.translation:
-        transforms.append(
-            keras.layers.RandomTranslation(cfg.translation, cfg.translation, seed=seed + 3))
+        transforms.append(keras.layers.RandomTranslation(cfg.translation, cfg.translation,
+                                                         seed=seed + 3, **fill))
+    if hand:
+        transforms.append(HandComposite(cfg.background, cfg.skin_tone, seed=seed + 8))
     if cfg.brightness:
         transforms.append(keras.layers.RandomBrightness(cfg.brightness, seed=seed + 4))
     if cfg.contrast:
@@ -32,6 +60,208 @@ def build(cfg: AugConfig, seed: int) -> keras.Sequential | None:
         transforms.append(keras.layers.RandomSaturation(band, seed=seed + 6))
     if cfg.hue:
         transforms.append(keras.layers.RandomHue(cfg.hue, value_range=(0, 255), seed=seed + 7))
+    if cfg.white_balance:
+        transforms.append(WhiteBalance(cfg.white_balance, seed=seed + 9))
+    if cfg.blur:
+        transforms.append(RandomBlur(cfg.blur, seed=seed + 10))
     if not transforms:
         return None
     return keras.Sequential(transforms, name=LAYER_NAME)
+
+
+def _smoothstep(edges: tuple[float, float], x: tf.Tensor) -> tf.Tensor:
+    t = tf.clip_by_value((x - edges[0]) / (edges[1] - edges[0]), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def hand_mask(images: tf.Tensor) -> tf.Tensor:
+    """1 on the hand, 0 on the white background, soft at the edge: (B, H, W, 1) in 0..1.
+
+    Per pixel from colour alone. Then a 3x3 erosion drops specks of shading and pulls the
+    edge in by a pixel, off the hand's anti-aliased rim, which would paste a white halo; a
+    5x5 closing fills highlights on pale skin; a 3x3 mean feathers the edge.
+    """
+    brightest = tf.reduce_max(images, axis=-1, keepdims=True)
+    darkest = tf.reduce_min(images, axis=-1, keepdims=True)
+    saturation = (brightest - darkest) / tf.maximum(brightest, 1.0)
+    background = (_smoothstep(WHITENESS, darkest / WHITE)
+                  * (1.0 - _smoothstep(SATURATION, saturation)))
+    hand = -_dilate(-(1.0 - background), 3)
+    hand = -_dilate(-_dilate(hand, 5), 5)
+    return tf.nn.avg_pool2d(hand, 3, 1, "SAME")
+
+
+def _dilate(mask: tf.Tensor, size: int) -> tf.Tensor:
+    """A size x size max filter, as two 1-D passes: a 5x5 costs 10 comparisons, not 25."""
+    return tf.nn.max_pool2d(tf.nn.max_pool2d(mask, [size, 1], 1, "SAME"), [1, size], 1, "SAME")
+
+
+def random_colours(uniform, batch: tf.Tensor) -> tf.Tensor:
+    """Random RGB colours (B, 1, 1, 3) in 0..255 whose hue is outside ``HELD_OUT_HUES``."""
+    low, high = HELD_OUT_HUES
+    hue = uniform([batch], 0.0, 1.0 - (high - low))
+    hue = tf.where(hue >= low, hue + (high - low), hue)
+    saturation = tf.sqrt(uniform([batch]))  # favour coloured over grey
+    value = uniform([batch], 0.15, 1.0)
+    rgb = tf.image.hsv_to_rgb(tf.stack([hue, saturation, value], axis=-1))
+    return WHITE * rgb[:, None, None, :]
+
+
+def _fractal_noise(uniform, batch: tf.Tensor) -> tf.Tensor:
+    """Two independent fields of value noise, summed over octaves, each octave fainter by a
+    random persistence: (B, P, P, 2), each field stretched to 0..1."""
+    persistence = uniform([batch, 1, 1, 2], 0.35, 0.75)
+    total = 0.0
+    for octave, cells in enumerate(NOISE_GRIDS):
+        grid = uniform([batch, cells, cells, 2])
+        total += persistence ** octave * tf.image.resize(grid, [PATTERN_SIZE] * 2, "bicubic")
+    low = tf.reduce_min(total, axis=[1, 2], keepdims=True)
+    high = tf.reduce_max(total, axis=[1, 2], keepdims=True)
+    return (total - low) / tf.maximum(high - low, 1e-6)
+
+
+def _sharpen(wave: tf.Tensor, uniform, batch: tf.Tensor) -> tf.Tensor:
+    """A -1..1 wave as a 0..1 pattern, from soft (a sinusoid) to hard-edged (a square wave)."""
+    hardness = uniform([batch, 1, 1, 1], 0.5, 20.0)
+    return 0.5 + 0.5 * tf.tanh(hardness * wave) / tf.tanh(hardness)
+
+
+def backgrounds(uniform, shape: tf.Tensor) -> tf.Tensor:
+    """One generated background per image, (B, H, W, 3) in 0..255.
+
+    Each is a pattern (solid, linear gradient, fractal noise, noise patches, stripes or
+    checks, at a random angle and scale) blending two random colours, times a random film of
+    fine noise, as on a wall or a desk. ``uniform(shape, low, high)`` draws the randomness.
+    Patterns are drawn at ``PATTERN_SIZE`` and resized, a quarter of the work at 224.
+    """
+    batch = shape[0]
+    y = tf.linspace(-1.0, 1.0, PATTERN_SIZE)[None, :, None, None]
+    x = tf.linspace(-1.0, 1.0, PATTERN_SIZE)[None, None, :, None]
+    angle = uniform([batch, 1, 1, 1], 0.0, 2 * math.pi)
+    along = tf.cos(angle) * x + tf.sin(angle) * y
+    across = tf.cos(angle) * y - tf.sin(angle) * x
+    frequency = uniform([batch, 1, 1, 1], 1.0, 8.0)
+    phase = uniform([batch, 1, 1, 1], 0.0, 2 * math.pi)
+    noise, film = tf.split(_fractal_noise(uniform, batch), 2, axis=-1)
+    stripes = tf.sin(math.pi * frequency * along + phase)
+    patterns = [
+        tf.zeros_like(along + across),
+        0.5 + along / (2 * math.sqrt(2.0)),
+        noise,
+        _sharpen(noise - 0.5, uniform, batch),
+        _sharpen(stripes, uniform, batch),
+        _sharpen(stripes * tf.sin(math.pi * frequency * across + phase), uniform, batch),
+    ]
+    kind = tf.one_hot(tf.cast(uniform([batch], 0.0, PATTERNS), tf.int32), PATTERNS)
+    pattern = tf.reduce_sum(tf.concat(patterns, axis=-1) * kind[:, None, None, :], axis=-1,
+                            keepdims=True)
+    grain = uniform([batch, 1, 1, 1], 0.0, 0.3) * (2.0 * film - 1.0)
+    pattern, grain = tf.split(tf.image.resize(tf.concat([pattern, grain], axis=-1),
+                                              shape[1:3], "bilinear"), 2, axis=-1)
+    first, second = random_colours(uniform, batch), random_colours(uniform, batch)
+    return tf.clip_by_value((first + (second - first) * pattern) * (1.0 + grain), 0.0, WHITE)
+
+
+class _Random(keras.layers.Layer):
+    """A training-only layer with a seeded stream of draws, like Keras' own random layers."""
+
+    def __init__(self, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def uniform(self, shape, low: float = 0.0, high: float = 1.0) -> tf.Tensor:
+        return keras.random.uniform(shape, low, high, seed=self.seed_generator)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="rps")
+class HandComposite(_Random):
+    """Jitters each hand's skin tone and pastes it onto a generated background.
+
+    ``probability`` is the share of images that get a new background (the rest keep the
+    white); ``skin_tone`` darkens or lightens each hand by up to that fraction, warmer as it
+    darkens, as real skin does. Both act through :func:`hand_mask`.
+    """
+
+    def __init__(self, probability: float, skin_tone: float, **kwargs):
+        super().__init__(**kwargs)
+        self.probability = probability
+        self.skin_tone = skin_tone
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        shape = tf.shape(images)
+        mask = hand_mask(images)
+        shade = self.uniform([shape[0], 1, 1, 1], -self.skin_tone, self.skin_tone)
+        hand = tf.clip_by_value(images * (1.0 - shade * tf.constant(SKIN_DARKENING)), 0.0,
+                                WHITE)
+        replace = self.uniform([shape[0], 1, 1, 1]) < self.probability
+        behind = tf.where(replace, backgrounds(self.uniform, shape), images)
+        return mask * hand + (1.0 - mask) * behind
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "probability": self.probability,
+                "skin_tone": self.skin_tone}
+
+
+@keras.saving.register_keras_serializable(package="rps")
+class WhiteBalance(_Random):
+    """Multiplies each colour channel by its own gain in [1 - gain, 1 + gain], per image, as
+    cameras disagree about the colour of the light."""
+
+    def __init__(self, gain: float, **kwargs):
+        super().__init__(**kwargs)
+        self.gain = gain
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        gains = self.uniform([tf.shape(images)[0], 1, 1, 3], 1.0 - self.gain, 1.0 + self.gain)
+        return tf.clip_by_value(images * gains, 0.0, WHITE)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "gain": self.gain}
+
+
+@keras.saving.register_keras_serializable(package="rps")
+class RandomBlur(_Random):
+    """Gaussian blur with a sigma drawn per image in [0, sigma] pixels: defocus and cheap
+    webcam optics. (Keras' RandomGaussianBlur draws one sigma per batch, at most 1.)
+
+    The batch is folded into channels so one depthwise convolution per axis blurs every image
+    with its own kernel.
+    """
+
+    def __init__(self, sigma: float, **kwargs):
+        super().__init__(**kwargs)
+        self.sigma = sigma
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        shape = tf.shape(images)
+        radius = math.ceil(2 * self.sigma)
+        sigmas = self.uniform([shape[0], 1], 1e-3, self.sigma)
+        taps = tf.range(-radius, radius + 1, dtype=tf.float32)[None, :]
+        weights = tf.exp(-0.5 * (taps / sigmas) ** 2)
+        weights /= tf.reduce_sum(weights, axis=1, keepdims=True)  # (B, K)
+        kernel = tf.reshape(tf.transpose(tf.repeat(weights, 3, axis=0)), [-1, 1])  # (K, B*3)
+        kernel = tf.reshape(kernel, [2 * radius + 1, 1, -1, 1])
+        folded = tf.reshape(tf.transpose(images, [1, 2, 0, 3]), [1, shape[1], shape[2], -1])
+        padded = tf.pad(folded, [[0, 0], [radius, radius], [radius, radius], [0, 0]],
+                        "SYMMETRIC")
+        blurred = tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], "VALID")
+        blurred = tf.nn.depthwise_conv2d(blurred, tf.transpose(kernel, [1, 0, 2, 3]),
+                                         [1, 1, 1, 1], "VALID")
+        unfolded = tf.reshape(blurred, [shape[1], shape[2], shape[0], 3])
+        return tf.transpose(unfolded, [2, 0, 1, 3])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "sigma": self.sigma}

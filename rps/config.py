@@ -90,7 +90,10 @@ class AugConfig:
     """Random transforms applied in training only; 0 turns a transform off.
 
     Factors follow the Keras preprocessing layers: ``rotation`` is a fraction of a full
-    turn, ``zoom`` and ``translation`` fractions of the image side.
+    turn, ``zoom`` and ``translation`` fractions of the image side. ``background`` is the
+    share of images whose white background is replaced by a generated one, ``skin_tone`` the
+    most a hand is darkened or lightened, ``white_balance`` the most a channel's gain moves
+    from 1, and ``blur`` the largest Gaussian sigma, in pixels of the backbone input.
     """
 
     flip: bool = False
@@ -101,12 +104,17 @@ class AugConfig:
     contrast: float = 0.0
     saturation: float = 0.0
     hue: float = 0.0
+    background: float = 0.0
+    skin_tone: float = 0.0
+    white_balance: float = 0.0
+    blur: float = 0.0
 
     def __post_init__(self) -> None:
         for key in ("rotation", "zoom", "translation", "brightness", "contrast",
-                    "saturation", "hue"):
+                    "saturation", "hue", "background", "skin_tone", "white_balance"):
             value = getattr(self, key)
             _check(0.0 <= value <= 1.0, f"aug.{key}", value, "between 0 and 1")
+        _check(0.0 <= self.blur <= 5.0, "aug.blur", self.blur, "between 0 and 5 pixels")
 
 
 class Schedule(str, Enum):
@@ -300,7 +308,8 @@ class CaptureSplit(str, Enum):
 @dataclass
 class RoiConfig:
     """The square the model sees, in frame pixels; ``x``/``y`` (its top-left corner) null
-    centre it. Whether it fits is checked against the first frame, whose size comes only then.
+    centre it. In a frame it does not fit, the frame's largest centred square is used
+    instead: the crop policy of training (rps/crop.py).
     """
 
     size: int = 300

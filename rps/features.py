@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from rps import augment
 from rps.cache import ArrayCache, digest
@@ -98,12 +99,15 @@ def _cached(cache: ArrayCache, key: str, label: str, compute) -> tuple[np.ndarra
 def _compute(features: keras.Model, images: np.ndarray, augmentation: keras.Layer | None,
              batch_size: int) -> np.ndarray:
     """Backbone passes in batches, with progress (images/s and ETA) every few seconds."""
+    # Traced: aug=background runs ~2.5x faster as one graph than op by op.
+    augment_batch = None if augmentation is None else tf.function(
+        lambda batch: augmentation(batch, training=True), reduce_retracing=True)
     started = last = time.perf_counter()
     out = []
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size].astype("float32")
-        if augmentation is not None:
-            batch = augmentation(batch, training=True)
+        if augment_batch is not None:
+            batch = augment_batch(batch)
         out.append(np.asarray(features.predict_on_batch(batch)))
         now = time.perf_counter()
         if now - last > _PROGRESS_SECONDS:

@@ -15,6 +15,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from rps.crop import centre_square
+
 # 16-bit greyscale modes; "I" is how Pillow opens 16-bit PNGs.
 _WIDE_GREY = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 
@@ -70,10 +72,8 @@ def read_rgb(path: str | Path) -> np.ndarray:
 
 
 def square_resizer(size: int) -> keras.layers.Resizing:
-    """The crop policy: centre square, then resize, so a 300x200 photo is never squashed.
-
-    The model applies this layer to its raw input too; data and model must agree.
-    """
+    """The crop policy (:mod:`rps.crop`) as the model's first layer: Keras crops the same
+    centred square, then resizes."""
     return keras.layers.Resizing(size, size, crop_to_aspect_ratio=True,
                                  interpolation="bilinear")
 
@@ -91,5 +91,7 @@ def _resizer(size: int) -> Callable[[np.ndarray], tf.Tensor]:
 
 def fit(image: np.ndarray, size: int) -> np.ndarray:
     """Apply the crop policy to one HxWx3 uint8 image, back to uint8."""
-    out = _resizer(size)(image.astype(np.float32)).numpy()
+    top, left, side = centre_square(*image.shape[:2])
+    square = image[top:top + side, left:left + side]
+    out = _resizer(size)(square.astype(np.float32)).numpy()
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)

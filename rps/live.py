@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 
 from rps import config, tracking
 from rps.config import LiveConfig, LiveMode, RoiConfig, TrackingConfig
+from rps.crop import centre_square
 from rps.errors import UserError, report
 from rps.video import Frame, OutputError, SourceError, VideoSink, open_source
 
@@ -41,10 +42,6 @@ RECORD_KEY = ord(" ")
 GREEN, AMBER, RED = (60, 200, 60), (0, 170, 255), (40, 40, 230)
 GREY, WHITE, BLACK = (150, 150, 150), (255, 255, 255), (0, 0, 0)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
-
-
-class RoiError(UserError):
-    pass
 
 
 class DisplayError(UserError):
@@ -62,21 +59,28 @@ class Roi:
     def crop(self, image: np.ndarray) -> np.ndarray:
         return image[self.y:self.y + self.size, self.x:self.x + self.size]
 
+    def inside(self, shape: Sequence[int]) -> bool:
+        return (self.x >= 0 and self.y >= 0 and self.x + self.size <= shape[1]
+                and self.y + self.size <= shape[0])
 
-def place_roi(cfg: RoiConfig, shape: Sequence[int]) -> Roi:
-    """The ROI in a frame of ``shape``, centred where x or y is null; it must fit inside."""
+
+def wanted_roi(cfg: RoiConfig, shape: Sequence[int]) -> Roi:
+    """The ROI as configured in a frame of ``shape``, centred where x or y is null."""
     height, width = shape[:2]
     x = (width - cfg.size) // 2 if cfg.x is None else cfg.x
     y = (height - cfg.size) // 2 if cfg.y is None else cfg.y
-    if x < 0 or y < 0 or x + cfg.size > width or y + cfg.size > height:
-        where = "centred" if cfg.x is None and cfg.y is None else f"at roi.x={x}, roi.y={y}"
-        raise RoiError(
-            f"the region of interest (roi.size={cfg.size}, {where}) does not fit in the "
-            f"{width}x{height} frame: it must lie inside it. Use roi.size={min(width, height)} "
-            f"or less (the frame's shorter side), with roi.x <= {max(width - cfg.size, 0)} and "
-            f"roi.y <= {max(height - cfg.size, 0)}, or leave roi.x and roi.y null to centre it."
-        )
     return Roi(x, y, cfg.size)
+
+
+def place_roi(cfg: RoiConfig, shape: Sequence[int]) -> Roi:
+    """The configured ROI where it fits; else the frame's largest centred square, the crop
+    policy training applies to every image (:mod:`rps.crop`). So a small frame, or a
+    300x200 photo in an image folder, is cropped as training would crop it."""
+    wanted = wanted_roi(cfg, shape)
+    if wanted.inside(shape):
+        return wanted
+    top, left, side = centre_square(*shape[:2])
+    return Roi(left, top, side)
 
 
 class Smoother:
@@ -446,7 +450,7 @@ def run(conf: LiveConfig, output_dir: Path, root: Path) -> Summary:
                 "video may be empty or in a codec this OpenCV build cannot decode (convert it "
                 "to .mp4); an image folder may hold only unreadable files."
             )
-        place_roi(conf.roi, first.image.shape)
+        _warn_if_roi_does_not_fit(conf.roi, first.image.shape)
         video = None
         if conf.output or conf.headless:
             video = VideoSink(_path(conf.output, output_dir / "annotated.mp4"), source.fps)
@@ -466,6 +470,18 @@ def run(conf: LiveConfig, output_dir: Path, root: Path) -> Summary:
     summary = meter.summary()
     _report(summary, source.what, conf, mode, video)
     return summary
+
+
+def _warn_if_roi_does_not_fit(cfg: RoiConfig, shape: Sequence[int]) -> None:
+    roi, wanted = place_roi(cfg, shape), wanted_roi(cfg, shape)
+    if roi != wanted:
+        where = "centred" if cfg.x is None and cfg.y is None else f"at x={wanted.x}, y={wanted.y}"
+        log.warning(
+            "the region of interest (roi.size=%d, %s) does not fit in the %dx%d frame: "
+            "using the frame's largest centred square (%d pixels), as training crops every "
+            "image, for each frame it does not fit. To choose the square yourself, make it "
+            "lie inside the frame (roi.size=%d or less).", cfg.size, where, shape[1], shape[0],
+            roi.size, roi.size)
 
 
 def _path(given: str | None, default: Path) -> Path:

@@ -1,8 +1,9 @@
 """The one data path: raw RGB -> crop -> augment -> preprocess -> backbone -> head -> logits.
 
-Everything sits in one functional Keras model of built-in layers, so a saved ``model.keras``
-classifies raw frames the same way in training, live inference and serving, and reloads with
-plain Keras. The class names are saved beside it.
+Everything sits in one functional Keras model, so a saved ``model.keras`` classifies raw
+frames the same way in training, live inference and serving. The saved model is
+:func:`inference`'s, without the training-only augment stage: built-in layers only, so it
+reloads with plain Keras. The class names are saved beside it.
 """
 
 from __future__ import annotations
@@ -24,20 +25,36 @@ CLASSES_FILE = "class_names.json"
 
 
 def build(cfg: Config, num_classes: int) -> keras.Model:
-    size = cfg.backbone.input_size
-    images = keras.Input((None, None, 3), name="image")
-    x = square_resizer(size)(images)
-    augmentation = augment.build(cfg.aug, cfg.trainer.seed)
-    if augmentation is not None:
-        x = augmentation(x)
-    x = backbones.preprocessing(cfg.backbone.name)(x)
+    """The training model: with the augment stage, when the config has one."""
     backbone = backbones.build(cfg.backbone)
     backbone.name = BACKBONE
-    # training=False keeps BatchNorm in inference mode even when fine-tuning unfreezes it.
-    x = backbone(x, training=False)
-    features = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    logits = heads.build(cfg.head, features.shape[-1], num_classes)(features)
-    return keras.Model(images, logits, name=f"rps_{cfg.backbone.name.value}")
+    # Pooling keeps the backbone's channels: they are the head's features.
+    head = heads.build(cfg.head, backbone.output.shape[-1], num_classes)
+    stages = [square_resizer(cfg.backbone.input_size),
+              augment.build(cfg.aug, cfg.trainer.seed),
+              backbones.preprocessing(cfg.backbone.name), backbone,
+              keras.layers.GlobalAveragePooling2D(name="pool"), head]
+    return _chain([stage for stage in stages if stage is not None],
+                  f"rps_{cfg.backbone.name.value}")
+
+
+def inference(model: keras.Model) -> keras.Model:
+    """The same layers and weights without the augment stage: the model to save and serve.
+
+    Augmentation is identity at inference, and its custom layers would make a saved model
+    need rps to reload; without them it holds only built-in Keras layers.
+    """
+    return _chain([layer for layer in model.layers[1:] if layer.name != augment.LAYER_NAME],
+                  model.name)
+
+
+def _chain(stages: list[keras.Layer], name: str) -> keras.Model:
+    images = keras.Input((None, None, 3), name="image")
+    x = images
+    for stage in stages:
+        # training=False keeps BatchNorm in inference mode even when fine-tuning unfreezes it.
+        x = stage(x, training=False) if stage.name == BACKBONE else stage(x)
+    return keras.Model(images, x, name=name)
 
 
 def backbone_of(model: keras.Model) -> keras.Model:

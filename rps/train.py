@@ -207,4 +207,5 @@ def fit(cfg: Config, data: data_lib.Data,
         "features_seconds": features_seconds,
         "history": epochs_log.history,
     }
-    return Result(model=model, metrics=metrics, test_logits=logits, history=epochs_log.history)
+    return Result(model=model_lib.inference(model), metrics=metrics, test_logits=logits,
+                  history=epochs_log.history)

@@ -135,3 +135,30 @@ def test_fit_matches_the_layer_the_model_applies():
     eager = np.clip(np.rint(np.asarray(layer(img.astype(np.float32)))), 0, 255)
     np.testing.assert_array_equal(fit(img, 24), eager.astype(np.uint8))
     assert fit(img, 16).shape == (16, 16, 3)
+
+
+def test_data_and_live_paths_crop_a_300x200_photo_to_the_same_unsquashed_square(tmp_path):
+    """A circle stays a circle: the same centred square whether the photo is loaded for
+    training or comes to live.py from an image folder (where the 300-pixel ROI cannot fit)."""
+    from rps.config import RoiConfig
+    from rps.live import place_roi
+    from rps.video import open_source
+
+    yy, xx = np.mgrid[:200, :300]
+    photo = np.full((200, 300, 3), 255, dtype=np.uint8)
+    photo[(yy - 100) ** 2 + (xx - 150) ** 2 < 60 ** 2] = BLUE
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+
+    trained = fit(read_rgb(tmp_path / "photo.png"), 64)
+    source = open_source(str(tmp_path / "photo.png"))
+    (frame,) = list(source)
+    crop = place_roi(RoiConfig(size=300), frame.image.shape).crop(frame.image)
+    assert crop.shape == (200, 200, 3)
+    rgb = crop[:, :, ::-1].astype(np.float32)  # OpenCV's BGR, as live.py converts it
+    served = np.clip(np.rint(np.asarray(square_resizer(64)(rgb))), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(served, trained)
+    disc = (trained == BLUE).all(axis=2)
+    rows, cols = np.flatnonzero(disc.any(axis=1)), np.flatnonzero(disc.any(axis=0))
+    assert rows[-1] - rows[0] == cols[-1] - cols[0]  # as tall as wide: not squashed
+    centre = ((rows[0] + rows[-1]) / 2, (cols[0] + cols[-1]) / 2)
+    assert centre == pytest.approx((31.5, 31.5), abs=0.5)  # the centre square

@@ -29,7 +29,6 @@ from rps.live import (
     Meter,
     PredictionLog,
     Roi,
-    RoiError,
     Smoother,
     Window,
     annotate,
@@ -147,9 +146,8 @@ def test_roi_is_centred_by_default_and_placed_where_asked():
 
 @pytest.mark.parametrize("roi", [RoiConfig(size=321), RoiConfig(size=100, x=301),
                                  RoiConfig(size=100, y=221)])
-def test_roi_outside_the_frame_says_what_fits(roi):
-    with pytest.raises(RoiError, match=r"400x320 frame.*roi.size=320 or less"):
-        place_roi(roi, (320, 400, 3))
+def test_an_roi_that_does_not_fit_becomes_the_largest_centred_square(roi):
+    assert place_roi(roi, (320, 400, 3)) == Roi(40, 0, 320)
 
 
 def test_smoother_averages_the_last_n_frames():
@@ -412,10 +410,14 @@ def test_missing_video_file(tmp_path):
     assert_user_error(proc, "no such video file or image folder")
 
 
-def test_roi_larger_than_the_frame(video, tmp_path):
-    proc = live(tmp_path, f"source={video}", "headless=true", "model_path=unused",
-                "roi.size=400")
-    assert_user_error(proc, "does not fit in the 400x320 frame", "roi.size=320 or less")
+def test_roi_larger_than_the_frame_crops_the_largest_centred_square(video, tmp_path):
+    root = tmp_path / "crops"
+    proc = live(tmp_path, "mode=capture", "label=rock", f"data.root={root}", f"source={video}",
+                "headless=true", "capture.limit=1", "roi.size=400")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "does not fit in the 400x320 frame" in " ".join(proc.stdout.split())
+    (crop,) = (root / "train" / "rock").glob("*.png")
+    np.testing.assert_array_equal(cv2.imread(str(crop)), read_video(video)[0][:, 40:360])
 
 
 def test_unknown_run_id(video, tmp_path):

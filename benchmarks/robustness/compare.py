@@ -1,0 +1,123 @@
+"""Train the comparison that chooses the default: each aug option, with and without fine-tuning.
+
+Every config is one ``python run.py data=folder data.root=<data> aug=<a> finetune=<f> ...``
+process, tracked in the MLflow experiment ``robustness`` (``--experiment``) of the store
+training uses by default (``--tracking-uri`` for another). rps tags each run with its
+command-line overrides, so a config whose run with the very same overrides has FINISHED is
+reused instead of retrained: an interrupted comparison resumes where it stopped, and a later
+call with more ``--configs`` trains only what is new. Every finished run is then scored on the
+test split and each proxy set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.robustness import evaluate
+
+log = logging.getLogger("rps")
+
+REPO = Path(__file__).resolve().parents[2]
+AUGS = ("none", "light", "strong", "background")
+FINETUNES = ("none", "top")
+CONFIGS = tuple(f"{aug}/{finetune}" for aug in AUGS for finetune in FINETUNES)
+EXPERIMENT = "robustness"
+OVERRIDES_TAG = "overrides"  # set by rps.job: the job's command-line overrides, as JSON
+LOG_TAIL = 15  # lines of a failed job's output shown in the terminal
+
+
+@dataclass(frozen=True)
+class Job:
+    config: str  # "<aug>/<finetune>"
+    overrides: list[str]
+
+    @property
+    def slug(self) -> str:
+        return self.config.replace("/", "-")
+
+
+def jobs(configs: Sequence[str], data: Path, experiment: str,
+         extra: Sequence[str]) -> list[Job]:
+    result = []
+    for config in configs:
+        aug, finetune = config.split("/")
+        result.append(Job(config, ["data=folder", f"data.root={data.resolve()}", f"aug={aug}",
+                                   f"finetune={finetune}", f"tracking.experiment={experiment}",
+                                   *extra]))
+    return result
+
+
+def finished_run(client, experiment: str, job: Job):
+    """The newest FINISHED run of ``experiment`` with exactly ``job``'s overrides, or None."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    wanted = json.dumps(job.overrides)
+    runs = client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"])
+    return next((r for r in runs if r.data.tags.get(OVERRIDES_TAG) == wanted), None)
+
+
+def train(job: Job, uri: str, out: Path) -> bool:
+    """One run.py process, its output in ``out/logs/``; False when it failed."""
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    run_dir = out / "runs" / job.slug / time.strftime("%Y-%m-%d_%H-%M-%S")
+    command = [sys.executable, str(REPO / "run.py"), *job.overrides, f"hydra.run.dir={run_dir}"]
+    log_file = logs / f"{job.slug}.log"
+    started = time.perf_counter()
+    with open(log_file, "w") as sink:
+        status = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO,
+                                env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+                                check=False).returncode
+    if status != 0:
+        tail = "\n".join(log_file.read_text().splitlines()[-LOG_TAIL:])
+        log.error("compare: %s failed (exit status %d; log %s):\n%s", job.config, status,
+                  log_file, tail)
+        return False
+    log.info("compare: %s trained in %.0f s (log %s)", job.config,
+             time.perf_counter() - started, log_file)
+    return True
+
+
+def compare(todo: list[Job], uri: str, experiment: str, out: Path, sets: dict[str, Path],
+            rerun: bool = False) -> list[dict[str, object]]:
+    """Train what has no finished run (every job with ``rerun``), then score each run."""
+    from rps.tracking import client_for
+
+    client = client_for(uri)
+    rows = []
+    for number, job in enumerate(todo, 1):
+        run = None if rerun else finished_run(client, experiment, job)
+        if run is not None:
+            log.info("compare: [%d/%d] %s: reusing run %s", number, len(todo), job.config,
+                     run.info.run_id)
+        else:
+            log.info("compare: [%d/%d] %s: training", number, len(todo), job.config)
+            if train(job, uri, out):
+                run = finished_run(client, experiment, job)
+        rows.append(_row(job, run, uri, sets))
+    return rows
+
+
+def _row(job: Job, run, uri: str, sets: dict[str, Path]) -> dict[str, object]:
+    """The config, its run, validation accuracy, training time and the accuracy per set;
+    a failed config keeps its row, empty, so the table shows what is missing."""
+    aug, finetune = job.config.split("/")
+    row: dict[str, object] = {"aug": aug, "finetune": finetune, "run": "failed", "val": None,
+                              "train s": None, **dict.fromkeys(sets), "worst proxy": None}
+    if run is not None:
+        accuracies = evaluate.evaluate([evaluate.from_run(run.info.run_id, uri)],
+                                       sets)[run.info.run_id]
+        row |= {"run": run.info.run_id, "val": run.data.metrics["val/best_accuracy"],
+                "train s": round(run.data.metrics["time/train_s"]), **accuracies,
+                "worst proxy": min(v for name, v in accuracies.items() if name != evaluate.TEST)}
+    return row

@@ -1,0 +1,171 @@
+"""aug=background: the hand mask, the composite, the held-out hues, and a model that still
+reloads without rps."""
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import compose_cfg, make_folder_dataset
+
+from rps import augment, config, features, tensorboard, train
+from rps import data as data_lib
+from rps import model as model_lib
+from rps.augment import HELD_OUT_HUES, HandComposite, RandomBlur, WhiteBalance
+from rps.cache import ArrayCache
+from rps.config import AugConfig
+from rps.errors import ConfigError
+
+SIZE = 64
+BROWN, PALE = (150, 100, 70), (240, 215, 200)  # saturation 0.53 and 0.17
+
+
+def render(colour: tuple[int, int, int]) -> np.ndarray:
+    """A disc of ``colour`` on a white background shaded down to light grey, like the renders."""
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    shade = 255 - 25 * xx / SIZE  # a soft grey gradient across the background
+    image = np.repeat(shade[:, :, None], 3, axis=2)
+    disc = (yy - SIZE / 2) ** 2 + (xx - SIZE / 2) ** 2 < 18 ** 2
+    image[disc] = colour
+    return image.astype("float32")
+
+
+def regions() -> tuple[np.ndarray, np.ndarray]:
+    """The disc's interior and the background away from its edge."""
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    r2 = (yy - SIZE / 2) ** 2 + (xx - SIZE / 2) ** 2
+    return r2 < 14 ** 2, r2 > 22 ** 2
+
+
+@pytest.mark.parametrize("colour", [BROWN, PALE])
+def test_mask_is_the_hand_and_not_the_shaded_white(colour):
+    mask = np.asarray(augment.hand_mask(render(colour)[None]))[0, :, :, 0]
+    inside, outside = regions()
+    assert mask[inside].min() == 1.0
+    assert mask[outside].max() == 0.0
+    assert 0.0 < mask.mean() < 1.0
+
+
+def test_background_is_replaced_and_the_hand_untouched():
+    images = np.stack([render(BROWN)] * 8)
+    out = np.asarray(HandComposite(1.0, 0.0, seed=0)(images, training=True))
+    inside, outside = regions()
+    np.testing.assert_array_equal(out[:, inside], images[:, inside])
+    changed = np.abs(out - images)[:, outside].mean(axis=(1, 2))
+    assert (changed > 20).sum() >= 6  # a generated background may happen to be pale
+
+
+def test_probability_zero_keeps_the_white_and_skin_tone_recolours_only_the_hand():
+    images = np.stack([render(BROWN)] * 8)
+    out = np.asarray(HandComposite(0.0, 0.5, seed=0)(images, training=True))
+    inside, outside = regions()
+    np.testing.assert_allclose(out[:, outside], images[:, outside])
+    assert np.abs(out - images)[:, inside].mean(axis=(1, 2)).max() > 5
+
+
+def test_every_layer_is_identity_at_inference_and_seeded_in_training():
+    cfg = config.to_object(compose_cfg("aug=background")).aug
+    images = np.stack([render(BROWN), render(PALE)] * 2)
+    layer = augment.build(cfg, 3)
+    np.testing.assert_array_equal(np.asarray(layer(images, training=False)), images)
+    first = np.asarray(augment.build(cfg, 3)(images, training=True))
+    again = np.asarray(augment.build(cfg, 3)(images, training=True))
+    other = np.asarray(augment.build(cfg, 4)(images, training=True))
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first - other).mean() > 10
+    assert first.min() >= 0 and first.max() <= 255
+
+
+def test_background_colours_avoid_the_held_out_hues():
+    generator = keras.random.SeedGenerator(0)
+
+    def uniform(shape, low=0.0, high=1.0):
+        return keras.random.uniform(shape, low, high, seed=generator)
+
+    rgb = augment.random_colours(uniform, 20000)[:, 0, 0, :] / 255.0
+    hsv = np.asarray(tf.image.rgb_to_hsv(rgb))
+    hue = hsv[hsv[:, 1] > 0.05, 0]  # hue means nothing for near-greys
+    low, high = HELD_OUT_HUES
+    assert not ((hue > low + 1e-3) & (hue < high - 1e-3)).any()
+    assert hue.min() < 0.05 and hue.max() > 0.95
+    assert ((hue > low - 0.05) & (hue < low)).any() and ((hue > high) & (hue < high + 0.05)).any()
+
+
+def test_generated_backgrounds_vary_within_and_between_images():
+    generator = keras.random.SeedGenerator(1)
+
+    def uniform(shape, low=0.0, high=1.0):
+        return keras.random.uniform(shape, low, high, seed=generator)
+
+    out = np.asarray(augment.backgrounds(uniform, tf.constant([64, SIZE, SIZE, 3])))
+    assert out.shape == (64, SIZE, SIZE, 3) and out.min() >= 0 and out.max() <= 255
+    spread = out.std(axis=(1, 2)).mean(axis=1)
+    assert (spread < 5).sum() >= 3  # solid colours under a film of fine noise
+    assert (spread > 20).sum() >= 20  # gradients, noise, stripes, checks
+    assert np.unique(out.mean(axis=(1, 2)).round(), axis=0).shape[0] == 64
+
+
+def test_blur_keeps_each_image_mean_and_white_balance_tints_per_image():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (6, SIZE, SIZE, 3)).astype("float32")
+    blurred = np.asarray(RandomBlur(3.0, seed=0)(images, training=True))
+    np.testing.assert_allclose(blurred.mean(axis=(1, 2)), images.mean(axis=(1, 2)), atol=1.5)
+    roughness = np.abs(np.diff(blurred, axis=2)).mean(axis=(1, 2, 3))
+    assert roughness.max() < np.abs(np.diff(images, axis=2)).mean()
+    assert roughness.max() / roughness.min() > 1.2  # each image drew its own sigma
+    grey = np.full((6, 4, 4, 3), 128.0, dtype="float32")
+    tinted = np.asarray(WhiteBalance(0.2, seed=0)(grey, training=True))[:, 0, 0]
+    assert ((tinted >= 128 * 0.8 - 1e-3) & (tinted <= 128 * 1.2 + 1e-3)).all()
+    assert len(np.unique(tinted.round(3), axis=0)) == 6
+
+
+@pytest.mark.parametrize("key,value", [("background", 1.5), ("skin_tone", -0.1),
+                                       ("white_balance", 2.0), ("blur", 6.0)])
+def test_range_checks(key, value):
+    with pytest.raises(ConfigError, match=f"aug.{key}"):
+        AugConfig(**{key: value})
+
+
+def test_inference_model_drops_augmentation_and_reloads_with_plain_keras(tmp_path):
+    cfg = config.to_object(compose_cfg("aug=background", "backbone=mobilenet_v2",
+                                       "backbone.weights=null", "backbone.input_size=32",
+                                       "head=linear"))
+    model = model_lib.build(cfg, 3)
+    assert augment.LAYER_NAME in [layer.name for layer in model.layers]
+    served = model_lib.inference(model)
+    assert augment.LAYER_NAME not in [layer.name for layer in served.layers]
+    images = np.random.default_rng(0).uniform(0, 255, (2, 40, 50, 3)).astype("float32")
+    logits = np.asarray(served(images))
+    np.testing.assert_array_equal(logits, np.asarray(model(images, training=False)))
+    model_lib.save(served, ["paper", "rock", "scissors"], tmp_path)
+    np.save(tmp_path / "images.npy", images)
+    script = ("import sys, keras, numpy as np; "
+              f"m = keras.models.load_model(r'{tmp_path / model_lib.MODEL_FILE}'); "
+              "assert not any(n == 'rps' or n.startswith('rps.') for n in sys.modules); "
+              f"np.save(r'{tmp_path / 'out.npy'}', m.predict(np.load(r'{tmp_path / 'images.npy'}'),"
+              " verbose=0))")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), logits, atol=1e-5)
+
+
+def test_trains_on_cached_background_views_and_shows_them_in_tensorboard(tmp_path):
+    root = make_folder_dataset(tmp_path / "data", n_train=6, n_test=2)
+    cfg = config.to_object(compose_cfg(
+        "data=folder", f"data.root={root}", "aug=background", "backbone=mobilenet_v2",
+        "backbone.weights=null", "backbone.input_size=32", "head=linear", "trainer.epochs=1",
+        "trainer.batch_size=8"))
+    store = ArrayCache(tmp_path / "cache")
+    data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed, store)
+    shown = tensorboard.AugmentedImages(data.train.images, cfg.aug, tmp_path / "tb", 0)
+    result = train.fit(cfg, data, callbacks=[shown], cache=store)
+    assert shown.written and list((tmp_path / "tb" / "images").iterdir())
+    keras.backend.clear_session()  # the same weights as fit's model, so the same keys
+    keras.utils.set_random_seed(cfg.trainer.seed)
+    cached = features.build(cfg, model_lib.build(cfg, 3), data, store)
+    assert cached.seconds == 0 and cached.train.shape[0] == features.AUTO_VIEWS
+    assert np.abs(cached.train[0] - cached.train[1]).max() > 0
+    assert augment.LAYER_NAME not in [layer.name for layer in result.model.layers]

@@ -1,0 +1,181 @@
+"""benchmarks/robustness: the proxy sets on generated renders, and the comparison driver with
+its evaluation on a tiny model trained by run.py."""
+
+import colorsys
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CLASSES, compose_cfg
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from benchmarks.robustness import backgrounds, proxy
+from benchmarks.robustness.__main__ import main
+from rps import config, train
+from rps import data as data_lib
+from rps import model as model_lib
+from rps.augment import HELD_OUT_HUES
+
+SKIN = (205, 150, 120)
+TINY = ("backbone.weights=null", "backbone.input_size=32", "head=linear", "aug=none",
+        "trainer.epochs=1", "trainer.batch_size=8")
+SIZE = 48
+
+
+def render(centre: tuple[int, int], radius: int, size: int = SIZE) -> np.ndarray:
+    """A skin-coloured disc on a white backdrop with grey shading, like the CGI renders."""
+    yy, xx = np.mgrid[:size, :size]
+    shade = 245 - 40 * (xx / size)[:, :, None]  # never pure white: that is reframe's fill
+    image = np.repeat(shade, 3, axis=2)
+    disc = (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius ** 2
+    image[disc] = SKIN
+    return image.astype(np.uint8)
+
+
+def write_renders(root: Path, splits: dict[str, int], size: int = SIZE) -> Path:
+    """``root/<split>/<class>/*.png``: class k's disc sits in its own place, so a model can
+    learn the classes; the position varies a little per image."""
+    rng = np.random.default_rng(0)
+    for split, count in splits.items():
+        for k, name in enumerate(CLASSES):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                centre = (size // 2 + rng.integers(-2, 3), size * (k + 1) // 4)
+                Image.fromarray(render(centre, size // 6, size)).save(
+                    root / split / name / f"{name}_{i}.png")
+    return root
+
+
+def hues(image: np.ndarray) -> np.ndarray:
+    flat = image.reshape(-1, 3) / 255.0
+    return np.array([colorsys.rgb_to_hsv(*p)[0] for p in flat])
+
+
+# --- the proxy transforms ------------------------------------------------------------------
+
+def test_composite_replaces_the_backdrop_and_keeps_the_hand():
+    image = render((24, 24), 10)
+    backdrop = np.zeros_like(image)
+    backdrop[...] = (10, 120, 90)
+    out = proxy.composite(image, backdrop)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    distance = np.hypot(yy - 24, xx - 24)
+    inside, outside = distance <= 5, distance >= 14  # edge at 10, softened over ~3 px
+    assert np.abs(out[inside].astype(int) - SKIN).max() <= 1
+    np.testing.assert_array_equal(out[outside], np.broadcast_to(backdrop[0, 0], (outside.sum(), 3)))
+    # The shaded grey of the backdrop is backdrop too, not hand.
+    assert image[outside].min() < 220
+
+
+def test_solid_backdrops_come_from_the_held_out_hue_band():
+    draws = [backgrounds.draw(np.random.default_rng(seed), (8, 8)) for seed in range(40)]
+    solids = [d for d in draws if (d == d[0, 0]).all()]
+    assert 3 <= len(solids) <= 20  # about SOLID_SHARE of 40
+    lo, hi = HELD_OUT_HUES
+    for colour in solids:
+        assert lo <= hues(colour[:1, :1])[0] <= hi
+    photos = [d for d in draws if not (d == d[0, 0]).all()]
+    assert len({d.tobytes() for d in photos}) == len(photos)  # crops differ
+
+
+def test_reframe_scales_and_shifts_the_content_onto_white():
+    image = render((24, 24), 6)
+    before = image.min(axis=2) < 200
+    for seed in range(10):
+        out = proxy.reframe(image, np.random.default_rng(seed))
+        after = out.min(axis=2) < 200
+        moved = np.hypot(*(np.argwhere(after).mean(0) - np.argwhere(before).mean(0)))
+        assert moved >= proxy.SHIFT[0] * SIZE - 1
+        ratio = after.sum() / before.sum()
+        assert 0.25 < ratio < 1.7 and abs(ratio - 1) > 0.15
+        if ratio < 1:  # scaled down: what came into view is white
+            assert (out == 255).all(axis=2).sum() >= (1 - np.sqrt(ratio)) * SIZE * SIZE
+
+
+def test_build_writes_each_set_deterministically_and_reuses_it(tmp_path):
+    test_dir = write_renders(tmp_path / "data", {"test": 2}) / "test"
+    first = proxy.build(test_dir, tmp_path / "a", seed=0)
+    again = proxy.build(test_dir, tmp_path / "b", seed=0)
+    other = proxy.build(test_dir, tmp_path / "c", seed=1)
+    sources = sorted(p.relative_to(test_dir) for p in test_dir.rglob("*.png"))
+    for name in proxy.SETS:
+        written = sorted(p.relative_to(first[name]) for p in first[name].rglob("*.png"))
+        assert written == sources  # every image, under its own class
+        for rel in written:
+            a = (first[name] / rel).read_bytes()
+            assert a == (again[name] / rel).read_bytes()
+            original = np.asarray(Image.open(test_dir / rel).convert("RGB"))
+            assert not np.array_equal(np.asarray(Image.open(first[name] / rel)), original)
+        assert any((first[name] / r).read_bytes() != (other[name] / r).read_bytes()
+                   for r in written)
+
+    stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "a").rglob("*.png")}
+    proxy.build(test_dir, tmp_path / "a", seed=0)
+    assert stamp == {p: p.stat().st_mtime_ns for p in (tmp_path / "a").rglob("*.png")}
+    Image.fromarray(render((20, 20), 9)).save(test_dir / "rock" / "rock_0.png")
+    proxy.build(test_dir, tmp_path / "a", seed=0)
+    changed = tmp_path / "a" / "lighting" / "rock" / "rock_0.png"
+    assert changed.stat().st_mtime_ns != stamp[changed]
+
+
+def test_missing_test_split_is_one_paragraph(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["build", "--data", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error: ") and "pass --data with the dataset root" in err
+
+
+# --- evaluation and the comparison ---------------------------------------------------------
+
+def direct_accuracy(model, class_names: list[str], folder: Path) -> float:
+    """Raw files straight into the saved model, which crops and resizes them itself."""
+    files = sorted(folder.rglob("*.png"))
+    images = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    truth = [class_names.index(f.parent.name) for f in files]
+    return float(np.mean(model.predict(images, verbose=0).argmax(1) == truth))
+
+
+def test_evaluate_matches_a_direct_computation(tmp_path, capsys):
+    data = write_renders(tmp_path / "data", {"train": 6, "test": 3}, size=32)
+    cfg = config.to_object(compose_cfg(*TINY, "data=folder", f"data.root={data}"))
+    loaded = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed)
+    result = train.fit(cfg, loaded)
+    model_lib.save(result.model, loaded.class_names, tmp_path / "model")
+    out = tmp_path / "out"
+
+    main(["evaluate", "--model", str(tmp_path / "model"), "--data", str(data), "--out",
+          str(out)])
+    (row,) = json.loads((out / "evaluation.json").read_text())
+    assert row["model"] == str(tmp_path / "model")
+    assert row["test"] == pytest.approx(result.metrics["test_accuracy"])
+    model, class_names = model_lib.load(tmp_path / "model")
+    for name, folder in [("test", data / "test")] + [(s, out / "proxy" / s)
+                                                     for s in proxy.SETS]:
+        assert row[name] == pytest.approx(direct_accuracy(model, class_names, folder)), name
+    table = capsys.readouterr().out
+    assert "| model | test | backgrounds | lighting | geometry |" in table
+    assert f"| {tmp_path / 'model'} | {row['test']:.3f} |" in table
+
+
+@pytest.mark.slow
+def test_compare_trains_scores_and_reuses_its_run(tmp_path, mlflow_store):
+    data = write_renders(tmp_path / "data", {"train": 6, "test": 3}, size=32)
+    out = tmp_path / "out"
+    argv = ["compare", "--data", str(data), "--out", str(out), "--configs", "none/none",
+            "--", *[o for o in TINY if not o.startswith("aug=")]]
+    main(argv)
+    (row,) = json.loads((out / "comparison.json").read_text())
+    client = MlflowClient(mlflow_store)
+    (run,) = client.search_runs([client.get_experiment_by_name("robustness").experiment_id])
+    assert row["run"] == run.info.run_id and (row["aug"], row["finetune"]) == ("none", "none")
+    assert row["test"] == run.data.metrics["test/accuracy"]
+    assert row["val"] == run.data.metrics["val/best_accuracy"]
+    assert row["worst proxy"] == min(row[s] for s in proxy.SETS)
+    assert (out / "logs" / "none-none.log").is_file()
+
+    main(argv)  # a run with the same overrides has finished: reused, not retrained
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+    assert json.loads((out / "comparison.json").read_text()) == [row]
