@@ -184,12 +184,22 @@ class FinetuneConfig:
             )
 
 
+class Strategy(str, Enum):
+    default = "default"
+    mirrored = "mirrored"
+
+
 @dataclass
 class TrainerConfig:
+    """``batch_size`` is global: ``strategy=mirrored`` splits each batch across its replicas.
+    ``resume`` is the MLflow run id of an interrupted run to continue."""
+
     epochs: int = 10
     batch_size: int = 32
     patience: int | None = 5
     seed: int = 42
+    strategy: Strategy = Strategy.default
+    resume: str | None = None
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "trainer.epochs", self.epochs, "at least 1")

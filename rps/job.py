@@ -6,12 +6,12 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from rps import config, plots, sweep, tensorboard, tracking, train
+from rps import checkpoint, config, plots, resume, sweep, tensorboard, tracking, train
 from rps import data as data_lib
 from rps import model as model_lib
 from rps.cache import ArrayCache, user_cache_dir
@@ -81,24 +81,38 @@ def main(cfg: DictConfig) -> float:
 
 
 def run(cfg: DictConfig, ctx: JobContext) -> train.Result:
+    """A new run, or with ``trainer.resume`` the interrupted run it names, which goes on in
+    its own output folder and MLflow run."""
     started = time.perf_counter()
-    swept = sweep.info(ctx.sweep_dir)
-    name = tracking.run_name(ctx.overrides, swept.varying if swept else None)
-    tb_dir = ctx.output_dir / TENSORBOARD_DIR / _safe(name)
-    tags = {
-        "overrides": json.dumps(ctx.overrides),
-        "experiment": str(cfg.get("experiment") or "none"),
-        "sweep_id": swept.parent_run_id if swept else "",
-        "job_num": "" if ctx.job_num is None else str(ctx.job_num),
-        "output_dir": str(ctx.output_dir),
-        "tensorboard_logdir": str(tb_dir),
-        **tracking.git_state(ctx.root),
-    }
-    with tracking.job_run(config.tracking_of(cfg), ctx.root, name, tags,
-                          swept.parent_run_id if swept else None) as mlrun:
-        resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-        mlrun.log_params(tracking.flatten(resolved))
-        mlrun.log_text(OmegaConf.to_yaml(resolved), "config/config.yaml")
+    resumed = resume.prepare(cfg, ctx.overrides, ctx.root) if cfg.trainer.resume else None
+    if resumed is None:
+        swept = sweep.info(ctx.sweep_dir)
+        name = tracking.run_name(ctx.overrides, swept.varying if swept else None)
+        tb_dir = ctx.output_dir / TENSORBOARD_DIR / _safe(name)
+        tags = {
+            "overrides": json.dumps(ctx.overrides),
+            "experiment": str(cfg.get("experiment") or "none"),
+            "sweep_id": swept.parent_run_id if swept else "",
+            "job_num": "" if ctx.job_num is None else str(ctx.job_num),
+            "output_dir": str(ctx.output_dir),
+            "tensorboard_logdir": str(tb_dir),
+            **tracking.git_state(ctx.root),
+        }
+        opened = tracking.job_run(config.tracking_of(cfg), ctx.root, name, tags,
+                                  swept.parent_run_id if swept else None)
+    else:
+        log.info("resuming run %s into %s", resumed.run_id, resumed.output_dir)
+        cfg, tb_dir = resumed.cfg, resumed.tensorboard_dir
+        ctx = replace(ctx, output_dir=resumed.output_dir)
+        opened = tracking.reopened_run(resumed.uri, resumed.run_id)
+    # The lock comes first: a run whose process is still alive is not reopened.
+    with checkpoint.lock(ctx.output_dir), opened as mlrun:
+        if resumed is None:
+            resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+            mlrun.log_params(tracking.flatten(resolved))
+            mlrun.log_text(OmegaConf.to_yaml(resolved), "config/config.yaml")
+        else:
+            resume.log_continuation(mlrun, resumed)
         conf = config.to_object(cfg)
         store = cache_of(conf.cache)
         data = data_lib.load(conf.data, conf.backbone.input_size, conf.trainer.seed, store)
@@ -106,8 +120,11 @@ def run(cfg: DictConfig, ctx: JobContext) -> train.Result:
                      tensorboard.AugmentedImages(data.train.images, conf.aug, tb_dir,
                                                  conf.trainer.seed)]
         result = train.fit(conf, data, callbacks=callbacks, on_epoch=mlrun.log_epoch,
-                           cache=store)
-        result.metrics["total_seconds"] = time.perf_counter() - started
+                           cache=store, checkpoints=ctx.output_dir,
+                           resume=resumed.state if resumed else None)
+        # After a resume, the times count the work kept, not the epochs lost to the kill.
+        result.metrics["total_seconds"] = time.perf_counter() - started + (
+            resumed.state.seconds if resumed else 0.0)
         _write_outputs(result, data, ctx.output_dir)
         mlrun.log_metrics(final_metrics(result.metrics))
         mlrun.log_artifact(ctx.output_dir / METRICS_FILE)
@@ -115,6 +132,7 @@ def run(cfg: DictConfig, ctx: JobContext) -> train.Result:
         mlrun.log_artifact(ctx.output_dir / ".hydra", "hydra")
         mlrun.log_model(result.model, data.class_names, data.test.images[:1, ::4, ::4],
                         conf.tracking.register)
+    checkpoint.remove(ctx.output_dir)
     log.info("test accuracy %.4f (loss %.4f), best val accuracy %.4f; outputs in %s",
              result.metrics["test_accuracy"], result.metrics["test_loss"],
              result.metrics["best_val_accuracy"], ctx.output_dir)
@@ -138,6 +156,7 @@ def final_metrics(metrics: dict) -> dict[str, float]:
         "time/features_s": metrics["features_seconds"],
         "time/total_s": metrics["total_seconds"],
         "time/images_per_s": images / max(metrics["train_seconds"], 1e-9),
+        "replicas": metrics["replicas"],
     }
     for name, scores in metrics["per_class"].items():
         final[f"test/f1/{name}"] = scores["f1"]

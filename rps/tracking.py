@@ -39,6 +39,7 @@ EPOCH_METRICS = {"loss": "train/loss", "accuracy": "train/accuracy", "val_loss":
                  "val_accuracy": "val/accuracy", "lr": "lr"}
 # Overrides that locate files rather than choose a variant: left out of run names.
 PATH_KEYS = ("data.root", "data.tfds_dir", "cache.dir", "tracking.", "hydra.")
+SERVER_TIMEOUT_S = 5
 
 
 class TrackingError(UserError):
@@ -64,7 +65,28 @@ def artifact_location(uri: str, experiment: str) -> str | None:
 def client_for(uri: str):
     from mlflow.tracking import MlflowClient
 
+    if uri.startswith(("http://", "https://")):
+        check_server(uri)
     return MlflowClient(tracking_uri=uri)
+
+
+def check_server(uri: str) -> None:
+    """Fail in seconds: MLflow retries a server that does not answer for minutes."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=SERVER_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return  # it answered; behind a proxy or a login, /health may be refused
+    except OSError as err:  # URLError, timeouts and refused connections
+        raise TrackingError(
+            f"cannot reach the MLflow tracking server at {uri} "
+            f"({getattr(err, 'reason', err)}). Start it (`make mlflow-server` serves "
+            "http://127.0.0.1:5000), check the host and port, or drop tracking.uri (and "
+            "MLFLOW_TRACKING_URI) to log to mlflow.db at the project root; "
+            "tracking.enabled=false turns tracking off."
+        ) from None
 
 
 def experiment_id(client, name: str, uri: str) -> str:
@@ -159,6 +181,12 @@ class Run:
         metrics["stage"] = record.get("stage", 1)
         self.log_metrics(metrics, step=int(record["epoch"]))
 
+    def logged_epochs(self) -> set[int]:
+        """The epochs the run holds: each epoch's metrics are one batch, written whole."""
+        if not self.active:
+            return set()
+        return {m.step for m in self.client.get_metric_history(self.run_id, "stage")}
+
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
         if self.active and path.exists():
             if path.is_dir():
@@ -244,8 +272,43 @@ def job_run(cfg: TrackingConfig, root: Path, name: str, tags: Mapping[str, str],
     run = client.create_run(experiment, run_name=name, tags=dict(tags))
     tracked = Run(client=client, run_id=run.info.run_id, uri=uri, experiment_id=experiment)
     log.info("mlflow: run %s (%s) in %s", tracked.run_id, name, uri)
-    try:
+    with _closing(tracked):
         yield tracked
+
+
+def find_run(uri: str, run_id: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client_for(uri).get_run(run_id)
+    except MlflowException as err:
+        raise TrackingError(
+            f"no run {run_id} in the tracking store {uri}: {_first_line(err)}. Check the id "
+            "in `mlflow ui` (started in the project root); if the run lives in another "
+            "store, point tracking.uri (or MLFLOW_TRACKING_URI) at it."
+        ) from None
+
+
+@contextmanager
+def reopened_run(uri: str, run_id: str) -> Iterator[Run]:
+    """An interrupted run, RUNNING again and closed as ``job_run`` closes a new one. Its
+    name, tags (a sweep's parent among them), params and metrics stay as they were."""
+    client = client_for(uri)
+    run = client.get_run(run_id)
+    if "error" in run.data.tags:  # what stopped it before is no longer its state
+        client.delete_tag(run_id, "error")
+    client.update_run(run_id, status="RUNNING")
+    tracked = Run(client=client, run_id=run_id, uri=uri,
+                  experiment_id=run.info.experiment_id)
+    log.info("mlflow: run %s reopened in %s", run_id, uri)
+    with _closing(tracked):
+        yield tracked
+
+
+@contextmanager
+def _closing(tracked: Run) -> Iterator[None]:
+    try:
+        yield
     except KeyboardInterrupt:
         tracked.finish("KILLED")
         raise

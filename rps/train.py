@@ -8,59 +8,135 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from rps import backbones, evaluate, features, optim
+from rps import backbones, checkpoint, evaluate, features, optim
 from rps import data as data_lib
 from rps import model as model_lib
-from rps.cache import ArrayCache
-from rps.config import Config
+from rps.cache import ArrayCache, digest
+from rps.config import Config, Strategy
+from rps.errors import ConfigError, UserError
 
 log = logging.getLogger("rps")
 
 HEAD_STEPS_PER_EXECUTION = 32
 
 
+def distribution(strategy: Strategy) -> tf.distribute.Strategy:
+    """``mirrored``: one replica per GPU, or per logical CPU device when there is no GPU.
+    MirroredStrategy's own default would take only the first CPU device, so a CPU split
+    into logical devices (as the tests split it) would give one replica."""
+    if strategy is Strategy.mirrored:
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
+    return tf.distribute.get_strategy()
+
+
+def check_split(replicas: int, batch_size: int, sizes: dict[str, int]) -> None:
+    """Keras fails, cryptically, when a dataset's first batch does not split evenly over
+    the replicas (keras-team/keras#19246): say so before any work is done."""
+    uneven = {name: min(batch_size, n) for name, n in sizes.items()
+              if min(batch_size, n) % replicas}
+    if uneven:
+        raise ConfigError(
+            f"trainer.strategy=mirrored splits every batch over {replicas} replicas, but the "
+            f"first batch of {', '.join(f'{k} ({v} images)' for k, v in uneven.items())} "
+            f"does not split evenly: make trainer.batch_size a multiple of {replicas}, and "
+            "each split at least that large.")
+
+
+def trainable_weights(classifier: keras.Model) -> dict[int, keras.Variable]:
+    """The weights training changes now, keyed by their index in ``classifier.weights``: the
+    same key in every build of a config, whatever stage 2 unfreezes."""
+    index = {id(weight): i for i, weight in enumerate(classifier.weights)}
+    return {index[id(weight)]: weight for weight in classifier.trainable_weights}
+
+
+def values(weights: dict[int, keras.Variable]) -> dict[int, np.ndarray]:
+    return {i: keras.ops.convert_to_numpy(weight) for i, weight in weights.items()}
+
+
+def assign(classifier: keras.Model, weights: dict[int, np.ndarray]) -> None:
+    variables = classifier.weights
+    for i, value in weights.items():
+        variables[i].assign(value)
+
+
 class BestWeights(keras.callbacks.Callback):
-    """Remembers the whole classifier's weights at its best validation epoch, across both
-    stages, even while stage 1 fits the head alone on cached features.
+    """Remembers the classifier's weights at its best validation epoch, across both stages,
+    even while stage 1 fits the head alone on cached features.
 
     Ranks by validation accuracy and breaks ties by lower validation loss, because a small
-    validation set often reaches the same accuracy many times.
+    validation set often reaches the same accuracy many times. Only weights that training
+    changes are copied, so in stage 1 a snapshot (and a checkpoint) is the size of the head.
     """
 
     def __init__(self, classifier: keras.Model) -> None:
         super().__init__()
         self.classifier = classifier
-        self.weights: list[np.ndarray] | None = None
+        self.weights: dict[int, np.ndarray] = {}  # by index in classifier.weights
         self.rank = (-math.inf, -math.inf)
         self.epoch = -1
         self.val_accuracy = float("nan")
+
+    def on_train_begin(self, logs=None):
+        # A stage starts from the best weights (fine-tuning restores them first), so the
+        # weights it is about to change join the snapshot as they are.
+        for i, value in values(trainable_weights(self.classifier)).items():
+            self.weights.setdefault(i, value)
 
     def on_epoch_end(self, epoch, logs=None):
         rank = (logs["val_accuracy"], -logs["val_loss"])
         if rank > self.rank:
             self.rank, self.epoch = rank, epoch
             self.val_accuracy = float(logs["val_accuracy"])
-            self.weights = self.classifier.get_weights()
+            self.weights.update(values(trainable_weights(self.classifier)))
 
     def restore(self) -> None:
-        if self.weights is not None:
-            self.classifier.set_weights(self.weights)
+        assign(self.classifier, self.weights)
+
+    def state(self) -> dict:
+        return {"rank": [float(r) for r in self.rank], "epoch": self.epoch,
+                "val_accuracy": self.val_accuracy}
+
+    def resume(self, state: checkpoint.State) -> None:
+        self.weights = dict(state.best_weights)
+        self.rank = tuple(state.best["rank"])
+        self.epoch, self.val_accuracy = state.best["epoch"], state.best["val_accuracy"]
+
+
+class EarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' early stopping on validation accuracy, with counters that a checkpoint carries
+    over: Keras resets them whenever a fit starts."""
+
+    def __init__(self, patience: int) -> None:
+        super().__init__(monitor="val_accuracy", patience=patience, mode="max")
+        self.resumed: dict | None = None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for key, value in (self.resumed or {}).items():
+            setattr(self, key, value)
+
+    def state(self) -> dict:
+        return {"wait": int(self.wait), "best_epoch": int(self.best_epoch),
+                "best": None if self.best is None else float(self.best)}
 
 
 class EpochLog(keras.callbacks.Callback):
     """Collects per-epoch metrics of both stages into one history with a continuous step,
-    and hands each record to ``on_epoch`` (tracking) as soon as the epoch ends."""
+    and hands each record to its ``listeners`` (checkpoint, then tracking) as soon as the
+    epoch ends."""
 
-    def __init__(self, on_epoch: Callable[[dict], None] | None = None) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.history: list[dict] = []
         self.stage = 1
-        self.on_epoch = on_epoch
+        self.listeners: list[Callable[[dict], None]] = []
         self.started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -72,8 +148,58 @@ class EpochLog(keras.callbacks.Callback):
                   "seconds": time.perf_counter() - self.started,
                   **{k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}}
         self.history.append(record)
-        if self.on_epoch is not None:
-            self.on_epoch(record)
+        for listener in self.listeners:
+            listener(record)
+
+
+class Checkpointer:
+    """Saves the training state (see rps.checkpoint) as each epoch ends.
+
+    It listens to EpochLog before tracking does, so the tracking store never holds an epoch
+    that the checkpoint lacks: a resumed run logs only the epochs tracking missed, and no
+    epoch twice.
+    """
+
+    def __init__(self, folder: Path, classifier: keras.Model, best: BestWeights,
+                 epochs_log: EpochLog, start: str, seconds: float) -> None:
+        self.folder, self.classifier, self.best, self.epochs_log = (folder, classifier, best,
+                                                                    epochs_log)
+        self.start = start
+        self.started = time.perf_counter() - seconds
+        self.stage, self.trained, self.early, self.end = 1, classifier, None, 0
+
+    def begin(self, stage: int, trained: keras.Model, early: EarlyStopping | None,
+              end: int) -> None:
+        """``trained`` is the model this stage fits, ``end`` the epoch count it stops at."""
+        self.stage, self.trained, self.early, self.end = stage, trained, early, end
+
+    def __call__(self, record: dict) -> None:
+        checkpoint.save(self.folder, checkpoint.State(
+            stage=self.stage, epoch=record["epoch"],
+            stage_done=bool(self.trained.stop_training) or record["epoch"] + 1 >= self.end,
+            start=self.start, weights=values(trainable_weights(self.classifier)),
+            optimizer=[keras.ops.convert_to_numpy(v) for v in self.trained.optimizer.variables],
+            best_weights=self.best.weights, best=self.best.state(),
+            early_stopping=self.early.state() if self.early is not None else None,
+            history=self.epochs_log.history, seconds=time.perf_counter() - self.started))
+
+
+def _restore(classifier: keras.Model, trained: keras.Model, state: checkpoint.State) -> None:
+    """The trainable weights and the optimizer's state (its step count, so a learning-rate
+    schedule goes on, and its moments) as the checkpoint saved them."""
+    assign(classifier, state.weights)
+    optimizer = trained.optimizer
+    optimizer.build(trained.trainable_variables)
+    if len(optimizer.variables) != len(state.optimizer):
+        raise UserError(f"the checkpoint holds {len(state.optimizer)} optimizer variables but "
+                        f"this config's optimizer has {len(optimizer.variables)}: the run "
+                        "cannot be resumed with this version of rps; start it again.")
+    for variable, value in zip(optimizer.variables, state.optimizer, strict=True):
+        variable.assign(value)
+
+
+def _start_digest(model: keras.Model) -> str:
+    return digest(*(keras.ops.convert_to_numpy(w) for w in model.weights))
 
 
 @dataclass
@@ -115,68 +241,106 @@ def _compile(model: keras.Model, cfg: Config, base_lr: float, epochs: int, n_tra
                   steps_per_execution=steps_per_execution)
 
 
-def _stage_callbacks(cfg: Config, shared: Sequence[keras.callbacks.Callback]) -> list:
-    callbacks = list(shared)
-    if cfg.trainer.patience is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", patience=cfg.trainer.patience, mode="max"))
-    return callbacks
+def _stages(cfg: Config) -> list[tuple[int, int, float]]:
+    """(stage, epochs, learning rate): the head on a frozen backbone, then fine-tuning."""
+    stages = [(1, cfg.trainer.epochs, cfg.optimizer.lr)]
+    if cfg.finetune.epochs > 0:
+        stages.append((2, cfg.finetune.epochs, cfg.optimizer.lr * cfg.finetune.lr_factor))
+    return stages
 
 
 def fit(cfg: Config, data: data_lib.Data,
         callbacks: Sequence[keras.callbacks.Callback] = (),
         on_epoch: Callable[[dict], None] | None = None,
-        cache: ArrayCache | None = None) -> Result:
+        cache: ArrayCache | None = None, checkpoints: Path | None = None,
+        resume: checkpoint.State | None = None) -> Result:
     """Stage 1 trains the head on a frozen backbone; stage 2 (optional) fine-tunes its top.
 
     With a ``cache``, stage 1 trains the head alone on cached backbone features, which gives
     the same model for a fraction of the compute. ``callbacks`` see both stages;
-    ``on_epoch`` gets each epoch's record (tracking).
+    ``on_epoch`` gets each epoch's record (tracking). With ``checkpoints`` (a folder) the
+    state is saved there after every epoch, and ``resume`` continues from such a state.
+    The model and its optimizers are built under ``trainer.strategy``, so fit and predict
+    spread over its replicas; the backbone's feature pass stays on one device.
     """
     # Sweep jobs share one process: start each from a clean graph and the same seed.
     keras.backend.clear_session()
     keras.utils.set_random_seed(cfg.trainer.seed)
+    strategy = distribution(cfg.trainer.strategy)
+    log.info("training on %d replica(s) (trainer.strategy=%s)", strategy.num_replicas_in_sync,
+             cfg.trainer.strategy.value)
+    check_split(strategy.num_replicas_in_sync, cfg.trainer.batch_size,
+                {"train": len(data.train), "val": len(data.val), "test": len(data.test)})
     num_classes = len(data.class_names)
-    model = model_lib.build(cfg, num_classes)
+    with strategy.scope():
+        model = model_lib.build(cfg, num_classes)
     backbone = model_lib.backbone_of(model)
+    backbones.freeze(backbone)
+    start = _start_digest(model) if checkpoints is not None or resume is not None else ""
     bs, seed = cfg.trainer.batch_size, cfg.trainer.seed
-    best, epochs_log = BestWeights(model), EpochLog(on_epoch)
-    shared = [best, epochs_log, *callbacks]
+    best, epochs_log = BestWeights(model), EpochLog()
+    if resume is not None:
+        if resume.start != start:
+            raise UserError(
+                "the model this run's config builds now differs from the one it started "
+                "with (a changed backbone.weights file, or another Keras version?), so the "
+                "checkpoint does not fit it: start the run again instead of resuming it.")
+        best.resume(resume)
+        epochs_log.history = list(resume.history)
+        log.info("resuming after epoch %d (stage %d)", resume.epoch + 1, resume.stage)
+    saver = None
+    if checkpoints is not None:
+        saver = Checkpointer(checkpoints, model, best, epochs_log, start,
+                             resume.seconds if resume is not None else 0.0)
+        epochs_log.listeners.append(saver)
+    if on_epoch is not None:
+        epochs_log.listeners.append(on_epoch)  # after the checkpoint: see Checkpointer
     n_train = len(data.train.labels)
     images_ds = functools.partial(dataset, num_classes=num_classes, batch_size=bs)
 
-    backbones.freeze(backbone)
-    started = time.perf_counter()
+    started = time.perf_counter() - (resume.seconds if resume is not None else 0.0)
     features_seconds = 0.0
-    if cache is not None:
-        cached = features.build(cfg, model, data, cache)
-        features_seconds = cached.seconds
-        stage1_model = model.get_layer(model_lib.HEAD)
-        train_ds = view_sampling_dataset(cached.train, data.train.labels, num_classes, bs, seed)
-        val_ds = images_ds(cached.val, data.val.labels)
-    else:
-        stage1_model = model
-        train_ds = images_ds(data.train.images, data.train.labels, shuffle_seed=seed)
-        val_ds = images_ds(data.val.images, data.val.labels)
-    # A step on cached features is so small that Python's per-step overhead dominates it.
-    _compile(stage1_model, cfg, cfg.optimizer.lr, cfg.trainer.epochs, n_train,
-             steps_per_execution=HEAD_STEPS_PER_EXECUTION if cache is not None else 1)
-    stage1_model.fit(train_ds, validation_data=val_ds, shuffle=False,
-                     epochs=cfg.trainer.epochs, verbose=2,
-                     callbacks=_stage_callbacks(cfg, shared))
-    if cfg.finetune.epochs > 0:
-        best.restore()
-        unfrozen = backbones.unfreeze_top(backbone, cfg.finetune.layers)
-        log.info("fine-tuning: %d backbone layers with weights unfrozen, lr x %g, %d epochs",
-                 unfrozen, cfg.finetune.lr_factor, cfg.finetune.epochs)
-        _compile(model, cfg, cfg.optimizer.lr * cfg.finetune.lr_factor, cfg.finetune.epochs,
-                 n_train)
-        epochs_log.stage = 2
-        done = len(epochs_log.history)
-        model.fit(images_ds(data.train.images, data.train.labels, shuffle_seed=seed),
-                  validation_data=images_ds(data.val.images, data.val.labels), shuffle=False,
-                  initial_epoch=done, epochs=done + cfg.finetune.epochs, verbose=2,
-                  callbacks=_stage_callbacks(cfg, shared))
+    for stage, epochs, lr in _stages(cfg):
+        if resume is not None and stage < resume.next_stage:
+            continue
+        if stage == 2:
+            best.restore()
+            unfrozen = backbones.unfreeze_top(backbone, cfg.finetune.layers)
+            log.info("fine-tuning: %d backbone layers with weights unfrozen, lr x %g, %d epochs",
+                     unfrozen, cfg.finetune.lr_factor, cfg.finetune.epochs)
+        on_features = stage == 1 and cache is not None
+        if on_features:
+            cached = features.build(cfg, model, data, cache)
+            features_seconds = cached.seconds
+            trained = model.get_layer(model_lib.HEAD)
+            train_ds = view_sampling_dataset(cached.train, data.train.labels, num_classes, bs,
+                                             seed)
+            val_ds = images_ds(cached.val, data.val.labels)
+        else:
+            trained = model
+            train_ds = images_ds(data.train.images, data.train.labels, shuffle_seed=seed)
+            val_ds = images_ds(data.val.images, data.val.labels)
+        # A step on cached features is so small that Python's per-step overhead dominates
+        # it; but MirroredStrategy fails on several steps per call (keras-team/keras#19246).
+        many = on_features and cfg.trainer.strategy is Strategy.default
+        resumes = resume is not None and resume.stage == stage
+        with strategy.scope():  # the optimizer's variables are distributed too
+            _compile(trained, cfg, lr, epochs, n_train,
+                     steps_per_execution=HEAD_STEPS_PER_EXECUTION if many else 1)
+            if resumes:
+                _restore(model, trained, resume)
+        early = (EarlyStopping(cfg.trainer.patience) if cfg.trainer.patience is not None
+                 else None)
+        if resumes and early is not None:
+            early.resumed = resume.early_stopping
+        end = sum(r["stage"] < stage for r in epochs_log.history) + epochs
+        epochs_log.stage = stage
+        if saver is not None:
+            saver.begin(stage, trained, early, end)
+        # EarlyStopping goes before EpochLog, so the checkpoint knows when a stage stopped.
+        trained.fit(train_ds, validation_data=val_ds, shuffle=False,
+                    initial_epoch=len(epochs_log.history), epochs=end, verbose=2,
+                    callbacks=[best, *([early] if early else []), epochs_log, *callbacks])
     train_seconds = time.perf_counter() - started
     best.restore()
     log.info("restored the weights of epoch %d (val_accuracy %.4f)", best.epoch + 1,
@@ -206,6 +370,7 @@ def fit(cfg: Config, data: data_lib.Data,
         "train_seconds": train_seconds,
         "features_seconds": features_seconds,
         "history": epochs_log.history,
+        "replicas": strategy.num_replicas_in_sync,
     }
     return Result(model=model_lib.inference(model), metrics=metrics, test_logits=logits,
                   history=epochs_log.history)

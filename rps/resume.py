@@ -1,0 +1,122 @@
+"""``trainer.resume=<run id>``: continue an interrupted run from its last checkpoint.
+
+The run is found in MLflow and goes on with its own config (from its output folder, else
+the ``config/config.yaml`` it logged), in its own output folder and MLflow run. Overrides
+given with the resume may only say where things are or how to spread the work: any other
+would train something else than the run started, so it is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from rps import checkpoint, config, tracking
+from rps.errors import ConfigError, UserError
+
+RESUME_KEY = "trainer.resume"
+ALLOWED = (*tracking.PATH_KEYS, "trainer.strategy")
+HYDRA_CONFIG = Path(".hydra") / "config.yaml"
+LOGGED_CONFIG = "config/config.yaml"
+
+
+@dataclass(frozen=True)
+class Resumed:
+    run_id: str
+    uri: str
+    cfg: DictConfig  # the run's own config, with the overrides given now
+    output_dir: Path
+    tensorboard_dir: Path
+    overrides: list[str]  # given with the resume
+    state: checkpoint.State
+
+
+def prepare(cfg: DictConfig, overrides: list[str], root: Path) -> Resumed:
+    """Checks everything before the run is touched: a bad id, a finished run or one without
+    a checkpoint leaves it as it was."""
+    run_id = cfg.trainer.resume
+    given = [o for o in overrides if _key(o) != RESUME_KEY]
+    refused = [o for o in given if not _key(o).startswith(ALLOWED)]
+    if refused:
+        raise ConfigError(
+            f"trainer.resume continues run {run_id} with the config it started with, so it "
+            f"takes no override that changes what is trained, but got {' '.join(refused)}. "
+            f"Only these may change: {', '.join(k.rstrip('.') for k in ALLOWED)}. To train "
+            "something else, start a new run.")
+    settings = config.tracking_of(cfg)
+    if not settings.enabled:
+        raise ConfigError("trainer.resume finds the run in MLflow, which tracking.enabled=false "
+                          "turns off: drop tracking.enabled=false.")
+    uri = tracking.store_uri(settings, root)
+    run = tracking.find_run(uri, run_id)
+    if run.info.status == "FINISHED":
+        raise UserError(f"run {run_id} is FINISHED: there is nothing to resume. Its model is "
+                        "logged with it; to train further, start a new run.")
+    folder = run.data.tags.get("output_dir")
+    state = checkpoint.load(Path(folder)) if folder else None
+    if state is None:
+        where = checkpoint.path(Path(folder)) if folder else "its output folder (no output_dir tag)"
+        raise UserError(
+            f"run {run_id} ({run.info.status}) has no checkpoint: {where} does not exist. A "
+            "run saves one after every epoch, so this run stopped before its first epoch "
+            "ended, or its output folder was moved or deleted: start it again.")
+    return Resumed(run_id=run_id, uri=uri, cfg=_config(run, Path(folder), given, uri),
+                   output_dir=Path(folder), tensorboard_dir=Path(run.data.tags.get(
+                       "tensorboard_logdir", Path(folder) / "tensorboard")),
+                   overrides=given, state=state)
+
+
+def log_continuation(mlrun: tracking.Run, resumed: Resumed) -> None:
+    """Tags the resume, and logs the checkpointed epochs that tracking missed: those that
+    ended after the last write to the store and before the kill."""
+    mlrun.set_tags({"resumed_after_epoch": str(resumed.state.epoch + 1),
+                    "resume_overrides": json.dumps(resumed.overrides)})
+    logged = mlrun.logged_epochs()
+    for record in resumed.state.history:
+        if record["epoch"] not in logged:
+            mlrun.log_epoch(record)
+
+
+def _config(run, folder: Path, given: list[str], uri: str) -> DictConfig:
+    """The run's stored values, typed by the schema of its own choices (data and optimizer
+    options pick subclasses), then the overrides given now."""
+    from hydra import compose
+    from hydra.errors import HydraException
+
+    run_id = run.info.run_id
+    original = json.loads(run.data.tags.get("overrides", "[]"))
+    try:
+        typed = compose(config_name="config", overrides=original)
+        cfg = OmegaConf.merge(typed, _stored(run_id, folder, uri),
+                              OmegaConf.from_dotlist([o.lstrip("+") for o in given]))
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(
+            f"run {run_id}'s config no longer composes with this version of rps "
+            f"({str(err).splitlines()[0]}): start it again instead of resuming it.") from None
+    cfg.trainer.resume = run_id
+    return cfg
+
+
+def _stored(run_id: str, folder: Path, uri: str) -> DictConfig:
+    if (folder / HYDRA_CONFIG).is_file():
+        return OmegaConf.load(folder / HYDRA_CONFIG)
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = tracking.client_for(uri).download_artifacts(run_id, LOGGED_CONFIG, tmp)
+        except MlflowException as err:
+            raise UserError(
+                f"run {run_id} has neither {folder / HYDRA_CONFIG} nor a logged "
+                f"{LOGGED_CONFIG} ({str(err).splitlines()[0]}), so its config is unknown: "
+                "start it again.") from None
+        return OmegaConf.load(path)
+
+
+def _key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
