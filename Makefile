@@ -3,11 +3,14 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make mlflow-server`: where the server listens and keeps its runs and artifacts.
+PORT ?= 5000
+SERVER_DIR ?= mlflow-server
 
-.PHONY: help install train test test-fast clean
+.PHONY: help install train test test-fast mlflow-server clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +28,14 @@ train: $(STAMP)  ## train the default config (ARGS="head=deep aug=strong" to ove
 test: $(STAMP)  ## run every test, the real-data ones included when ../shared/data/rps exists
 	$(BIN)/python -m pytest $(ARGS)
 
-test-fast: $(STAMP)  ## skip the slow real-data training tests
+test-fast: $(STAMP)  ## skip the slow tests (real-data training, parallel sweeps, servers)
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+mlflow-server: $(STAMP)  ## MLflow tracking server on http://127.0.0.1:5000 (PORT=5001 moves it)
+	mkdir -p $(SERVER_DIR)/artifacts
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mlflow server --host 127.0.0.1 --port $(PORT) --workers 2 \
+		--backend-store-uri sqlite:///$(abspath $(SERVER_DIR))/mlflow.db \
+		--artifacts-destination $(abspath $(SERVER_DIR))/artifacts
 
 clean:  ## remove generated outputs (keeps .venv and mlruns)
 	rm -rf outputs .pytest_cache

@@ -2,7 +2,8 @@
 
 The parent's id and the swept keys are written to a file in the sweep folder, so jobs find
 them whatever launcher runs them (in this process, in joblib workers, or elsewhere on a
-shared file system).
+shared file system). For the same reason each job appends its outcome to a log in that
+folder: a launcher runs ``on_job_end`` on a copy of this callback, in the job's process.
 """
 
 from __future__ import annotations
@@ -13,19 +14,24 @@ import io
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from rps import plots, tracking
+from rps.errors import UserError, report
 
 log = logging.getLogger("rps")
 
 STATE_FILE = ".rps_sweep.json"
+JOBS_FILE = ".rps_jobs.jsonl"  # one line per finished job: its overrides and whether it failed
+OPTUNA_RESULTS = "optimization_results.yaml"  # the Optuna sweeper's best params and value
 SUMMARY = "summary"
 
 
@@ -124,34 +130,51 @@ def failed(job_return: JobReturn) -> bool:
     if job_return.status == JobStatus.FAILED:
         return True
     value = job_return._return_value  # the property re-raises a failure; we only look
-    return isinstance(value, float) and math.isnan(value)
+    return value is None or isinstance(value, float) and math.isnan(value)
+
+
+def record_job(sweep_dir: Path, overrides: list[str], job_failed: bool) -> None:
+    """One line, appended in a single write: safe with jobs finishing at once."""
+    line = json.dumps({"overrides": overrides, "failed": job_failed}) + "\n"
+    fd = os.open(sweep_dir / JOBS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def recorded_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
+    path = sweep_dir / JOBS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 class SweepCallback(Callback):
     def __init__(self) -> None:
         self.client = None
         self.parent: str | None = None
-        self.failed: list[str] = []
-        self.jobs = 0
-        self.multirun = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from rps import config as config_lib
         from rps.job import project_root
 
-        self.multirun = True
+        sweep_dir = Path(config.hydra.sweep.dir).absolute()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / JOBS_FILE).unlink(missing_ok=True)
         settings = config_lib.tracking_of(config)
         if not settings.enabled:
             return
         root = project_root(config.hydra)
         uri = tracking.store_uri(settings, root)
-        self.client = tracking.client_for(uri)
-        sweep_dir = Path(config.hydra.sweep.dir).absolute()
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            # Also creates the store, once, before parallel jobs open it.
+            self.client = tracking.client_for(uri)
+            experiment = tracking.experiment_id(self.client, settings.experiment, uri)
+        except UserError as err:
+            report(err)
+            raise SystemExit(2) from None
         overrides = list(OmegaConf.to_container(config.hydra.overrides.task))
         run = self.client.create_run(
-            tracking.experiment_id(self.client, settings.experiment, uri),
-            run_name=f"sweep {tracking.run_name(overrides)}",
+            experiment, run_name=f"sweep {tracking.run_name(overrides)}",
             tags={"sweep_dir": str(sweep_dir), "overrides": json.dumps(overrides),
                   "experiment": str(config.get("experiment") or "none"),
                   **tracking.git_state(root)})
@@ -162,26 +185,39 @@ class SweepCallback(Callback):
         log.info("mlflow: sweep parent run %s in %s", self.parent, uri)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        self.jobs += 1
-        if self.multirun and failed(job_return):
-            self.failed.append(" ".join(job_return.overrides or []))
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        job_failed = failed(job_return)
+        if job_failed and job_return.status == JobStatus.COMPLETED:
+            # Optuna marks a trial that returns None as failed and searches on; a NaN stops
+            # the whole search. Other sweepers ignore the value.
+            job_return.return_value = None
+        record_job(Path(config.hydra.sweep.dir).absolute(), list(job_return.overrides or []),
+                   job_failed)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir).absolute()
+        jobs = recorded_jobs(sweep_dir)
+        failures = [job for job in jobs if job["failed"]]
         if self.parent is not None:
-            self._summarise(Path(config.hydra.sweep.dir).absolute())
+            self._summarise(sweep_dir, len(failures))
             self._close("FINISHED")
-        if self.failed:
-            print(f"{len(self.failed)} of {self.jobs} sweep jobs failed; see the log above "
+        if failures:
+            print(f"{len(failures)} of {len(jobs)} sweep jobs failed; see the log above "
                   "and each failed run's error.txt in MLflow.")
             raise SystemExit(1)
 
-    def _summarise(self, sweep_dir: Path) -> None:
+    def _summarise(self, sweep_dir: Path, failures: int) -> None:
         runs = self.client.search_runs(
             [self.client.get_run(self.parent).info.experiment_id],
             filter_string=f"tags.`{tracking.PARENT_TAG}` = '{self.parent}'", max_results=5000)
         rows = rows_of(runs)
         header, body = table(rows)
         text = markdown(header, body)
+        winner = best(rows)
+        if winner is not None:
+            text += (f"\nBest by validation accuracy: job {winner.job}, {winner.name} "
+                     f"(val_accuracy {winner.val_accuracy:.4f}, run {winner.run_id})\n")
         print(f"\nSweep {sweep_dir} ({len(rows)} jobs):\n{text}")
         (sweep_dir / f"{SUMMARY}.md").write_text(text)
         (sweep_dir / f"{SUMMARY}.csv").write_text(csv_text(header, body))
@@ -190,13 +226,19 @@ class SweepCallback(Callback):
         plots.comparison_bars(labels, {"val_accuracy": [r.val_accuracy for r in rows],
                                        "test_accuracy": [r.test_accuracy for r in rows]},
                               sweep_dir / f"{SUMMARY}.png")
-        for suffix in ("md", "csv", "png"):
-            self.client.log_artifact(self.parent, str(sweep_dir / f"{SUMMARY}.{suffix}"))
-        winner = best(rows)
-        tags = {"jobs": str(len(rows)), "failed_jobs": str(len(self.failed))}
+        for name in (f"{SUMMARY}.md", f"{SUMMARY}.csv", f"{SUMMARY}.png", OPTUNA_RESULTS):
+            if (sweep_dir / name).exists():
+                self.client.log_artifact(self.parent, str(sweep_dir / name))
+        tags = {"jobs": str(len(rows)), "failed_jobs": str(failures)}
         if winner is not None:
             tags |= {"best_run_id": winner.run_id, "best_run_name": winner.name}
             self.client.set_tag(winner.run_id, "best_in_sweep", "true")
+            from mlflow.entities import Param
+
+            swept = info(sweep_dir).varying  # also keys that took one value in every job
+            self.client.log_batch(self.parent, params=[
+                Param(f"best/{key}", winner.overrides[key]) for key in swept
+                if key in winner.overrides])
             self.client.log_metric(self.parent, "best/val_accuracy", winner.val_accuracy)
             if winner.test_accuracy is not None:
                 self.client.log_metric(self.parent, "best/test_accuracy", winner.test_accuracy)
