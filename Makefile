@@ -25,11 +25,12 @@ install: $(STAMP)  ## create .venv and install rps with its test extras
 train: $(STAMP)  ## train the default config (ARGS="head=deep aug=strong" to override)
 	$(BIN)/python run.py $(ARGS)
 
+# Two workers: many tests wait on a fresh process importing TensorFlow, which one core does.
 test: $(STAMP)  ## run every test, the real-data ones included when ../shared/data/rps exists
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup $(ARGS)
 
 test-fast: $(STAMP)  ## skip the slow tests (real-data training, parallel sweeps, servers)
-	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow" $(ARGS)
 
 mlflow-server: $(STAMP)  ## MLflow tracking server on http://127.0.0.1:5000 (PORT=5001 moves it)
 	mkdir -p $(SERVER_DIR)/artifacts

@@ -157,7 +157,7 @@ def test_trains_on_cached_background_views_and_shows_them_in_tensorboard(tmp_pat
     cfg = config.to_object(compose_cfg(
         "data=folder", f"data.root={root}", "aug=background", "backbone=mobilenet_v2",
         "backbone.weights=null", "backbone.input_size=32", "head=linear", "trainer.epochs=1",
-        "trainer.batch_size=8"))
+        "trainer.batch_size=8", "finetune=none"))
     store = ArrayCache(tmp_path / "cache")
     data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed, store)
     shown = tensorboard.AugmentedImages(data.train.images, cfg.aug, tmp_path / "tb", 0)

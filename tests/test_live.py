@@ -126,7 +126,7 @@ def trained(tmp_path_factory) -> dict:
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     out = folder / "run"
     proc = run_cli("data=folder", f"data.root={root}", "backbone.input_size=64", "head=linear",
-                   "aug=none", "trainer.epochs=2", "trainer.batch_size=8",
+                   "aug=none", "finetune=none", "trainer.epochs=2", "trainer.batch_size=8",
                    f"tracking.uri={uri}", "tracking.register=rps_live", f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(uri)
@@ -370,13 +370,11 @@ def test_capture_builds_a_folder_dataset_that_training_reads(video, tmp_path):
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.skipif(not (SHARED / "test").is_dir(), reason=f"{SHARED} is absent")
-def test_live_on_the_test_folder_scores_what_training_scored(tmp_path):
+@pytest.mark.xdist_group("default_run")
+def test_live_on_the_test_folder_scores_what_training_scored(default_run, tmp_path):
     """Real photos through both paths, Pillow's for training and OpenCV's BGR for live: a
     colour mix-up or another crop would show as a different accuracy."""
-    out = tmp_path / "run"
-    proc = run_cli("data=folder", f"data.root={SHARED}", "backbone.input_size=128",
-                   "head=linear", "aug=none", "trainer.epochs=2", f"hydra.run.dir={out}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = default_run
     tested = json.loads((out / "metrics.json").read_text())["test_accuracy"]
     predictions = tmp_path / "predictions.csv"
     proc = live(tmp_path, f"model_path={out}", f"source={SHARED / 'test'}", "headless=true",

@@ -23,7 +23,8 @@ from rps import tracking
 def tiny(tmp_path_factory) -> list[str]:
     root = make_folder_dataset(tmp_path_factory.mktemp("data"))
     return ["data=folder", f"data.root={root}", "backbone.weights=null",
-            "backbone.input_size=32", "trainer.epochs=1", "trainer.batch_size=8", "aug=none"]
+            "backbone.input_size=32", "trainer.epochs=1", "trainer.batch_size=8", "aug=none",
+            "finetune=none"]
 
 
 def sweep_runs(uri: str):

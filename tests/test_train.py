@@ -8,14 +8,14 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import SHARED, compose_cfg, make_folder_dataset, run_cli
+from conftest import compose_cfg, make_folder_dataset, run_cli
 
 from rps import config, train
 from rps import data as data_lib
 from rps import model as model_lib
 
 TINY = ["backbone=mobilenet_v2", "backbone.weights=null", "backbone.input_size=32",
-        "trainer.batch_size=8"]
+        "trainer.batch_size=8", "finetune=none"]
 
 
 @pytest.fixture(scope="module")
@@ -137,14 +137,10 @@ def test_weights_that_do_not_fit_fail_before_training(tiny_root, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_default_config_reaches_093_on_the_real_data(tmp_path):
-    if not SHARED.exists():
-        pytest.skip(f"{SHARED} is absent")
-    out = tmp_path / "run"
-    proc = run_cli("data=folder", f"data.root={SHARED}", f"hydra.run.dir={out}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
+@pytest.mark.xdist_group("default_run")
+def test_default_config_reaches_097_on_the_real_data(default_run):
+    metrics = json.loads((default_run / "metrics.json").read_text())
     print({k: metrics[k] for k in ("test_accuracy", "best_val_accuracy", "train_seconds",
                                    "total_seconds")})
     assert metrics["num_test"] == 372 and metrics["num_train"] + metrics["num_val"] == 2520
-    assert metrics["test_accuracy"] >= 0.93
+    assert metrics["test_accuracy"] >= 0.97
