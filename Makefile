@@ -27,10 +27,10 @@ train: $(STAMP)  ## train the default config (ARGS="head=deep aug=strong" to ove
 
 # Two workers: many tests wait on a fresh process importing TensorFlow, which one core does.
 test: $(STAMP)  ## run every test, the real-data ones included when ../shared/data/rps exists
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile $(ARGS)
 
 test-fast: $(STAMP)  ## skip the slow tests (real-data training, parallel sweeps, servers)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow" $(ARGS)
 
 mlflow-server: $(STAMP)  ## MLflow tracking server on http://127.0.0.1:5000 (PORT=5001 moves it)
 	mkdir -p $(SERVER_DIR)/artifacts

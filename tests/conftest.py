@@ -91,19 +91,3 @@ def rps_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     else:
         os.environ["RPS_CACHE_DIR"] = previous
 
-
-@pytest.fixture(scope="session")
-def default_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default config trained once on the real data; its output folder.
-
-    Several tests judge this one model, which takes minutes to train: mark them
-    ``xdist_group("default_run")`` so pytest-xdist runs them on one worker, which trains it once.
-    """
-    if not SHARED.exists():
-        pytest.skip(f"{SHARED} is absent")
-    folder = tmp_path_factory.mktemp("default-run")
-    proc = run_cli("data=folder", f"data.root={SHARED}", f"hydra.run.dir={folder / 'run'}",
-                   f"tracking.uri=sqlite:///{folder / 'mlflow.db'}", timeout=1800)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return folder / "run"
-

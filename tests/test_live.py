@@ -367,25 +367,6 @@ def test_capture_builds_a_folder_dataset_that_training_reads(video, tmp_path):
     assert data.class_names == ["paper", "rock"] and len(data.test) == 4
 
 
-@pytest.mark.slow
-@pytest.mark.integration
-@pytest.mark.skipif(not (SHARED / "test").is_dir(), reason=f"{SHARED} is absent")
-@pytest.mark.xdist_group("default_run")
-def test_live_on_the_test_folder_scores_what_training_scored(default_run, tmp_path):
-    """Real photos through both paths, Pillow's for training and OpenCV's BGR for live: a
-    colour mix-up or another crop would show as a different accuracy."""
-    out = default_run
-    tested = json.loads((out / "metrics.json").read_text())["test_accuracy"]
-    predictions = tmp_path / "predictions.csv"
-    proc = live(tmp_path, f"model_path={out}", f"source={SHARED / 'test'}", "headless=true",
-                "threshold=0", f"predictions={predictions}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with predictions.open() as f:
-        rows = list(csv.DictReader(f))
-    hits = [row["file"].split("/")[0] == row["class"] for row in rows]
-    assert len(rows) == 372 and tested > 0.6
-    assert sum(hits) / len(rows) == pytest.approx(tested, abs=0.01)
-
 
 # --- bad input: a paragraph and exit status 2 ----------------------------------------------
 

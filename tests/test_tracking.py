@@ -55,7 +55,7 @@ def test_run_has_params_tags_and_per_epoch_metrics(single):
     assert run.info.status == "FINISHED"
     assert run.info.run_name == (  # what was chosen; file locations are left out
         "data=folder,backbone.input_size=64,trainer.batch_size=8,head=linear,aug=none,"
-        "trainer.epochs=3,trainer.patience=null,head.dropout=0.1")
+        "finetune=none,trainer.epochs=3,trainer.patience=null,head.dropout=0.1")
     params = run.data.params
     assert params["head.units"] == "256" and params["backbone.name"] == "efficientnet_lite0"
     assert params["trainer.epochs"] == "3" and params["data.root"].endswith("data0")
@@ -221,7 +221,7 @@ def test_bad_single_run_is_failed_in_mlflow_with_exit_2(root, tmp_path, mlflow_s
 def test_ctrl_c_marks_the_run_killed(root, tmp_path, mlflow_store):
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "run.py"), "data=folder", f"data.root={root}", *SMALL,
-         "trainer.epochs=200", "trainer.patience=null", f"hydra.run.dir={tmp_path / 'run'}"],
+         "trainer.epochs=5000", "trainer.patience=null", f"hydra.run.dir={tmp_path / 'run'}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
     client = MlflowClient(mlflow_store)
