@@ -1,7 +1,6 @@
 """trainer.resume: checkpoints, their round trip, a real SIGKILL and the resumed MLflow run."""
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -45,12 +44,14 @@ def test_a_killed_sweep_job_resumes_into_its_run(root, tmp_path, mlflow_store):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out = sweep_dir / "0"
     deadline = time.monotonic() + 300
-    while (state := checkpoint.load(out) if checkpoint.path(out).exists() else None) is None \
-            or state.epoch < 2:
-        assert proc.poll() is None, "the job ended before it could be killed"
-        assert time.monotonic() < deadline, "no checkpoint of epoch 3 within 300 s"
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
+    try:
+        while (state := checkpoint.load(out) if checkpoint.path(out).exists() else None) \
+                is None or state.epoch < 2:
+            assert proc.poll() is None, "the job ended before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint of epoch 3 within 300 s"
+            time.sleep(0.1)
+    finally:
+        proc.kill()
     proc.wait(timeout=60)
     killed = checkpoint.load(out)
     assert killed.stage == 1 and killed.epoch < STAGE1_EPOCHS - 1

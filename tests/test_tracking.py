@@ -225,15 +225,18 @@ def test_ctrl_c_marks_the_run_killed(root, tmp_path, mlflow_store):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
     client = MlflowClient(mlflow_store)
-    while True:
-        assert proc.poll() is None, "the job ended before it could be interrupted"
-        assert time.monotonic() < deadline
-        found = runs(mlflow_store) if Path(mlflow_store[10:]).exists() else []
-        if found and client.get_metric_history(found[0].info.run_id, "val/accuracy"):
-            break
-        time.sleep(1)
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=180)  # it still saves what it has; CI runs two tests at once
+    try:
+        while True:
+            assert proc.poll() is None, "the job ended before it could be interrupted"
+            assert time.monotonic() < deadline
+            found = runs(mlflow_store) if Path(mlflow_store[10:]).exists() else []
+            if found and client.get_metric_history(found[0].info.run_id, "val/accuracy"):
+                break
+            time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=180)  # it still saves what it has; CI runs two tests at once
+    finally:
+        proc.kill()  # a failed test must not leave a 5000-epoch job behind
     (run,) = runs(mlflow_store)
     assert run.info.status == "KILLED"
     assert client.get_metric_history(run.info.run_id, "val/accuracy"), "logged epochs kept"
