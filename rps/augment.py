@@ -8,14 +8,19 @@ feature the classifier can lean on.
 
 from __future__ import annotations
 
+import functools
 import math
+from importlib.resources import files
 
+import cv2
 import keras
+import numpy as np
 import tensorflow as tf
 
 from rps.config import AugConfig
 
 LAYER_NAME = "augment"
+VERSION = 2  # bump when a policy's draws change meaning: it is part of the feature cache key
 # Hues (HSV, 0..1) that no generated background colour is drawn from. benchmarks/robustness
 # composites its "unseen colours" set in this band, so it measures colours training never saw.
 HELD_OUT_HUES = (0.45, 0.55)
@@ -30,6 +35,14 @@ PATTERNS = 6  # solid, gradient, fractal noise, patches, stripes, checks
 NOISE_GRIDS = (3, 6, 12, 24, 48)  # value-noise octaves, cells per side
 PATTERN_SIZE = 112  # the side patterns are drawn at, before they are resized to the image
 WHITE = 255.0
+# Photographs that ship inside rps's own dependencies, free to use: (package, file). No
+# generator draws a face, a building or a plant, and a webcam sees all three behind a hand.
+PHOTOS = (
+    ("sklearn.datasets.images", "china.jpg"),  # CC BY 2.0, danielbuechele on Flickr
+    ("sklearn.datasets.images", "flower.jpg"),  # CC BY 2.0, vultilion on Flickr
+    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),  # public domain (US Navy)
+)
+PHOTO_CROP = (0.25, 1.0)  # a crop's side, as a share of its photo's shorter side
 
 
 def build(cfg: AugConfig, seed: int) -> keras.Sequential | None:
@@ -48,7 +61,8 @@ def build(cfg: AugConfig, seed: int) -> keras.Sequential | None:
         transforms.append(keras.layers.RandomTranslation(cfg.translation, cfg.translation,
                                                          seed=seed + 3, **fill))
     if hand:
-        transforms.append(HandComposite(cfg.background, cfg.skin_tone, seed=seed + 8))
+        transforms.append(HandComposite(cfg.background, cfg.skin_tone,
+                                        cfg.background_photos, seed=seed + 8))
     if cfg.brightness:
         transforms.append(keras.layers.RandomBrightness(cfg.brightness, seed=seed + 4))
     if cfg.contrast:
@@ -162,6 +176,48 @@ def backgrounds(uniform, shape: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value((first + (second - first) * pattern) * (1.0 + grain), 0.0, WHITE)
 
 
+@functools.cache
+def photos() -> tuple[np.ndarray, np.ndarray]:
+    """The bundled photos on one uint8 canvas (N, H, W, 3), each at its top left, and each
+    one's (height, width).
+
+    Every hue is squeezed out of ``HELD_OUT_HUES`` (the circle minus the band, stretched
+    over the whole circle), so that the robustness proxy's held-out colours stay unseen.
+    """
+    low, high = HELD_OUT_HUES
+    images = []
+    for package, name in PHOTOS:
+        bgr = cv2.imread(str(files(package) / name))
+        hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV_FULL)
+        hue = hsv[:, :, 0] / 256.0 * (1.0 - (high - low))
+        hue = np.where(hue >= low, hue + (high - low), hue)
+        hsv[:, :, 0] = np.round(hue * 256.0).astype(np.uint8)
+        images.append(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL))
+    sizes = np.array([image.shape[:2] for image in images])
+    canvas = np.zeros((len(images), *sizes.max(axis=0), 3), np.uint8)
+    for canvas_image, image in zip(canvas, images, strict=True):
+        canvas_image[:image.shape[0], :image.shape[1]] = image
+    return canvas, sizes
+
+
+def photo_crops(uniform, shape: tf.Tensor) -> tf.Tensor:
+    """A random square crop of a random bundled photo per image, at a random scale and
+    mirrored half the time: (B, H, W, 3) in 0..255."""
+    canvas, sizes = photos()
+    batch = shape[0]
+    index = tf.minimum(tf.cast(uniform([batch], 0.0, len(sizes)), tf.int32), len(sizes) - 1)
+    height, width = tf.unstack(tf.gather(tf.constant(sizes, tf.float32), index), axis=1)
+    side = uniform([batch], *PHOTO_CROP) * tf.minimum(height, width)
+    top, left = uniform([batch]) * (height - side), uniform([batch]) * (width - side)
+    right = left + side
+    mirrored = uniform([batch]) < 0.5  # crop_and_resize flips a box whose x2 < x1
+    left, right = tf.where(mirrored, right, left), tf.where(mirrored, left, right)
+    canvas_h, canvas_w = canvas.shape[1:3]
+    boxes = tf.stack([top / canvas_h, left / canvas_w, (top + side) / canvas_h,
+                      right / canvas_w], axis=1)
+    return tf.image.crop_and_resize(tf.constant(canvas), boxes, index, shape[1:3])
+
+
 class _Random(keras.layers.Layer):
     """A training-only layer with a seeded stream of draws, like Keras' own random layers."""
 
@@ -182,17 +238,20 @@ class _Random(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="rps")
 class HandComposite(_Random):
-    """Jitters each hand's skin tone and pastes it onto a generated background.
+    """Jitters each hand's skin tone and pastes it onto a new background.
 
     ``probability`` is the share of images that get a new background (the rest keep the
-    white); ``skin_tone`` darkens or lightens each hand by up to that fraction, warmer as it
-    darkens, as real skin does. Both act through :func:`hand_mask`.
+    white), ``photo_share`` the share of new backgrounds cut from a bundled photo (the rest
+    are generated); ``skin_tone`` darkens or lightens each hand by up to that fraction,
+    warmer as it darkens, as real skin does. All act through :func:`hand_mask`.
     """
 
-    def __init__(self, probability: float, skin_tone: float, **kwargs):
+    def __init__(self, probability: float, skin_tone: float, photo_share: float = 0.0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.probability = probability
         self.skin_tone = skin_tone
+        self.photo_share = photo_share
 
     def call(self, images, training=True):
         if not training:
@@ -203,12 +262,26 @@ class HandComposite(_Random):
         hand = tf.clip_by_value(images * (1.0 - shade * tf.constant(SKIN_DARKENING)), 0.0,
                                 WHITE)
         replace = self.uniform([shape[0], 1, 1, 1]) < self.probability
-        behind = tf.where(replace, backgrounds(self.uniform, shape), images)
+        new = backgrounds(self.uniform, shape)
+        if self.photo_share > 0:
+            photo = self.uniform([shape[0], 1, 1, 1]) < self.photo_share
+            new = tf.where(photo, photo_crops(self.uniform, shape), new)
+        behind = tf.where(replace, new, images)
         return mask * hand + (1.0 - mask) * behind
 
     def get_config(self) -> dict:
         return {**super().get_config(), "probability": self.probability,
-                "skin_tone": self.skin_tone}
+                "skin_tone": self.skin_tone, "photo_share": self.photo_share}
+
+
+def backdropped(images: np.ndarray, photo_share: float, seed: int,
+                batch_size: int = 64) -> np.ndarray:
+    """``images`` (uint8) with every white background replaced, drawn as training draws them
+    but from ``seed``, so the same images always get the same backgrounds."""
+    layer = HandComposite(1.0, 0.0, photo_share, seed=seed)
+    batches = [layer(images[i:i + batch_size].astype("float32"), training=True)
+               for i in range(0, len(images), batch_size)]
+    return np.round(np.concatenate(batches)).astype(np.uint8)
 
 
 @keras.saving.register_keras_serializable(package="rps")

@@ -91,9 +91,12 @@ class AugConfig:
 
     Factors follow the Keras preprocessing layers: ``rotation`` is a fraction of a full
     turn, ``zoom`` and ``translation`` fractions of the image side. ``background`` is the
-    share of images whose white background is replaced by a generated one, ``skin_tone`` the
+    share of images whose white background is replaced, ``background_photos`` the share of
+    those new backgrounds cut from bundled photos rather than generated, ``skin_tone`` the
     most a hand is darkened or lightened, ``white_balance`` the most a channel's gain moves
     from 1, and ``blur`` the largest Gaussian sigma, in pixels of the backbone input.
+    ``val_backgrounds`` validates on each validation image twice, as it is and on a new
+    background, so that the best epoch is one that copes with both.
     """
 
     flip: bool = False
@@ -105,13 +108,16 @@ class AugConfig:
     saturation: float = 0.0
     hue: float = 0.0
     background: float = 0.0
+    background_photos: float = 0.0
     skin_tone: float = 0.0
     white_balance: float = 0.0
     blur: float = 0.0
+    val_backgrounds: bool = False
 
     def __post_init__(self) -> None:
         for key in ("rotation", "zoom", "translation", "brightness", "contrast",
-                    "saturation", "hue", "background", "skin_tone", "white_balance"):
+                    "saturation", "hue", "background", "background_photos", "skin_tone",
+                    "white_balance"):
             value = getattr(self, key)
             _check(0.0 <= value <= 1.0, f"aug.{key}", value, "between 0 and 1")
         _check(0.0 <= self.blur <= 5.0, "aug.blur", self.blur, "between 0 and 5 pixels")

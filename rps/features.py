@@ -61,7 +61,7 @@ def build(cfg: Config, model: keras.Model, data: Data, cache: ArrayCache) -> Fea
                       cfg.backbone.input_size, *backbone_of(model).get_weights())
     n_views = views(cfg)
     policy = augment.build(cfg.aug, cfg.trainer.seed) is not None and {
-        "aug": vars(cfg.aug), "seed": cfg.trainer.seed}
+        "aug": vars(cfg.aug), "version": augment.VERSION, "seed": cfg.trainer.seed}
     train_images, val_images = digest(data.train.images), digest(data.val.images)
     spent = saved = 0.0
     train = []

@@ -7,14 +7,14 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from rps import backbones, checkpoint, evaluate, features, optim
+from rps import augment, backbones, checkpoint, evaluate, features, optim
 from rps import data as data_lib
 from rps import model as model_lib
 from rps.cache import ArrayCache, digest
@@ -232,6 +232,16 @@ def view_sampling_dataset(views: np.ndarray, labels: np.ndarray, num_classes: in
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def with_backgrounds(val: data_lib.Split, cfg: Config) -> data_lib.Split:
+    """The validation images, then each again on a new background. Scored on the white
+    renders alone, every epoch that fits the renders ties; this ranks them by robustness too."""
+    copy = augment.backdropped(val.images, cfg.aug.background_photos,
+                               int(digest("val backgrounds", cfg.trainer.seed)[:8], 16))
+    return data_lib.Split(np.concatenate([val.images, copy]),
+                          np.concatenate([val.labels, val.labels]),
+                          [*val.sources, *(f"{s} (new background)" for s in val.sources)])
+
+
 def _compile(model: keras.Model, cfg: Config, base_lr: float, epochs: int, n_train: int,
              steps_per_execution: int = 1) -> None:
     steps = math.ceil(n_train / cfg.trainer.batch_size) * epochs
@@ -266,6 +276,8 @@ def fit(cfg: Config, data: data_lib.Data,
     # Sweep jobs share one process: start each from a clean graph and the same seed.
     keras.backend.clear_session()
     keras.utils.set_random_seed(cfg.trainer.seed)
+    if cfg.aug.val_backgrounds:
+        data = replace(data, val=with_backgrounds(data.val, cfg))
     strategy = distribution(cfg.trainer.strategy)
     log.info("training on %d replica(s) (trainer.strategy=%s)", strategy.num_replicas_in_sync,
              cfg.trainer.strategy.value)
@@ -276,27 +288,8 @@ def fit(cfg: Config, data: data_lib.Data,
         model = model_lib.build(cfg, num_classes)
     backbone = model_lib.backbone_of(model)
     backbones.freeze(backbone)
-    start = _start_digest(model) if checkpoints is not None or resume is not None else ""
-    bs, seed = cfg.trainer.batch_size, cfg.trainer.seed
-    best, epochs_log = BestWeights(model), EpochLog()
-    if resume is not None:
-        if resume.start != start:
-            raise UserError(
-                "the model this run's config builds now differs from the one it started "
-                "with (a changed backbone.weights file, or another Keras version?), so the "
-                "checkpoint does not fit it: start the run again instead of resuming it.")
-        best.resume(resume)
-        epochs_log.history = list(resume.history)
-        log.info("resuming after epoch %d (stage %d)", resume.epoch + 1, resume.stage)
-    saver = None
-    if checkpoints is not None:
-        saver = Checkpointer(checkpoints, model, best, epochs_log, start,
-                             resume.seconds if resume is not None else 0.0)
-        epochs_log.listeners.append(saver)
-    if on_epoch is not None:
-        epochs_log.listeners.append(on_epoch)  # after the checkpoint: see Checkpointer
+    best, epochs_log, saver = _bookkeeping(model, on_epoch, checkpoints, resume)
     n_train = len(data.train.labels)
-    images_ds = functools.partial(dataset, num_classes=num_classes, batch_size=bs)
 
     started = time.perf_counter() - (resume.seconds if resume is not None else 0.0)
     features_seconds = 0.0
@@ -309,17 +302,8 @@ def fit(cfg: Config, data: data_lib.Data,
             log.info("fine-tuning: %d backbone layers with weights unfrozen, lr x %g, %d epochs",
                      unfrozen, cfg.finetune.lr_factor, cfg.finetune.epochs)
         on_features = stage == 1 and cache is not None
-        if on_features:
-            cached = features.build(cfg, model, data, cache)
-            features_seconds = cached.seconds
-            trained = model.get_layer(model_lib.HEAD)
-            train_ds = view_sampling_dataset(cached.train, data.train.labels, num_classes, bs,
-                                             seed)
-            val_ds = images_ds(cached.val, data.val.labels)
-        else:
-            trained = model
-            train_ds = images_ds(data.train.images, data.train.labels, shuffle_seed=seed)
-            val_ds = images_ds(data.val.images, data.val.labels)
+        trained, train_ds, val_ds, seconds = _stage_inputs(cfg, model, data, cache, on_features)
+        features_seconds += seconds
         # A step on cached features is so small that Python's per-step overhead dominates
         # it; but MirroredStrategy fails on several steps per call (keras-team/keras#19246).
         many = on_features and cfg.trainer.strategy is Strategy.default
@@ -347,23 +331,11 @@ def fit(cfg: Config, data: data_lib.Data,
              best.val_accuracy)
 
     logits = model.predict(data.test.images, batch_size=cfg.trainer.batch_size, verbose=0)
-    test = evaluate.scores(logits, data.test.labels, data.class_names)
-    misclassified = [
-        {"index": i, "source": data.test.sources[i],
-         "true": data.class_names[data.test.labels[i]], "predicted": data.class_names[p],
-         "probability": test["confidence"][i]}
-        for i, p in enumerate(test["predicted"]) if p != data.test.labels[i]
-    ]
     metrics = {
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
+        **_test_metrics(logits, data),
         "best_val_accuracy": best.val_accuracy,
         "best_epoch": best.epoch + 1,
         "epochs_run": len(epochs_log.history),
-        "class_names": data.class_names,
-        "per_class": test["per_class"],
-        "confusion_matrix": test["confusion_matrix"],
-        "misclassified": misclassified,
         "num_train": n_train,
         "num_val": len(data.val.labels),
         "num_test": len(data.test.labels),
@@ -374,3 +346,60 @@ def fit(cfg: Config, data: data_lib.Data,
     }
     return Result(model=model_lib.inference(model), metrics=metrics, test_logits=logits,
                   history=epochs_log.history)
+
+
+def _bookkeeping(model: keras.Model, on_epoch: Callable[[dict], None] | None,
+                 checkpoints: Path | None, resume: checkpoint.State | None,
+                 ) -> tuple[BestWeights, EpochLog, Checkpointer | None]:
+    """The callbacks that remember the best weights and the history, picked up where a
+    resumed run left them, and the listeners that checkpoint and track each epoch."""
+    start = _start_digest(model) if checkpoints is not None or resume is not None else ""
+    best, epochs_log = BestWeights(model), EpochLog()
+    if resume is not None:
+        if resume.start != start:
+            raise UserError(
+                "the model this run's config builds now differs from the one it started "
+                "with (a changed backbone.weights file, or another Keras version?), so the "
+                "checkpoint does not fit it: start the run again instead of resuming it.")
+        best.resume(resume)
+        epochs_log.history = list(resume.history)
+        log.info("resuming after epoch %d (stage %d)", resume.epoch + 1, resume.stage)
+    saver = None
+    if checkpoints is not None:
+        saver = Checkpointer(checkpoints, model, best, epochs_log, start,
+                             resume.seconds if resume is not None else 0.0)
+        epochs_log.listeners.append(saver)
+    if on_epoch is not None:
+        epochs_log.listeners.append(on_epoch)  # after the checkpoint: see Checkpointer
+    return best, epochs_log, saver
+
+
+def _stage_inputs(cfg: Config, model: keras.Model, data: data_lib.Data,
+                  cache: ArrayCache | None, on_features: bool,
+                  ) -> tuple[keras.Model, tf.data.Dataset, tf.data.Dataset, float]:
+    """What a stage fits and on what: the head on cached features, or the whole model on
+    images. Also the seconds spent computing features."""
+    num_classes, bs = len(data.class_names), cfg.trainer.batch_size
+    images_ds = functools.partial(dataset, num_classes=num_classes, batch_size=bs)
+    if not on_features:
+        return (model,
+                images_ds(data.train.images, data.train.labels, shuffle_seed=cfg.trainer.seed),
+                images_ds(data.val.images, data.val.labels), 0.0)
+    cached = features.build(cfg, model, data, cache)
+    return (model.get_layer(model_lib.HEAD),
+            view_sampling_dataset(cached.train, data.train.labels, num_classes, bs,
+                                  cfg.trainer.seed),
+            images_ds(cached.val, data.val.labels), cached.seconds)
+
+
+def _test_metrics(logits: np.ndarray, data: data_lib.Data) -> dict:
+    test = evaluate.scores(logits, data.test.labels, data.class_names)
+    misclassified = [
+        {"index": i, "source": data.test.sources[i],
+         "true": data.class_names[data.test.labels[i]], "predicted": data.class_names[p],
+         "probability": test["confidence"][i]}
+        for i, p in enumerate(test["predicted"]) if p != data.test.labels[i]
+    ]
+    return {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
+            "class_names": data.class_names, "per_class": test["per_class"],
+            "confusion_matrix": test["confusion_matrix"], "misclassified": misclassified}

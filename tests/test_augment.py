@@ -1,6 +1,7 @@
 """aug=background: the hand mask, the composite, the held-out hues, and a model that still
 reloads without rps."""
 
+import dataclasses
 import subprocess
 import sys
 
@@ -107,6 +108,59 @@ def test_generated_backgrounds_vary_within_and_between_images():
     assert np.unique(out.mean(axis=(1, 2)).round(), axis=0).shape[0] == 64
 
 
+def test_bundled_photos_load_without_the_held_out_hues():
+    canvas, sizes = augment.photos()
+    assert len(sizes) == len(augment.PHOTOS) and (sizes >= 400).all()
+    for image, (h, w) in zip(canvas, sizes, strict=True):
+        photo = image[:h, :w].astype("float32") / 255.0
+        assert photo.std() > 0.1  # a real picture, not a blank canvas
+        hsv = np.asarray(tf.image.rgb_to_hsv(photo)).reshape(-1, 3)
+        hue = hsv[hsv[:, 1] > 0.2, 0]
+        low, high = HELD_OUT_HUES
+        assert ((hue > low + 0.01) & (hue < high - 0.01)).mean() < 1e-3
+
+
+def test_photo_crops_are_scaled_and_mirrored_crops_of_the_photos():
+    canvas, sizes = augment.photos()
+    # Draws, in photo_crops' order: photo, size, top, left, mirror.
+    draws = iter([0.99, 0.99, 0.5, 0.5, 0.99,  # the last photo, a big crop, centred, as is
+                  0.0, 0.0, 0.0, 0.0, 0.0])  # the first photo, the smallest crop, top left
+
+    def uniform(shape, low=0.0, high=1.0):
+        return tf.fill(shape, low + (high - low) * next(draws))
+
+    last, first = (np.asarray(augment.photo_crops(uniform, tf.constant([1, 128, 128, 3])))[0]
+                   for _ in range(2))
+    h, w = sizes[-1]
+    side = min(h, w) * (augment.PHOTO_CROP[0] + 0.99 * (1 - augment.PHOTO_CROP[0]))
+    top, left = 0.5 * (h - side), 0.5 * (w - side)
+    expected = tf.image.resize(canvas[-1:, int(top):int(top + side), int(left):int(left + side)]
+                               .astype("float32"), (128, 128))[0]
+    assert np.abs(last - expected).mean() < 8
+    assert first.shape == (128, 128, 3)
+    h, w = sizes[0]
+    side = int(min(h, w) * augment.PHOTO_CROP[0])
+    expected = tf.image.resize(canvas[:1, :side, :side].astype("float32"), (128, 128))[0]
+    assert np.abs(first - expected[:, ::-1]).mean() < 8
+    assert np.abs(first - expected).mean() > 3 * np.abs(first - expected[:, ::-1]).mean()
+
+
+def test_val_backgrounds_adds_a_seeded_copy_of_each_image_on_a_new_background():
+    cfg = config.to_object(compose_cfg("aug=background", "aug.val_backgrounds=true"))
+    images = np.stack([render(BROWN), render(PALE)] * 4).astype("uint8")
+    val = data_lib.Split(images, np.arange(8) % 3, [f"v{i}.png" for i in range(8)])
+    doubled = train.with_backgrounds(val, cfg)
+    assert len(doubled) == 16 and doubled.images.dtype == np.uint8
+    np.testing.assert_array_equal(doubled.images[:8], images)
+    np.testing.assert_array_equal(doubled.labels, np.tile(val.labels, 2))
+    assert doubled.sources[8] == "v0.png (new background)"
+    inside, outside = regions()
+    copy = doubled.images[8:].astype("float32")
+    np.testing.assert_allclose(copy[:, inside], images[:, inside], atol=1)
+    assert (np.abs(copy - images)[:, outside].mean(axis=(1, 2)) > 20).sum() >= 6
+    np.testing.assert_array_equal(train.with_backgrounds(val, cfg).images, doubled.images)
+
+
 def test_blur_keeps_each_image_mean_and_white_balance_tints_per_image():
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (6, SIZE, SIZE, 3)).astype("float32")
@@ -157,7 +211,7 @@ def test_trains_on_cached_background_views_and_shows_them_in_tensorboard(tmp_pat
     cfg = config.to_object(compose_cfg(
         "data=folder", f"data.root={root}", "aug=background", "backbone=mobilenet_v2",
         "backbone.weights=null", "backbone.input_size=32", "head=linear", "trainer.epochs=1",
-        "trainer.batch_size=8", "finetune=none"))
+        "trainer.batch_size=8", "finetune=none", "aug.val_backgrounds=true"))
     store = ArrayCache(tmp_path / "cache")
     data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed, store)
     shown = tensorboard.AugmentedImages(data.train.images, cfg.aug, tmp_path / "tb", 0)
@@ -165,7 +219,10 @@ def test_trains_on_cached_background_views_and_shows_them_in_tensorboard(tmp_pat
     assert shown.written and list((tmp_path / "tb" / "images").iterdir())
     keras.backend.clear_session()  # the same weights as fit's model, so the same keys
     keras.utils.set_random_seed(cfg.trainer.seed)
-    cached = features.build(cfg, model_lib.build(cfg, 3), data, store)
+    assert result.metrics["num_val"] == 2 * len(data.val)
+    # Training validated on the val images and their copies on new backgrounds, cached.
+    doubled = dataclasses.replace(data, val=train.with_backgrounds(data.val, cfg))
+    cached = features.build(cfg, model_lib.build(cfg, 3), doubled, store)
     assert cached.seconds == 0 and cached.train.shape[0] == features.AUTO_VIEWS
     assert np.abs(cached.train[0] - cached.train[1]).max() > 0
     assert augment.LAYER_NAME not in [layer.name for layer in result.model.layers]
