@@ -30,9 +30,16 @@ class BadImagePolicy(str, Enum):
 
 @dataclass
 class DataConfig:
-    """Where images come from; validation is never the test split."""
+    """Where images come from; validation is never the test split.
+
+    ``val_groups`` holds out whole groups of training files rather than single files: a
+    group is the files whose names differ only in their last number (one hand model of the
+    rps set, ``paper01-*``; one capture session, ``rock_3_*``), so validation sees new
+    hands, as the test split does.
+    """
 
     val_fraction: float = 0.15
+    val_groups: bool = False
     on_bad_image: BadImagePolicy = BadImagePolicy.fail
 
     def __post_init__(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,7 @@ from PIL import Image
 
 from rps.cache import ArrayCache, digest, file_digest
 from rps.config import BadImagePolicy, DataConfig, FolderDataConfig, TfdsDataConfig
-from rps.errors import DataError
+from rps.errors import ConfigError, DataError
 from rps.images import BadImage, fit, read_rgb, to_rgb
 
 log = logging.getLogger("rps")
@@ -63,6 +64,10 @@ def load(cfg: DataConfig, image_size: int, seed: int, cache: ArrayCache | None =
     so the next job skips decoding unless a file changed.
     """
     start = time.perf_counter()
+    if cfg.val_groups and not isinstance(cfg, FolderDataConfig):
+        raise ConfigError("data.val_groups=true groups training files by name, and a tfds "
+                          "dataset has no file names: use data=folder, or set "
+                          "data.val_groups=false.")
     if isinstance(cfg, FolderDataConfig):
         class_names, splits = _load_folder(cfg, image_size, cache)
     elif isinstance(cfg, TfdsDataConfig):
@@ -70,8 +75,8 @@ def load(cfg: DataConfig, image_size: int, seed: int, cache: ArrayCache | None =
     else:
         raise TypeError(f"no loader for data config {type(cfg).__name__}")
     if "val" not in splits:
-        splits["train"], splits["val"] = _hold_out(splits["train"], len(class_names),
-                                                   cfg.val_fraction, seed)
+        splits["train"], splits["val"] = _hold_out(splits["train"], class_names,
+                                                   cfg.val_fraction, seed, cfg.val_groups)
     data = Data(class_names, **splits)
     log.info("data: classes %s; %s at %dx%d, loaded in %.1f s", class_names,
              ", ".join(f"{len(getattr(data, s))} {s}" for s in SPLITS), image_size,
@@ -79,15 +84,36 @@ def load(cfg: DataConfig, image_size: int, seed: int, cache: ArrayCache | None =
     return data
 
 
-def _hold_out(train: Split, n_classes: int, fraction: float, seed: int) -> tuple[Split, Split]:
-    """Stratified so a rare class still gets validated, and seeded so runs compare."""
+def group_of(source: str) -> str:
+    """A file's name without its extension and its last number: ``paper01-004.png`` is in
+    group ``paper01``, ``rock_3_12.png`` in ``rock_3``."""
+    return re.sub(r"[-_ ]*\d+$", "", Path(source).stem) or Path(source).stem
+
+
+def _hold_out(train: Split, class_names: list[str], fraction: float, seed: int,
+              by_group: bool) -> tuple[Split, Split]:
+    """Stratified so a rare class still gets validated, and seeded so runs compare.
+
+    By group, each class holds out whole groups (at least one, never all), so no group is
+    on both sides.
+    """
     rng = np.random.default_rng(seed)
+    keys = (np.array([group_of(s) for s in train.sources]) if by_group
+            else np.arange(len(train)))
     is_val = np.zeros(len(train), dtype=bool)
-    for label in range(n_classes):
+    for label, name in enumerate(class_names):
         members = np.flatnonzero(train.labels == label)
-        n = len(members)
+        units = np.unique(keys[members])
+        n = len(units)
+        if by_group and n < 2:
+            raise DataError(
+                f"data.val_groups=true holds out whole groups of files, but class {name} "
+                f"has one group only ({units[0]}: its file names differ only in their last "
+                "number). Name the files <group>-<n>, a group per hand or session, or set "
+                "data.val_groups=false.")
         count = min(n - 1, max(1, round(fraction * n))) if n >= 2 else 0
-        is_val[rng.permutation(members)[:count]] = True
+        held = rng.permutation(units)[:count]
+        is_val[members[np.isin(keys[members], held)]] = True
     return train.subset(~is_val), train.subset(is_val)
 
 
@@ -102,7 +128,8 @@ def _load_folder(cfg: FolderDataConfig, size: int,
     _require_images(root, {split: labels for split, (_, labels) in listings.items()},
                     class_names, "no images", "add images")
     if "val" in dirs:
-        log.info("data: validating on %s (data.val_fraction is not used)", dirs["val"])
+        log.info("data: validating on %s (data.val_fraction and val_groups are not used)",
+                 dirs["val"])
 
     key = None
     if cache is not None:

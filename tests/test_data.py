@@ -13,7 +13,7 @@ from conftest import SHARED, make_folder_dataset
 from rps import data as data_module
 from rps.config import BadImagePolicy, FolderDataConfig, TfdsDataConfig
 from rps.data import Data, Split, load
-from rps.errors import DataError
+from rps.errors import ConfigError, DataError
 from rps.images import fit, read_rgb
 
 SIZE = 24
@@ -54,6 +54,37 @@ def test_folder_loads_sorted_classes_and_holds_out_a_stratified_val(root):
     assert {split_of(s) for s in data.train.sources + data.val.sources} == {"train"}
     assert {split_of(s) for s in data.test.sources} == {"test"}
     assert not set(data.train.sources) & set(data.val.sources)
+
+
+@pytest.mark.parametrize("name,group", [("paper01-004.png", "paper01"),
+                                        ("rock_3_12.png", "rock_3"), ("hand.png", "hand"),
+                                        ("17.jpg", "17")])
+def test_a_files_group_is_its_name_without_the_last_number(name, group):
+    assert data_module.group_of(f"/data/train/x/{name}") == group
+
+
+def test_val_groups_holds_out_whole_groups_of_each_class(tmp_path):
+    root = make_folder_dataset(tmp_path, n_train=12, n_test=1)
+    for path in sorted((root / "train").glob("*/*.png")):  # <class>_<i> -> <class>0<g>-<i>
+        cls, i = path.stem.rsplit("_", 1)
+        path.rename(path.with_name(f"{cls}0{int(i) % 4}-{int(i):03d}.png"))
+    data = load(folder(root, val_fraction=0.25, val_groups=True), SIZE, seed=3)
+    val_groups = {data_module.group_of(s) for s in data.val.sources}
+    train_groups = {data_module.group_of(s) for s in data.train.sources}
+    assert not val_groups & train_groups
+    assert len(val_groups) == 3 and per_class(data.val, 3) == [3, 3, 3]
+    again = load(folder(root, val_fraction=0.25, val_groups=True), SIZE, seed=3)
+    assert again.val.sources == data.val.sources
+    others = [load(folder(root, val_fraction=0.25, val_groups=True), SIZE, seed=seed)
+              for seed in range(4, 8)]
+    assert any(o.val.sources != data.val.sources for o in others)
+
+
+def test_val_groups_needs_two_groups_per_class_and_file_names(root):
+    with pytest.raises(DataError, match="class paper has one group only"):
+        load(folder(root, val_groups=True), SIZE, seed=0)
+    with pytest.raises(ConfigError, match="tfds dataset has no file names"):
+        load(TfdsDataConfig(val_groups=True), SIZE, seed=0)
 
 
 def test_images_are_the_decoded_files_with_the_crop_policy(root):
