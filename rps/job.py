@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from rps import checkpoint, config, plots, resume, sweep, tensorboard, tracking, train
+from rps import checkpoint, config, interrupt, plots, resume, sweep, tensorboard, tracking, train
 from rps import data as data_lib
 from rps import model as model_lib
 from rps.cache import ArrayCache, user_cache_dir
@@ -119,9 +119,12 @@ def run(cfg: DictConfig, ctx: JobContext) -> train.Result:
         callbacks = [tensorboard.callback(tb_dir),
                      tensorboard.AugmentedImages(data.train.images, conf.aug, tb_dir,
                                                  conf.trainer.seed)]
-        result = train.fit(conf, data, callbacks=callbacks, on_epoch=mlrun.log_epoch,
-                           cache=store, checkpoints=ctx.output_dir,
-                           resume=resumed.state if resumed else None)
+        ctrl_c = interrupt.CtrlC()
+        with ctrl_c.installed():
+            result = train.fit(conf, data, callbacks=[*callbacks, ctrl_c],
+                               on_epoch=mlrun.log_epoch, cache=store,
+                               checkpoints=ctx.output_dir,
+                               resume=resumed.state if resumed else None)
         # After a resume, the times count the work kept, not the epochs lost to the kill.
         result.metrics["total_seconds"] = time.perf_counter() - started + (
             resumed.state.seconds if resumed else 0.0)

@@ -222,7 +222,10 @@ def test_ctrl_c_marks_the_run_killed(root, tmp_path, mlflow_store):
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "run.py"), "data=folder", f"data.root={root}", *SMALL,
          "trainer.epochs=5000", "trainer.patience=null", f"hydra.run.dir={tmp_path / 'run'}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        # A shell that runs the suite in the background ignores SIGINT for everything under
+        # it, and an ignored signal stays ignored across exec; a terminal's Ctrl-C is not.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 180
     client = MlflowClient(mlflow_store)
     try:
