@@ -95,22 +95,26 @@ def _hold_out(train: Split, class_names: list[str], fraction: float, seed: int,
     """Stratified so a rare class still gets validated, and seeded so runs compare.
 
     By group, each class holds out whole groups (at least one, never all), so no group is
-    on both sides.
+    on both sides. When a class has one group only, the names carry no groups: files are
+    held out instead, and the log says so.
     """
+    groups = np.array([group_of(s) for s in train.sources])
+    if by_group:
+        single = [name for label, name in enumerate(class_names)
+                  if len(np.unique(groups[train.labels == label])) < 2]
+        if single:
+            log.warning("data: data.val_groups is on, but the files of class %s differ only "
+                        "in their last number, so they form one group: holding out files "
+                        "instead. Name them <group>-<n>, a group per hand or session.",
+                        ", ".join(single))
+            by_group = False
+    keys = groups if by_group else np.arange(len(train))
     rng = np.random.default_rng(seed)
-    keys = (np.array([group_of(s) for s in train.sources]) if by_group
-            else np.arange(len(train)))
     is_val = np.zeros(len(train), dtype=bool)
-    for label, name in enumerate(class_names):
+    for label in range(len(class_names)):
         members = np.flatnonzero(train.labels == label)
         units = np.unique(keys[members])
         n = len(units)
-        if by_group and n < 2:
-            raise DataError(
-                f"data.val_groups=true holds out whole groups of files, but class {name} "
-                f"has one group only ({units[0]}: its file names differ only in their last "
-                "number). Name the files <group>-<n>, a group per hand or session, or set "
-                "data.val_groups=false.")
         count = min(n - 1, max(1, round(fraction * n))) if n >= 2 else 0
         held = rng.permutation(units)[:count]
         is_val[members[np.isin(keys[members], held)]] = True

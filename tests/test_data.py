@@ -80,9 +80,12 @@ def test_val_groups_holds_out_whole_groups_of_each_class(tmp_path):
     assert any(o.val.sources != data.val.sources for o in others)
 
 
-def test_val_groups_needs_two_groups_per_class_and_file_names(root):
-    with pytest.raises(DataError, match="class paper has one group only"):
-        load(folder(root, val_groups=True), SIZE, seed=0)
+def test_val_groups_falls_back_to_files_when_names_have_no_groups(root, caplog):
+    with caplog.at_level(logging.WARNING, logger="rps"):
+        data = load(folder(root, val_fraction=0.2, val_groups=True), SIZE, seed=1)
+    plain = load(folder(root, val_fraction=0.2), SIZE, seed=1)
+    assert data.val.sources == plain.val.sources and per_class(data.val, 3) == [2, 2, 2]
+    assert "class paper, rock, scissors differ only in their last number" in caplog.text
     with pytest.raises(ConfigError, match="tfds dataset has no file names"):
         load(TfdsDataConfig(val_groups=True), SIZE, seed=0)
 
