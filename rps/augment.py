@@ -110,11 +110,17 @@ def _dilate(mask: tf.Tensor, size: int) -> tf.Tensor:
     return tf.nn.max_pool2d(tf.nn.max_pool2d(mask, [size, 1], 1, "SAME"), [1, size], 1, "SAME")
 
 
+def skip_held_out(hue, where=tf.where):
+    """Hues in 0..(1 - the band's width), moved past ``HELD_OUT_HUES`` where they reach it:
+    the hue circle without the band. ``where`` is ``tf.where`` or ``np.where``."""
+    low, high = HELD_OUT_HUES
+    return where(hue >= low, hue + (high - low), hue)
+
+
 def random_colours(uniform, batch: tf.Tensor) -> tf.Tensor:
     """Random RGB colours (B, 1, 1, 3) in 0..255 whose hue is outside ``HELD_OUT_HUES``."""
     low, high = HELD_OUT_HUES
-    hue = uniform([batch], 0.0, 1.0 - (high - low))
-    hue = tf.where(hue >= low, hue + (high - low), hue)
+    hue = skip_held_out(uniform([batch], 0.0, 1.0 - (high - low)))
     saturation = tf.sqrt(uniform([batch]))  # favour coloured over grey
     value = uniform([batch], 0.15, 1.0)
     rgb = tf.image.hsv_to_rgb(tf.stack([hue, saturation, value], axis=-1))
@@ -189,8 +195,7 @@ def photos() -> tuple[np.ndarray, np.ndarray]:
     for package, name in PHOTOS:
         bgr = cv2.imread(str(files(package) / name))
         hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV_FULL)
-        hue = hsv[:, :, 0] / 256.0 * (1.0 - (high - low))
-        hue = np.where(hue >= low, hue + (high - low), hue)
+        hue = skip_held_out(hsv[:, :, 0] / 256.0 * (1.0 - (high - low)), np.where)
         hsv[:, :, 0] = np.round(hue * 256.0).astype(np.uint8)
         images.append(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL))
     sizes = np.array([image.shape[:2] for image in images])

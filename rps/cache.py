@@ -45,6 +45,11 @@ def digest(*parts: Any) -> str:
     return h.hexdigest()
 
 
+def derived_seed(*parts: Any) -> int:
+    """A 32-bit seed that depends on nothing but ``parts``."""
+    return int(digest(*parts)[:8], 16)
+
+
 def file_digest(paths: Iterable[Path]) -> str:
     """Names, sizes and bytes of files: a content fingerprint that needs no decoding."""
     h = hashlib.sha256()

@@ -98,8 +98,9 @@ def _hold_out(train: Split, class_names: list[str], fraction: float, seed: int,
     on both sides. When a class has one group only, the names carry no groups: files are
     held out instead, and the log says so.
     """
-    groups = np.array([group_of(s) for s in train.sources])
+    keys = np.arange(len(train))  # each file its own unit
     if by_group:
+        groups = np.array([group_of(s) for s in train.sources])
         single = [name for label, name in enumerate(class_names)
                   if len(np.unique(groups[train.labels == label])) < 2]
         if single:
@@ -107,8 +108,8 @@ def _hold_out(train: Split, class_names: list[str], fraction: float, seed: int,
                         "in their last number, so they form one group: holding out files "
                         "instead. Name them <group>-<n>, a group per hand or session.",
                         ", ".join(single))
-            by_group = False
-    keys = groups if by_group else np.arange(len(train))
+        else:
+            keys = groups
     rng = np.random.default_rng(seed)
     is_val = np.zeros(len(train), dtype=bool)
     for label in range(len(class_names)):

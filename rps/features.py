@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from rps import augment
-from rps.cache import ArrayCache, digest
+from rps.cache import ArrayCache, derived_seed, digest
 from rps.config import Config
 from rps.data import Data
 from rps.model import backbone_of
@@ -61,13 +61,15 @@ def build(cfg: Config, model: keras.Model, data: Data, cache: ArrayCache) -> Fea
                       cfg.backbone.input_size, *backbone_of(model).get_weights())
     n_views = views(cfg)
     policy = augment.build(cfg.aug, cfg.trainer.seed) is not None and {
-        "aug": vars(cfg.aug), "version": augment.VERSION, "seed": cfg.trainer.seed}
+        # val_backgrounds changes validation, not the training views.
+        "aug": {k: v for k, v in vars(cfg.aug).items() if k != "val_backgrounds"},
+        "version": augment.VERSION, "seed": cfg.trainer.seed}
     train_images, val_images = digest(data.train.images), digest(data.val.images)
     spent = saved = 0.0
     train = []
     for view in range(n_views):
         key = digest(backbone, "train", train_images, policy, view)
-        seed = int(digest(cfg.trainer.seed, view)[:8], 16)
+        seed = derived_seed(cfg.trainer.seed, view)
         augmentation = augment.build(cfg.aug, seed) if policy else None
         array, cost, hit = _cached(cache, key, f"train view {view + 1}/{n_views}",
                                    lambda a=augmentation: _compute(features, data.train.images,

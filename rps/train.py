@@ -17,7 +17,7 @@ import tensorflow as tf
 from rps import augment, backbones, checkpoint, evaluate, features, optim
 from rps import data as data_lib
 from rps import model as model_lib
-from rps.cache import ArrayCache, digest
+from rps.cache import ArrayCache, derived_seed, digest
 from rps.config import Config, Strategy
 from rps.errors import ConfigError, UserError
 
@@ -236,7 +236,7 @@ def with_backgrounds(val: data_lib.Split, cfg: Config) -> data_lib.Split:
     """The validation images, then each again on a new background. Scored on the white
     renders alone, every epoch that fits the renders ties; this ranks them by robustness too."""
     copy = augment.backdropped(val.images, cfg.aug.background_photos,
-                               int(digest("val backgrounds", cfg.trainer.seed)[:8], 16))
+                               derived_seed("val backgrounds", cfg.trainer.seed))
     return data_lib.Split(np.concatenate([val.images, copy]),
                           np.concatenate([val.labels, val.labels]),
                           [*val.sources, *(f"{s} (new background)" for s in val.sources)])
