@@ -175,7 +175,8 @@ def test_blur_keeps_each_image_mean_and_white_balance_tints_per_image():
     assert len(np.unique(tinted.round(3), axis=0)) == 6
 
 
-@pytest.mark.parametrize("key,value", [("background", 1.5), ("skin_tone", -0.1),
+@pytest.mark.parametrize("key,value", [("background", 1.5), ("background_photos", 1.5),
+                                       ("skin_tone", -0.1),
                                        ("white_balance", 2.0), ("blur", 6.0)])
 def test_range_checks(key, value):
     with pytest.raises(ConfigError, match=f"aug.{key}"):
