@@ -11,7 +11,7 @@ from conftest import CLASSES, compose_cfg
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from benchmarks.robustness import backgrounds, proxy
+from benchmarks.robustness import backgrounds, compare, proxy
 from benchmarks.robustness.__main__ import main
 from rps import config, train
 from rps import data as data_lib
@@ -71,25 +71,28 @@ def test_composite_replaces_the_backdrop_and_keeps_the_hand():
 
 def test_solid_backdrops_come_from_the_held_out_hue_band():
     draws = [backgrounds.draw(np.random.default_rng(seed), (8, 8)) for seed in range(40)]
-    solids = [d for d in draws if (d == d[0, 0]).all()]
+    solids = [d for kind, d in draws if kind == "solid"]
     assert 3 <= len(solids) <= 20  # about SOLID_SHARE of 40
     lo, hi = HELD_OUT_HUES
     for colour in solids:
+        assert (colour == colour[0, 0]).all()
         assert lo <= hues(colour[:1, :1])[0] <= hi
-    photos = [d for d in draws if not (d == d[0, 0]).all()]
-    assert len({d.tobytes() for d in photos}) == len(photos)  # crops differ
+    photos = [(kind, d) for kind, d in draws if kind != "solid"]
+    assert {kind for kind, _ in photos} <= set(backgrounds.PHOTOS)
+    assert len({d.tobytes() for _, d in photos}) == len(photos)  # crops differ
 
 
 def test_reframe_scales_and_shifts_the_content_onto_white():
     image = render((24, 24), 6)
     before = image.min(axis=2) < 200
     for seed in range(10):
-        out = proxy.reframe(image, np.random.default_rng(seed))
+        out, kind = proxy.reframe(image, np.random.default_rng(seed))
         after = out.min(axis=2) < 200
         moved = np.hypot(*(np.argwhere(after).mean(0) - np.argwhere(before).mean(0)))
         assert moved >= proxy.SHIFT[0] * SIZE - 1
         ratio = after.sum() / before.sum()
         assert 0.25 < ratio < 1.7 and abs(ratio - 1) > 0.15
+        assert kind == ("smaller" if ratio < 1 else "larger")
         if ratio < 1:  # scaled down: what came into view is white
             assert (out == 255).all(axis=2).sum() >= (1 - np.sqrt(ratio)) * SIZE * SIZE
 
@@ -110,6 +113,12 @@ def test_build_writes_each_set_deterministically_and_reuses_it(tmp_path):
             assert not np.array_equal(np.asarray(Image.open(first[name] / rel)), original)
         assert any((first[name] / r).read_bytes() != (other[name] / r).read_bytes()
                    for r in written)
+        kinds = proxy.kinds(first[name])  # one per image, in list_images order
+        assert len(kinds) == len(written) and kinds == proxy.kinds(again[name])
+    assert set(proxy.kinds(first["backgrounds"])) <= {"solid", *backgrounds.PHOTOS}
+    assert set(proxy.kinds(first["geometry"])) <= {"smaller", "larger"}
+    assert set(proxy.kinds(first["lighting"])) <= {"darker", "brighter"}
+    assert proxy.kinds(test_dir) is None
 
     stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "a").rglob("*.png")}
     proxy.build(test_dir, tmp_path / "a", seed=0)
@@ -130,9 +139,14 @@ def test_missing_test_split_is_one_paragraph(tmp_path, capsys):
 
 # --- evaluation and the comparison ---------------------------------------------------------
 
-def direct_accuracy(model, class_names: list[str], folder: Path) -> float:
-    """Raw files straight into the saved model, which crops and resizes them itself."""
+def direct_accuracy(model, class_names: list[str], folder: Path, kind: str | None = None
+                    ) -> float:
+    """Raw files straight into the saved model, which crops and resizes them itself; with
+    ``kind``, only the files ``kinds.json`` gives that kind."""
     files = sorted(folder.rglob("*.png"))
+    if kind is not None:
+        kinds = json.loads((folder / "kinds.json").read_text())
+        files = [f for f in files if kinds[f"{f.parent.name}/{f.name}"] == kind]
     images = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
     truth = [class_names.index(f.parent.name) for f in files]
     return float(np.mean(model.predict(images, verbose=0).argmax(1) == truth))
@@ -155,27 +169,64 @@ def test_evaluate_matches_a_direct_computation(tmp_path, capsys):
     for name, folder in [("test", data / "test")] + [(s, out / "proxy" / s)
                                                      for s in proxy.SETS]:
         assert row[name] == pytest.approx(direct_accuracy(model, class_names, folder)), name
+    for name in proxy.SETS:  # and per kind, for every set
+        (by_kind,) = json.loads((out / f"evaluation-{name}.json").read_text())
+        kinds = set(json.loads((out / "proxy" / name / "kinds.json").read_text()).values())
+        assert by_kind.pop("model") == str(tmp_path / "model") and set(by_kind) == kinds
+        for kind, value in by_kind.items():
+            folder = out / "proxy" / name
+            assert value == pytest.approx(direct_accuracy(model, class_names, folder, kind))
     table = capsys.readouterr().out
     assert "| model | test | backgrounds | lighting | geometry |" in table
     assert f"| {tmp_path / 'model'} | {row['test']:.3f} |" in table
+    assert "geometry, by kind:" in table
 
 
 @pytest.mark.slow
-def test_compare_trains_scores_and_reuses_its_run(tmp_path, mlflow_store):
+def test_compare_trains_scores_and_reuses_its_runs(tmp_path, mlflow_store):
     data = write_renders(tmp_path / "data", {"train": 6, "test": 3}, size=32)
     out = tmp_path / "out"
     argv = ["compare", "--data", str(data), "--out", str(out), "--configs", "none/none",
-            "--", *[o for o in TINY if not o.startswith("aug=")]]
+            "--seeds", "1", "2", "--", *[o for o in TINY if not o.startswith("aug=")]]
     main(argv)
-    (row,) = json.loads((out / "comparison.json").read_text())
+    rows = json.loads((out / "comparison.json").read_text())
+    assert [r["seed"] for r in rows] == [1, 2, "mean", "worst"]
     client = MlflowClient(mlflow_store)
-    (run,) = client.search_runs([client.get_experiment_by_name("robustness").experiment_id])
-    assert row["run"] == run.info.run_id and (row["aug"], row["finetune"]) == ("none", "none")
-    assert row["test"] == run.data.metrics["test/accuracy"]
-    assert row["val"] == run.data.metrics["val/best_accuracy"]
-    assert row["worst proxy"] == min(row[s] for s in proxy.SETS)
-    assert (out / "logs" / "none-none.log").is_file()
+    runs = client.search_runs([client.get_experiment_by_name("robustness").experiment_id])
+    by_seed = {r.data.params["trainer.seed"]: r for r in runs}
+    assert sorted(by_seed) == ["1", "2"]
+    for row in rows[:2]:
+        run = by_seed[str(row["seed"])]
+        assert row["run"] == run.info.run_id and (row["aug"], row["finetune"]) == ("none", "none")
+        assert row["test"] == run.data.metrics["test/accuracy"]
+        assert row["val"] == run.data.metrics["val/best_accuracy"]
+        assert row["worst proxy"] == min(row[s] for s in proxy.SETS)
+        assert (out / "logs" / f"none-none-seed{row['seed']}.log").is_file()
+    mean, worst = rows[2:]
+    for name in ("test", *proxy.SETS):
+        assert mean[name] == pytest.approx((rows[0][name] + rows[1][name]) / 2)
+        assert worst[name] == min(rows[0][name], rows[1][name])
+    geometry = json.loads((out / "comparison-geometry.json").read_text())
+    assert [r["seed"] for r in geometry] == [1, 2, "mean", "worst"]
+    assert [r["run"] for r in geometry[:2]] == [r["run"] for r in rows[:2]]
 
-    main(argv)  # a run with the same overrides has finished: reused, not retrained
-    assert len(client.search_runs([run.info.experiment_id])) == 1
-    assert json.loads((out / "comparison.json").read_text()) == [row]
+    main(argv)  # runs with the same overrides have finished: reused, not retrained
+    assert len(client.search_runs([runs[0].info.experiment_id])) == 2
+    assert json.loads((out / "comparison.json").read_text()) == rows
+
+
+def test_a_failed_seed_is_left_out_of_the_summary():
+    rows = [{"aug": "none", "finetune": "none", "seed": seed, "run": run, "val": val,
+             "train s": secs, "test": test}
+            for seed, run, val, secs, test in [(1, "a", 0.5, 10, 0.25), (2, "failed", None,
+                                                                          None, None),
+                                               (3, "c", 1.0, 21, 0.75)]]
+    rows.append({"aug": "light", "finetune": "none", "seed": 1, "run": "d", "val": 0.1,
+                 "train s": 5, "test": 0.2})
+    summary = compare.summarised(rows)
+    assert summary[:3] == rows[:3] and summary[-1] == rows[-1]  # one seed: no summary rows
+    mean, worst = summary[3:5]
+    assert mean == {"aug": "none", "finetune": "none", "seed": "mean", "run": "2 runs",
+                    "val": 0.75, "train s": 16, "test": 0.5}
+    assert worst == {"aug": "none", "finetune": "none", "seed": "worst", "run": "2 runs",
+                     "val": 0.5, "train s": None, "test": 0.25}

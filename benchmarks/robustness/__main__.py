@@ -46,6 +46,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                          choices=compare.CONFIGS, metavar="AUG/FINETUNE",
                          help=f"a subset of {' '.join(compare.CONFIGS)} (default: all)")
     trained.add_argument("--epochs", type=int, default=None, help="trainer.epochs of each run")
+    trained.add_argument("--seeds", type=int, nargs="+", default=[None], metavar="SEED",
+                         help="train each config once per trainer.seed, and add rows of the "
+                              "mean and the worst over them (default: the config's seed)")
     trained.add_argument("--experiment", default=compare.EXPERIMENT,
                          help="MLflow experiment of the runs (default: %(default)s)")
     trained.add_argument("--tracking-uri", default=None,
@@ -88,16 +91,23 @@ def run(args: argparse.Namespace) -> None:
                             "<model.keras or run folder>, each as often as you like.")
         models = [evaluate.from_run(r, uri) for r in args.run_id]
         models += [evaluate.from_path(p) for p in args.model]
-        rows = [{"model": name, **scores}
-                for name, scores in evaluate.evaluate(models, sets).items()]
+        rows, kind_rows = [], {}
+        for name, hits in evaluate.evaluate(models, sets).items():
+            rows.append({"model": name, **evaluate.accuracies(hits)})
+            for set_name, accuracies in evaluate.by_kind(hits, sets).items():
+                kind_rows.setdefault(set_name, []).append({"model": name, **accuracies})
         stem = "evaluation"
     else:
         extra = [*([f"trainer.epochs={args.epochs}"] if args.epochs else []), *args.overrides]
-        jobs = compare.jobs(args.configs, args.data, args.experiment, extra)
-        rows = compare.compare(jobs, uri, args.experiment, args.out, sets, args.rerun)
+        jobs = compare.jobs(args.configs, args.data, args.experiment, extra, args.seeds)
+        rows, kind_rows = compare.compare(jobs, uri, args.experiment, args.out, sets,
+                                          args.rerun)
         stem = "comparison"
+    for set_name, table_rows in kind_rows.items():
+        print(f"{set_name}, by kind:\n"
+              f"{evaluate.write(table_rows, args.out, f'{stem}-{set_name}')}\n")
     print(evaluate.write(rows, args.out, stem))
-    print(f"\n(also in {args.out / stem}.md and .json)")
+    print(f"\n(also in {args.out / stem}.md and .json; by kind in {stem}-<set>.md)")
     if any(row.get("run") == "failed" for row in rows):
         raise SystemExit(1)
 

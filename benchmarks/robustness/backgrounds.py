@@ -61,9 +61,10 @@ def solid(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     return np.full((*shape, 3), np.rint(np.array(rgb) * 255), dtype=np.uint8)
 
 
-def crop(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-    """A random crop of a random photo, at a random scale, resized to ``shape``."""
-    image = photo(str(rng.choice(PHOTOS)))
+def crop(rng: np.random.Generator, shape: tuple[int, int],
+         name: str) -> np.ndarray:
+    """A random crop of the photo ``name``, at a random scale, resized to ``shape``."""
+    image = photo(name)
     h, w = image.shape[:2]
     side = rng.uniform(*CROP_SIDE) * min(h, w)
     ch, cw = (int(side), int(side * shape[1] / shape[0]))
@@ -76,6 +77,10 @@ def crop(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
                       interpolation=cv2.INTER_AREA)
 
 
-def draw(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-    """One HxWx3 uint8 backdrop of ``shape`` (height, width)."""
-    return solid(rng, shape) if rng.random() < SOLID_SHARE else crop(rng, shape)
+def draw(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[str, np.ndarray]:
+    """One HxWx3 uint8 backdrop of ``shape`` (height, width), and its kind: ``solid`` or
+    the photo's name."""
+    if rng.random() < SOLID_SHARE:
+        return "solid", solid(rng, shape)
+    name = str(rng.choice(PHOTOS))
+    return name, crop(rng, shape, name)

@@ -6,7 +6,9 @@ training uses by default (``--tracking-uri`` for another). rps tags each run wit
 command-line overrides, so a config whose run with the very same overrides has FINISHED is
 reused instead of retrained: an interrupted comparison resumes where it stopped, and a later
 call with more ``--configs`` trains only what is new. Every finished run is then scored on the
-test split and each proxy set.
+test split and each proxy set. With ``--seeds``, each config is trained once per seed, and
+rows of the mean and the worst over its seeds follow: one fine-tuned run moves by several
+points, so one seed can pass or fail a goal by luck.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from benchmarks.robustness import evaluate
 
@@ -37,21 +41,25 @@ LOG_TAIL = 15  # lines of a failed job's output shown in the terminal
 @dataclass(frozen=True)
 class Job:
     config: str  # "<aug>/<finetune>"
+    seed: int | None  # trainer.seed, or None for the config's own
     overrides: list[str]
 
     @property
     def slug(self) -> str:
-        return self.config.replace("/", "-")
+        seed = "" if self.seed is None else f"-seed{self.seed}"
+        return self.config.replace("/", "-") + seed
 
 
-def jobs(configs: Sequence[str], data: Path, experiment: str,
-         extra: Sequence[str]) -> list[Job]:
+def jobs(configs: Sequence[str], data: Path, experiment: str, extra: Sequence[str],
+         seeds: Sequence[int | None] = (None,)) -> list[Job]:
     result = []
     for config in configs:
         aug, finetune = config.split("/")
-        result.append(Job(config, ["data=folder", f"data.root={data.resolve()}", f"aug={aug}",
-                                   f"finetune={finetune}", f"tracking.experiment={experiment}",
-                                   *extra]))
+        for seed in seeds:
+            result.append(Job(config, seed, [
+                "data=folder", f"data.root={data.resolve()}", f"aug={aug}",
+                f"finetune={finetune}", f"tracking.experiment={experiment}", *extra,
+                *([] if seed is None else [f"trainer.seed={seed}"])]))
     return result
 
 
@@ -88,13 +96,20 @@ def train(job: Job, uri: str, out: Path) -> bool:
     return True
 
 
+Row = dict[str, object]
+
+
 def compare(todo: list[Job], uri: str, experiment: str, out: Path, sets: dict[str, Path],
-            rerun: bool = False) -> list[dict[str, object]]:
-    """Train what has no finished run (every job with ``rerun``), then score each run."""
+            rerun: bool = False) -> tuple[list[Row], dict[str, list[Row]]]:
+    """Train what has no finished run (every job with ``rerun``), then score each run.
+
+    Returns the table of accuracies per set, and for each set that records kinds a table of
+    accuracies per kind (see ``evaluate.by_kind``), both with summary rows over seeds.
+    """
     from rps.tracking import client_for
 
     client = client_for(uri)
-    rows = []
+    rows, kind_rows = [], {}
     for number, job in enumerate(todo, 1):
         run = None if rerun else finished_run(client, experiment, job)
         if run is not None:
@@ -104,20 +119,50 @@ def compare(todo: list[Job], uri: str, experiment: str, out: Path, sets: dict[st
             log.info("compare: [%d/%d] %s: training", number, len(todo), job.config)
             if train(job, uri, out):
                 run = finished_run(client, experiment, job)
-        rows.append(_row(job, run, uri, sets))
-    return rows
+        label = _label(job, run)
+        hits = ({} if run is None else
+                evaluate.evaluate([evaluate.from_run(run.info.run_id, uri)],
+                                  sets)[run.info.run_id])
+        rows.append(label | _scores(run, hits, sets))
+        for name, accuracies in evaluate.by_kind(hits, sets).items():
+            kind_rows.setdefault(name, []).append(label | accuracies)
+    return summarised(rows), {name: summarised(r) for name, r in kind_rows.items()}
 
 
-def _row(job: Job, run, uri: str, sets: dict[str, Path]) -> dict[str, object]:
-    """The config, its run, validation accuracy, training time and the accuracy per set;
-    a failed config keeps its row, empty, so the table shows what is missing."""
+def _label(job: Job, run) -> Row:
     aug, finetune = job.config.split("/")
-    row: dict[str, object] = {"aug": aug, "finetune": finetune, "run": "failed", "val": None,
-                              "train s": None, **dict.fromkeys(sets), "worst proxy": None}
-    if run is not None:
-        accuracies = evaluate.evaluate([evaluate.from_run(run.info.run_id, uri)],
-                                       sets)[run.info.run_id]
-        row |= {"run": run.info.run_id, "val": run.data.metrics["val/best_accuracy"],
-                "train s": round(run.data.metrics["time/train_s"]), **accuracies,
-                "worst proxy": min(v for name, v in accuracies.items() if name != evaluate.TEST)}
-    return row
+    seed = {} if job.seed is None else {"seed": job.seed}
+    return {"aug": aug, "finetune": finetune, **seed,
+            "run": "failed" if run is None else run.info.run_id}
+
+
+def _scores(run, hits: dict, sets: dict[str, Path]) -> Row:
+    """Validation accuracy, training time and the accuracy per set; a failed config keeps
+    its row, empty, so the table shows what is missing."""
+    if run is None:
+        return {"val": None, "train s": None, **dict.fromkeys(sets), "worst proxy": None}
+    accuracies = evaluate.accuracies(hits)
+    return {"val": run.data.metrics["val/best_accuracy"],
+            "train s": round(run.data.metrics["time/train_s"]), **accuracies,
+            "worst proxy": min(v for name, v in accuracies.items() if name != evaluate.TEST)}
+
+
+def summarised(rows: list[Row]) -> list[Row]:
+    """Each config's rows, then, for a config with several seeds, the mean of every figure
+    and the worst (the minimum) of every accuracy over the seeds whose runs finished."""
+    result = []
+    for config in dict.fromkeys((r["aug"], r["finetune"]) for r in rows):
+        mine = [r for r in rows if (r["aug"], r["finetune"]) == config]
+        result += mine
+        done = [r for r in mine if r["run"] != "failed"]
+        if "seed" not in mine[0] or len(done) < 2:
+            continue
+        columns = [k for k, v in done[0].items() if isinstance(v, float | int) and k != "seed"]
+        mean = {k: np.mean([r[k] for r in done]) for k in columns}
+        result.append({**mine[0], "seed": "mean", "run": f"{len(done)} runs",
+                       **{k: round(v) if isinstance(done[0][k], int) else float(v)
+                          for k, v in mean.items()}})
+        result.append({**mine[0], "seed": "worst", "run": f"{len(done)} runs",
+                       **{k: float(min(r[k] for r in done)) if isinstance(done[0][k], float)
+                          else None for k in columns}})
+    return result

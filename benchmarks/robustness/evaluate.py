@@ -17,7 +17,6 @@ import numpy as np
 
 from benchmarks.robustness import proxy
 from benchmarks.robustness.proxy import list_images, read
-from rps import evaluate as scoring
 from rps import model as model_lib
 from rps.errors import UserError
 from rps.images import fit
@@ -59,7 +58,8 @@ def _decoded(folder: Path, size: int) -> tuple[np.ndarray, tuple[str, ...]]:
     return np.stack(images), tuple(cls for cls, _ in files)
 
 
-def accuracy(model: Model, folder: Path) -> float:
+def hits(model: Model, folder: Path) -> np.ndarray:
+    """Whether the model gets each image right, in ``list_images`` order."""
     size = model_lib.backbone_of(model.keras).input.shape[1]
     images, classes = _decoded(folder, size)
     unknown = sorted(set(classes) - set(model.class_names))
@@ -71,13 +71,29 @@ def accuracy(model: Model, folder: Path) -> float:
         )
     labels = np.array([model.class_names.index(c) for c in classes])
     logits = model.keras.predict(images, batch_size=BATCH, verbose=0)
-    return scoring.scores(logits, labels, model.class_names)["accuracy"]
+    return logits.argmax(axis=1) == labels
 
 
-def evaluate(models: list[Model], sets: dict[str, Path]) -> dict[str, dict[str, float]]:
-    """{model name: {set name: accuracy}}, sets in the given order."""
-    return {m.name: {name: accuracy(m, folder) for name, folder in sets.items()}
-            for m in models}
+def evaluate(models: list[Model], sets: dict[str, Path]) -> dict[str, dict[str, np.ndarray]]:
+    """{model name: {set name: hits}}, sets in the given order."""
+    return {m.name: {name: hits(m, folder) for name, folder in sets.items()} for m in models}
+
+
+def accuracies(hit_sets: dict[str, np.ndarray]) -> dict[str, float]:
+    return {name: float(h.mean()) for name, h in hit_sets.items()}
+
+
+def by_kind(hit_sets: dict[str, np.ndarray], sets: dict[str, Path]) -> dict[str, dict]:
+    """{set name: {kind: accuracy}} for each set that records kinds, kinds sorted: what a
+    set's one figure hides, such as a backdrop that fools a model that copes with the rest."""
+    result = {}
+    for name, folder in sets.items():
+        kinds = proxy.kinds(folder)
+        if kinds is not None:
+            kinds = np.array(kinds)
+            result[name] = {kind: float(hit_sets[name][kinds == kind].mean())
+                            for kind in sorted(set(kinds))}
+    return result
 
 
 def markdown(rows: list[dict[str, object]]) -> str:

@@ -2,15 +2,19 @@
 
 Each set applies one kind of change to every test image, with a draw of its own that
 depends only on the seed, the set and the file's name, so a set is the same on every
-machine and whatever the order of the files:
-- ``backgrounds``: the hand, cut out along its estimated mask, on an unseen backdrop;
+machine and whatever the order of the files. Each image also gets a kind, recorded in the
+set's ``kinds.json``, so that accuracy can be broken down by what made the image hard:
+- ``backgrounds``: the hand, cut out along its estimated mask, on an unseen backdrop (the
+  kind: which photo, or ``solid``);
 - ``lighting``: gamma, exposure, colour temperature and tint, contrast and a lighting
-  gradient across the frame, on the original backdrop;
-- ``geometry``: the frame scaled down or up and shifted off-centre, filled with white.
+  gradient across the frame, on the original backdrop (``darker`` or ``brighter`` overall);
+- ``geometry``: the frame scaled down or up and shifted off-centre, filled with white
+  (``smaller`` or ``larger``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import zlib
@@ -30,8 +34,9 @@ from rps.images import BadImage, read_rgb
 
 log = logging.getLogger("rps")
 
-VERSION = 1  # bump when a transform changes, so cached sets are rebuilt
+VERSION = 2  # bump when a transform changes, so cached sets are rebuilt
 KEY_FILE = "key.txt"
+KINDS_FILE = "kinds.json"  # {"<class>/<file>": kind}
 # lighting
 GAMMA = (0.67, 1.5)  # log-uniform
 EXPOSURE = (0.7, 1.25)
@@ -51,11 +56,12 @@ def composite(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
     return _to_uint8(alpha * rgb + (1.0 - alpha) * backdrop.astype(np.float32))
 
 
-def rebackground(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return composite(rgb, backgrounds.draw(rng, rgb.shape[:2]))
+def rebackground(rgb: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    kind, backdrop = backgrounds.draw(rng, rgb.shape[:2])
+    return composite(rgb, backdrop), kind
 
 
-def relight(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def relight(rgb: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
     """Gamma, then per-channel gains and a gradient (light is multiplicative), then contrast."""
     x = (rgb.astype(np.float32) / 255.0) ** np.exp(rng.uniform(*np.log(GAMMA)))
     warm, tint = rng.uniform(-TEMPERATURE, TEMPERATURE), rng.uniform(-TINT, TINT)
@@ -67,29 +73,42 @@ def relight(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     x = x * gains * (1 + rng.uniform(*GRADIENT) * along)[:, :, None]
     mean = x.mean()
     x = (x - mean) * rng.uniform(*CONTRAST) + mean
-    return _to_uint8(255.0 * x)
+    out = _to_uint8(255.0 * x)
+    return out, "darker" if out.mean() < rgb.mean() else "brighter"
 
 
-def reframe(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def reframe(rgb: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
     """Scale about the centre and shift; what comes into view is white, like the backdrop."""
     h, w = rgb.shape[:2]
-    scale = rng.uniform(*(SMALLER if rng.random() < 0.5 else LARGER))
+    kind = "smaller" if rng.random() < 0.5 else "larger"
+    scale = rng.uniform(*(SMALLER if kind == "smaller" else LARGER))
     angle = rng.uniform(0, 2 * np.pi)
     shift = rng.uniform(*SHIFT) * min(h, w)
     dx, dy = shift * np.cos(angle), shift * np.sin(angle)
     matrix = np.array([[scale, 0, (1 - scale) * (w - 1) / 2 + dx],
                        [0, scale, (1 - scale) * (h - 1) / 2 + dy]], np.float32)
     return cv2.warpAffine(rgb, matrix, (w, h), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=WHITE)
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=WHITE), kind
 
 
-TRANSFORMS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+Transform = Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, str]]
+TRANSFORMS: dict[str, Transform] = {
     "backgrounds": rebackground, "lighting": relight, "geometry": reframe}
 SETS = tuple(TRANSFORMS)
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def kinds(folder: Path) -> list[str] | None:
+    """Each image's kind, in :func:`list_images` order; None for a folder with no kinds,
+    such as the plain test split."""
+    file = folder / KINDS_FILE
+    if not file.is_file():
+        return None
+    recorded = json.loads(file.read_text())
+    return [recorded[f"{cls}/{path.name}"] for cls, path in list_images(folder)]
 
 
 def list_images(folder: Path) -> list[tuple[str, Path]]:
@@ -152,13 +171,15 @@ def _write_set(name: str, files: list[tuple[str, Path]], folder: Path, seed: int
     for cls in {cls for cls, _ in files}:
         (partial / cls).mkdir(parents=True)
 
-    def write(item: tuple[str, Path]) -> None:
+    def write(item: tuple[str, Path]) -> tuple[str, str]:
         cls, path = item
-        image = TRANSFORMS[name](read(path), rng_for(seed, name, f"{cls}/{path.name}"))
+        image, kind = TRANSFORMS[name](read(path), rng_for(seed, name, f"{cls}/{path.name}"))
         Image.fromarray(image).save(partial / cls / f"{path.stem}.png")
+        return f"{cls}/{path.stem}.png", kind
 
     with ThreadPoolExecutor() as pool:  # OpenCV, numpy and PNG encoding release the GIL
-        list(pool.map(write, files))
+        kinds = dict(pool.map(write, files))
+    (partial / KINDS_FILE).write_text(json.dumps(kinds, indent=0, sort_keys=True))
     (partial / KEY_FILE).write_text(key)
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
