@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from importlib.resources import files
+from pathlib import Path
 
 import cv2
 import keras
@@ -18,6 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from rps.config import AugConfig
+from rps.errors import ConfigError
+from rps.images import BadImage, read_rgb
 
 LAYER_NAME = "augment"
 VERSION = 2  # bump when a policy's draws change meaning: it is part of the feature cache key
@@ -43,6 +46,9 @@ PHOTOS = (
     ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),  # public domain (US Navy)
 )
 PHOTO_CROP = (0.25, 1.0)  # a crop's side, as a share of its photo's shorter side
+# A user's photo is shrunk to at most this side first: a crop is resized to the input size
+# anyway, and every photo lives on one canvas in memory.
+USER_PHOTO_SIDE = 640
 
 
 def build(cfg: AugConfig, seed: int) -> keras.Sequential | None:
@@ -61,8 +67,11 @@ def build(cfg: AugConfig, seed: int) -> keras.Sequential | None:
         transforms.append(keras.layers.RandomTranslation(cfg.translation, cfg.translation,
                                                          seed=seed + 3, **fill))
     if hand:
+        if cfg.background_dir is not None:
+            photos(cfg.background_dir)  # a bad folder fails now, not in the first batch
         transforms.append(HandComposite(cfg.background, cfg.skin_tone,
-                                        cfg.background_photos, seed=seed + 8))
+                                        cfg.background_photos, cfg.background_recolour,
+                                        cfg.background_dir, seed=seed + 8))
     if cfg.brightness:
         transforms.append(keras.layers.RandomBrightness(cfg.brightness, seed=seed + 4))
     if cfg.contrast:
@@ -178,17 +187,41 @@ def backgrounds(uniform, shape: tf.Tensor) -> tf.Tensor:
     grain = uniform([batch, 1, 1, 1], 0.0, 0.3) * (2.0 * film - 1.0)
     pattern, grain = tf.split(tf.image.resize(tf.concat([pattern, grain], axis=-1),
                                               shape[1:3], "bilinear"), 2, axis=-1)
+    return tf.clip_by_value(two_colours(uniform, pattern) * (1.0 + grain), 0.0, WHITE)
+
+
+def two_colours(uniform, pattern: tf.Tensor) -> tf.Tensor:
+    """A 0..1 pattern (B, H, W, 1) drawn as a blend of two random colours per image."""
+    batch = tf.shape(pattern)[0]
     first, second = random_colours(uniform, batch), random_colours(uniform, batch)
-    return tf.clip_by_value((first + (second - first) * pattern) * (1.0 + grain), 0.0, WHITE)
+    return first + (second - first) * pattern
+
+
+def recoloured(uniform, images: tf.Tensor) -> tf.Tensor:
+    """Each image's light and shade, stretched to 0..1, in two random colours: a photo's
+    shapes and textures (bricks, fur, wood) in colours it never had, skin's among them."""
+    luma = tf.image.rgb_to_grayscale(images)
+    low = tf.reduce_min(luma, axis=[1, 2, 3], keepdims=True)
+    high = tf.reduce_max(luma, axis=[1, 2, 3], keepdims=True)
+    return two_colours(uniform, (luma - low) / tf.maximum(high - low, 1.0))
+
+
+def photos(folder: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The bundled photos, then those in ``folder``, on one uint8 canvas (N, H, W, 3), each
+    at its top left, and each one's (height, width). Loaded once per state of the folder: an
+    edited or added photo is read again."""
+    stamp = None
+    if folder is not None and Path(folder).expanduser().is_dir():
+        stamp = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size)
+                      for p in sorted(Path(folder).expanduser().iterdir()))
+    return _canvas(folder, stamp)
 
 
 @functools.cache
-def photos() -> tuple[np.ndarray, np.ndarray]:
-    """The bundled photos on one uint8 canvas (N, H, W, 3), each at its top left, and each
-    one's (height, width).
-
-    Every hue is squeezed out of ``HELD_OUT_HUES`` (the circle minus the band, stretched
-    over the whole circle), so that the robustness proxy's held-out colours stay unseen.
+def _canvas(folder: str | None, stamp: tuple | None) -> tuple[np.ndarray, np.ndarray]:
+    """Every bundled photo's hue is squeezed out of ``HELD_OUT_HUES`` (the circle minus the
+    band, stretched over the whole circle), so that the robustness proxy's held-out colours
+    stay unseen. The user's photos keep their colours: they show what the camera will see.
     """
     low, high = HELD_OUT_HUES
     images = []
@@ -198,6 +231,8 @@ def photos() -> tuple[np.ndarray, np.ndarray]:
         hue = skip_held_out(hsv[:, :, 0] / 256.0 * (1.0 - (high - low)), np.where)
         hsv[:, :, 0] = np.round(hue * 256.0).astype(np.uint8)
         images.append(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL))
+    if folder is not None:
+        images += user_photos(Path(folder).expanduser())
     sizes = np.array([image.shape[:2] for image in images])
     canvas = np.zeros((len(images), *sizes.max(axis=0), 3), np.uint8)
     for canvas_image, image in zip(canvas, images, strict=True):
@@ -205,10 +240,37 @@ def photos() -> tuple[np.ndarray, np.ndarray]:
     return canvas, sizes
 
 
-def photo_crops(uniform, shape: tf.Tensor) -> tf.Tensor:
-    """A random square crop of a random bundled photo per image, at a random scale and
-    mirrored half the time: (B, H, W, 3) in 0..255."""
-    canvas, sizes = photos()
+def user_photos(folder: Path) -> list[np.ndarray]:
+    """Every file in ``folder`` (dotfiles aside) as RGB, shrunk to ``USER_PHOTO_SIDE``."""
+    if not folder.is_dir():
+        raise ConfigError(f"aug.background_dir={str(folder)!r} is not a folder: point it at a "
+                          "folder of photos of the places the camera will see, or drop it.")
+    paths = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    images, bad = [], []
+    for path in paths:
+        try:
+            image = read_rgb(path)
+        except BadImage as err:
+            bad.append(f"{path.name} ({err.reason})")
+            continue
+        scale = USER_PHOTO_SIDE / max(image.shape[:2])
+        if scale < 1:
+            image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        images.append(image)
+    if bad:
+        raise ConfigError(f"aug.background_dir={str(folder)!r} has {len(bad)} file(s) that are "
+                          f"not readable images: {'; '.join(bad[:5])}"
+                          f"{'; ...' if len(bad) > 5 else ''}. Delete or replace them.")
+    if not images:
+        raise ConfigError(f"aug.background_dir={str(folder)!r} has no images: add photos of "
+                          "the places the camera will see (any format Pillow reads).")
+    return images
+
+
+def photo_crops(uniform, shape: tf.Tensor, folder: str | None = None) -> tf.Tensor:
+    """A random square crop of a random photo (bundled, or from ``folder``) per image, at a
+    random scale and mirrored half the time: (B, H, W, 3) in 0..255."""
+    canvas, sizes = photos(folder)
     batch = shape[0]
     index = tf.minimum(tf.cast(uniform([batch], 0.0, len(sizes)), tf.int32), len(sizes) - 1)
     height, width = tf.unstack(tf.gather(tf.constant(sizes, tf.float32), index), axis=1)
@@ -246,17 +308,20 @@ class HandComposite(_Random):
     """Jitters each hand's skin tone and pastes it onto a new background.
 
     ``probability`` is the share of images that get a new background (the rest keep the
-    white), ``photo_share`` the share of new backgrounds cut from a bundled photo (the rest
-    are generated); ``skin_tone`` darkens or lightens each hand by up to that fraction,
+    white), ``photo_share`` the share of new backgrounds cut from a photo (bundled, or in
+    ``photo_dir``; the rest are generated), ``recolour`` the share of those photo crops redrawn by
+    :func:`recoloured`; ``skin_tone`` darkens or lightens each hand by up to that fraction,
     warmer as it darkens, as real skin does. All act through :func:`hand_mask`.
     """
 
     def __init__(self, probability: float, skin_tone: float, photo_share: float = 0.0,
-                 **kwargs):
+                 recolour: float = 0.0, photo_dir: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.probability = probability
         self.skin_tone = skin_tone
         self.photo_share = photo_share
+        self.recolour = recolour
+        self.photo_dir = photo_dir  # read when training calls the layer, never on reload
 
     def call(self, images, training=True):
         if not training:
@@ -270,20 +335,26 @@ class HandComposite(_Random):
         new = backgrounds(self.uniform, shape)
         if self.photo_share > 0:
             photo = self.uniform([shape[0], 1, 1, 1]) < self.photo_share
-            new = tf.where(photo, photo_crops(self.uniform, shape), new)
+            crops = photo_crops(self.uniform, shape, self.photo_dir)
+            if self.recolour > 0:
+                recolour = self.uniform([shape[0], 1, 1, 1]) < self.recolour
+                crops = tf.where(recolour, recoloured(self.uniform, crops), crops)
+            new = tf.where(photo, crops, new)
         behind = tf.where(replace, new, images)
         return mask * hand + (1.0 - mask) * behind
 
     def get_config(self) -> dict:
         return {**super().get_config(), "probability": self.probability,
-                "skin_tone": self.skin_tone, "photo_share": self.photo_share}
+                "skin_tone": self.skin_tone, "photo_share": self.photo_share,
+                "recolour": self.recolour, "photo_dir": self.photo_dir}
 
 
-def backdropped(images: np.ndarray, photo_share: float, seed: int,
+def backdropped(images: np.ndarray, cfg: AugConfig, seed: int,
                 batch_size: int = 64) -> np.ndarray:
     """``images`` (uint8) with every white background replaced, drawn as training draws them
     but from ``seed``, so the same images always get the same backgrounds."""
-    layer = HandComposite(1.0, 0.0, photo_share, seed=seed)
+    layer = HandComposite(1.0, 0.0, cfg.background_photos, cfg.background_recolour,
+                          cfg.background_dir, seed=seed)
     batches = [layer(images[i:i + batch_size].astype("float32"), training=True)
                for i in range(0, len(images), batch_size)]
     return np.round(np.concatenate(batches)).astype(np.uint8)

@@ -99,7 +99,10 @@ class AugConfig:
     Factors follow the Keras preprocessing layers: ``rotation`` is a fraction of a full
     turn, ``zoom`` and ``translation`` fractions of the image side. ``background`` is the
     share of images whose white background is replaced, ``background_photos`` the share of
-    those new backgrounds cut from bundled photos rather than generated, ``skin_tone`` the
+    those new backgrounds cut from bundled photos rather than generated,
+    ``background_recolour`` the share of those photo crops redrawn in two random colours (their
+    shapes in colours the photos lack), ``background_dir`` a folder of the user's own photos
+    (the room the camera will see) to crop from besides the bundled ones, ``skin_tone`` the
     most a hand is darkened or lightened, ``white_balance`` the most a channel's gain moves
     from 1, and ``blur`` the largest Gaussian sigma, in pixels of the backbone input.
     ``val_backgrounds`` validates on each validation image twice, as it is and on a new
@@ -116,6 +119,8 @@ class AugConfig:
     hue: float = 0.0
     background: float = 0.0
     background_photos: float = 0.0
+    background_recolour: float = 0.0
+    background_dir: str | None = None
     skin_tone: float = 0.0
     white_balance: float = 0.0
     blur: float = 0.0
@@ -123,11 +128,17 @@ class AugConfig:
 
     def __post_init__(self) -> None:
         for key in ("rotation", "zoom", "translation", "brightness", "contrast",
-                    "saturation", "hue", "background", "background_photos", "skin_tone",
-                    "white_balance"):
+                    "saturation", "hue", "background", "background_photos",
+                    "background_recolour", "skin_tone", "white_balance"):
             value = getattr(self, key)
             _check(0.0 <= value <= 1.0, f"aug.{key}", value, "between 0 and 1")
         _check(0.0 <= self.blur <= 5.0, "aug.blur", self.blur, "between 0 and 5 pixels")
+        if self.background_dir is not None and not (self.background and self.background_photos):
+            raise ConfigError(
+                f"aug.background_dir={self.background_dir!r} would never be used: photos are "
+                "cropped only for the share aug.background of images that get a new "
+                "background, times aug.background_photos. Set both above 0 (aug=background "
+                "does), or drop aug.background_dir.")
 
 
 class Schedule(str, Enum):

@@ -63,7 +63,8 @@ def build(cfg: Config, model: keras.Model, data: Data, cache: ArrayCache) -> Fea
     policy = augment.build(cfg.aug, cfg.trainer.seed) is not None and {
         # val_backgrounds changes validation, not the training views.
         "aug": {k: v for k, v in vars(cfg.aug).items() if k != "val_backgrounds"},
-        "version": augment.VERSION, "seed": cfg.trainer.seed}
+        "version": augment.VERSION, "seed": cfg.trainer.seed,
+        "photos": cfg.aug.background_dir and digest(augment.photos(cfg.aug.background_dir)[0])}
     train_images, val_images = digest(data.train.images), digest(data.val.images)
     spent = saved = 0.0
     train = []

@@ -235,7 +235,7 @@ def view_sampling_dataset(views: np.ndarray, labels: np.ndarray, num_classes: in
 def with_backgrounds(val: data_lib.Split, cfg: Config) -> data_lib.Split:
     """The validation images, then each again on a new background. Scored on the white
     renders alone, every epoch that fits the renders ties; this ranks them by robustness too."""
-    copy = augment.backdropped(val.images, cfg.aug.background_photos,
+    copy = augment.backdropped(val.images, cfg.aug,
                                derived_seed("val backgrounds", cfg.trainer.seed))
     return data_lib.Split(np.concatenate([val.images, copy]),
                           np.concatenate([val.labels, val.labels]),

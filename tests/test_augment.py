@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import compose_cfg, make_folder_dataset
+from PIL import Image
 
 from rps import augment, config, features, tensorboard, train
 from rps import data as data_lib
@@ -145,6 +146,73 @@ def test_photo_crops_are_scaled_and_mirrored_crops_of_the_photos():
     assert np.abs(first - expected).mean() > 3 * np.abs(first - expected[:, ::-1]).mean()
 
 
+def test_recoloured_photos_keep_their_light_and_shade_in_two_new_colours():
+    generator = keras.random.SeedGenerator(2)
+
+    def uniform(shape, low=0.0, high=1.0):
+        return keras.random.uniform(shape, low, high, seed=generator)
+
+    crops = augment.photo_crops(uniform, tf.constant([8, SIZE, SIZE, 3]))
+    out = np.asarray(augment.recoloured(uniform, crops)).reshape(8, -1, 3)
+    luma = np.asarray(tf.image.rgb_to_grayscale(crops)).reshape(8, -1)
+    assert out.min() >= 0 and out.max() <= 255
+    for pixels, shade in zip(out, luma, strict=True):
+        # Every pixel lies on the line between the image's two colours, at its own luma.
+        centred = pixels - pixels.mean(axis=0)
+        strengths = np.linalg.svd(centred, compute_uv=False)
+        assert strengths[1] < 1e-3 * strengths[0]
+        assert abs(np.corrcoef(centred @ np.linalg.svd(centred)[2][0], shade)[0, 1]) > 0.999
+    assert len(np.unique(out.mean(axis=1).round(), axis=0)) == 8  # new colours per image
+
+
+CYAN = (20, 200, 200)  # hue 0.5: in the held-out band, which bundled photos never show
+
+
+def test_user_photos_join_the_bundled_ones_shrunk_and_in_their_own_colours(tmp_path):
+    Image.new("RGB", (1280, 320), CYAN).save(tmp_path / "wall.png")
+    Image.new("RGB", (200, 300), (90, 60, 30)).save(tmp_path / "desk.jpg")
+    (tmp_path / ".DS_Store").write_bytes(b"litter")
+    canvas, sizes = augment.photos(str(tmp_path))
+    bundled = len(augment.PHOTOS)
+    assert len(sizes) == bundled + 2
+    np.testing.assert_array_equal(sizes[bundled:], [[300, 200], [160, 640]])  # desk, wall
+    h, w = sizes[-1]
+    assert (canvas[-1, :h, :w] == CYAN).all()
+    np.testing.assert_array_equal(canvas[:bundled], augment.photos()[0][:, :canvas.shape[1],
+                                                                         :canvas.shape[2]])
+    # Pasted behind hands in training: some backgrounds are the user's wall, none otherwise.
+    hands = np.stack([render(BROWN)] * 32)
+    _, outside = regions()
+    for folder, walls in ((str(tmp_path), True), (None, False)):
+        layer = HandComposite(1.0, 0.0, 1.0, photo_dir=folder, seed=0)
+        out = np.asarray(layer(hands, training=True))
+        on_wall = (np.abs(out[:, outside] - CYAN).max(axis=(1, 2)) < 1).sum()
+        assert (on_wall >= 2) if walls else (on_wall == 0)
+    Image.new("RGB", (64, 64), (0, 0, 255)).save(tmp_path / "door.png")  # read again
+    assert len(augment.photos(str(tmp_path))[1]) == bundled + 3
+
+
+@pytest.mark.parametrize("problem", ["missing", "empty", "corrupt"])
+def test_a_bad_background_dir_is_one_paragraph_before_training(tmp_path, problem):
+    folder = tmp_path / "photos"
+    if problem != "missing":
+        folder.mkdir()
+    if problem == "corrupt":
+        Image.new("RGB", (64, 64), CYAN).save(folder / "ok.png")
+        (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    cfg = config.to_object(compose_cfg("aug=background", f"aug.background_dir={folder}"))
+    expected = {"missing": "is not a folder", "empty": "has no images",
+                "corrupt": r"1 file\(s\) that are not readable images: broken.jpg"}[problem]
+    with pytest.raises(ConfigError, match=expected) as err:
+        augment.build(cfg.aug, 0)
+    assert "\n" not in str(err.value) and str(folder) in str(err.value)
+
+
+def test_background_dir_without_photo_backgrounds_is_refused():
+    with pytest.raises(ConfigError, match="would never be used"):
+        config.to_object(compose_cfg("aug=strong", "aug.background_dir=/tmp"))
+
+
 def test_val_backgrounds_adds_a_seeded_copy_of_each_image_on_a_new_background():
     cfg = config.to_object(compose_cfg("aug=background", "aug.val_backgrounds=true"))
     images = np.stack([render(BROWN), render(PALE)] * 4).astype("uint8")
@@ -176,7 +244,7 @@ def test_blur_keeps_each_image_mean_and_white_balance_tints_per_image():
 
 
 @pytest.mark.parametrize("key,value", [("background", 1.5), ("background_photos", 1.5),
-                                       ("skin_tone", -0.1),
+                                       ("background_recolour", -0.5), ("skin_tone", -0.1),
                                        ("white_balance", 2.0), ("blur", 6.0)])
 def test_range_checks(key, value):
     with pytest.raises(ConfigError, match=f"aug.{key}"):

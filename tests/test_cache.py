@@ -69,6 +69,18 @@ def test_a_changed_image_or_weights_file_misses(root, weights, tmp_path):
     assert job(root, weights, store)[2].seconds > 0, "new weights must miss"
 
 
+def test_an_edited_background_photo_misses(root, weights, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (64, 48), (200, 40, 40)).save(photos / "wall.png")
+    store = ArrayCache(tmp_path / "cache")
+    overrides = ("aug=background", f"aug.background_dir={photos}", "cache.views=1")
+    assert job(root, weights, store, *overrides)[2].seconds > 0
+    assert job(root, weights, store, *overrides)[2].seconds == 0
+    Image.new("RGB", (64, 48), (40, 40, 200)).save(photos / "wall.png")  # same name
+    assert job(root, weights, store, *overrides)[2].seconds > 0, "a new photo must miss"
+
+
 def test_views_are_distinct_augmented_draws(root, weights, tmp_path):
     store = ArrayCache(tmp_path / "cache")
     _, data, cached = job(root, weights, store, "aug=strong", "cache.views=3")
