@@ -210,8 +210,15 @@ def test_compare_trains_scores_and_reuses_its_runs(tmp_path, mlflow_store):
     assert [r["seed"] for r in geometry] == [1, 2, "mean", "worst"]
     assert [r["run"] for r in geometry[:2]] == [r["run"] for r in rows[:2]]
 
-    main(argv)  # runs with the same overrides have finished: reused, not retrained
-    assert len(client.search_runs([runs[0].info.experiment_id])) == 2
+    # A newer run with the same overrides but another config (as if a YAML had changed
+    # since) is not reused: the first runs match the config the overrides compose to today.
+    experiment_id = runs[0].info.experiment_id
+    stale = client.create_run(experiment_id, tags={"overrides": runs[0].data.tags["overrides"]})
+    client.log_param(stale.info.run_id, "aug.background", "0.123")
+    client.log_metric(stale.info.run_id, "val/best_accuracy", 0.0)
+    client.set_terminated(stale.info.run_id, "FINISHED")
+    main(argv)  # runs with the same overrides and config have finished: reused, not retrained
+    assert len(client.search_runs([experiment_id])) == 3
     assert json.loads((out / "comparison.json").read_text()) == rows
 
 

@@ -3,9 +3,10 @@
 Every config is one ``python run.py data=folder data.root=<data> aug=<a> finetune=<f> ...``
 process, tracked in the MLflow experiment ``robustness`` (``--experiment``) of the store
 training uses by default (``--tracking-uri`` for another). rps tags each run with its
-command-line overrides, so a config whose run with the very same overrides has FINISHED is
-reused instead of retrained: an interrupted comparison resumes where it stopped, and a later
-call with more ``--configs`` trains only what is new. Every finished run is then scored on the
+command-line overrides and logs its whole config, so a config with a FINISHED run of the very
+same overrides and the same whole config is reused instead of retrained: an interrupted
+comparison resumes where it stopped, and a later call with more ``--configs`` trains only
+what is new. An edited YAML changes the whole config, so it trains again. Every finished run is then scored on the
 test split and each proxy set. With ``--seeds``, each config is trained once per seed, and
 rows of the mean and the worst over its seeds follow: one fine-tuned run moves by several
 points, so one seed can pass or fail a goal by luck.
@@ -64,14 +65,35 @@ def jobs(configs: Sequence[str], data: Path, experiment: str, extra: Sequence[st
 
 
 def finished_run(client, experiment: str, job: Job):
-    """The newest FINISHED run of ``experiment`` with exactly ``job``'s overrides, or None."""
+    """The newest FINISHED run of ``experiment`` with exactly ``job``'s overrides and the
+    config they compose to today, or None."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return None
     wanted = json.dumps(job.overrides)
     runs = client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time DESC"])
-    return next((r for r in runs if r.data.tags.get(OVERRIDES_TAG) == wanted), None)
+    same = [r for r in runs if r.data.tags.get(OVERRIDES_TAG) == wanted]
+    params = composed_params(job.overrides) if same else {}
+    match = next((r for r in same if r.data.params == params), None)
+    if same and match is None:
+        log.info("compare: %s: the config files changed since run %s, so it trains again",
+                 job.slug, same[0].info.run_id)
+    return match
+
+
+def composed_params(overrides: list[str]) -> dict[str, str]:
+    """The params ``python run.py <overrides>`` would log, from the config files as they are."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from rps import config
+    from rps.tracking import flatten
+
+    config.register()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    return flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
 
 
 def train(job: Job, uri: str, out: Path) -> bool:
