@@ -49,7 +49,6 @@ PHOTO_CROP = (0.25, 1.0)  # a crop's side, as a share of its photo's shorter sid
 # A user's photo is shrunk to at most this side first: a crop is resized to the input size
 # anyway, and every photo lives on one canvas in memory.
 USER_PHOTO_SIDE = 640
-CAMOUFLAGE_SHADE = (0.7, 1.3)  # a camouflaged background's first colour: the hand's, times this
 
 
 def build(cfg: AugConfig, seed: int) -> keras.Sequential | None:
@@ -72,8 +71,7 @@ def build(cfg: AugConfig, seed: int) -> keras.Sequential | None:
             photos(cfg.background_dir)  # a bad folder fails now, not in the first batch
         transforms.append(HandComposite(cfg.background, cfg.skin_tone,
                                         cfg.background_photos, cfg.background_recolour,
-                                        cfg.background_dir, cfg.background_camouflage,
-                                        seed=seed + 8))
+                                        cfg.background_dir, seed=seed + 8))
     if cfg.brightness:
         transforms.append(keras.layers.RandomBrightness(cfg.brightness, seed=seed + 4))
     if cfg.contrast:
@@ -157,14 +155,13 @@ def _sharpen(wave: tf.Tensor, uniform, batch: tf.Tensor) -> tf.Tensor:
     return 0.5 + 0.5 * tf.tanh(hardness * wave) / tf.tanh(hardness)
 
 
-def backgrounds(uniform, shape: tf.Tensor, first: tf.Tensor | None = None) -> tf.Tensor:
+def backgrounds(uniform, shape: tf.Tensor) -> tf.Tensor:
     """One generated background per image, (B, H, W, 3) in 0..255.
 
     Each is a pattern (solid, linear gradient, fractal noise, noise patches, stripes or
     checks, at a random angle and scale) blending two random colours, times a random film of
-    fine noise, as on a wall or a desk. ``uniform(shape, low, high)`` draws the randomness;
-    ``first`` (B, 1, 1, 3) gives each image's first colour instead. Patterns are drawn at
-    ``PATTERN_SIZE`` and resized, a quarter of the work at 224.
+    fine noise, as on a wall or a desk. ``uniform(shape, low, high)`` draws the randomness.
+    Patterns are drawn at ``PATTERN_SIZE`` and resized, a quarter of the work at 224.
     """
     batch = shape[0]
     y = tf.linspace(-1.0, 1.0, PATTERN_SIZE)[None, :, None, None]
@@ -190,26 +187,23 @@ def backgrounds(uniform, shape: tf.Tensor, first: tf.Tensor | None = None) -> tf
     grain = uniform([batch, 1, 1, 1], 0.0, 0.3) * (2.0 * film - 1.0)
     pattern, grain = tf.split(tf.image.resize(tf.concat([pattern, grain], axis=-1),
                                               shape[1:3], "bilinear"), 2, axis=-1)
-    return tf.clip_by_value(two_colours(uniform, pattern, first) * (1.0 + grain), 0.0, WHITE)
+    return tf.clip_by_value(two_colours(uniform, pattern) * (1.0 + grain), 0.0, WHITE)
 
 
-def two_colours(uniform, pattern: tf.Tensor, first: tf.Tensor | None = None) -> tf.Tensor:
-    """A 0..1 pattern (B, H, W, 1) drawn as a blend of two colours per image: ``first``
-    (B, 1, 1, 3) or a random one, and a random one."""
+def two_colours(uniform, pattern: tf.Tensor) -> tf.Tensor:
+    """A 0..1 pattern (B, H, W, 1) drawn as a blend of two random colours per image."""
     batch = tf.shape(pattern)[0]
-    first = random_colours(uniform, batch) if first is None else first
-    second = random_colours(uniform, batch)
+    first, second = random_colours(uniform, batch), random_colours(uniform, batch)
     return first + (second - first) * pattern
 
 
-def recoloured(uniform, images: tf.Tensor, first: tf.Tensor | None = None) -> tf.Tensor:
-    """Each image's light and shade, stretched to 0..1, in two colours (see
-    :func:`two_colours`): a photo's shapes and textures (bricks, fur, wood) in colours it
-    never had, skin's among them."""
+def recoloured(uniform, images: tf.Tensor) -> tf.Tensor:
+    """Each image's light and shade, stretched to 0..1, in two random colours: a photo's
+    shapes and textures (bricks, fur, wood) in colours it never had, skin's among them."""
     luma = tf.image.rgb_to_grayscale(images)
     low = tf.reduce_min(luma, axis=[1, 2, 3], keepdims=True)
     high = tf.reduce_max(luma, axis=[1, 2, 3], keepdims=True)
-    return two_colours(uniform, (luma - low) / tf.maximum(high - low, 1.0), first)
+    return two_colours(uniform, (luma - low) / tf.maximum(high - low, 1.0))
 
 
 def photos(folder: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -321,15 +315,13 @@ class HandComposite(_Random):
     """
 
     def __init__(self, probability: float, skin_tone: float, photo_share: float = 0.0,
-                 recolour: float = 0.0, photo_dir: str | None = None,
-                 camouflage: float = 0.0, **kwargs):
+                 recolour: float = 0.0, photo_dir: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.probability = probability
         self.skin_tone = skin_tone
         self.photo_share = photo_share
         self.recolour = recolour
         self.photo_dir = photo_dir  # read when training calls the layer, never on reload
-        self.camouflage = camouflage
 
     def call(self, images, training=True):
         if not training:
@@ -340,34 +332,21 @@ class HandComposite(_Random):
         hand = tf.clip_by_value(images * (1.0 - shade * tf.constant(SKIN_DARKENING)), 0.0,
                                 WHITE)
         replace = self.uniform([shape[0], 1, 1, 1]) < self.probability
-        first = self._camouflage(mask, hand) if self.camouflage > 0 else None
-        new = backgrounds(self.uniform, shape, first)
+        new = backgrounds(self.uniform, shape)
         if self.photo_share > 0:
             photo = self.uniform([shape[0], 1, 1, 1]) < self.photo_share
             crops = photo_crops(self.uniform, shape, self.photo_dir)
             if self.recolour > 0:
                 recolour = self.uniform([shape[0], 1, 1, 1]) < self.recolour
-                crops = tf.where(recolour, recoloured(self.uniform, crops, first), crops)
+                crops = tf.where(recolour, recoloured(self.uniform, crops), crops)
             new = tf.where(photo, crops, new)
         behind = tf.where(replace, new, images)
         return mask * hand + (1.0 - mask) * behind
 
-    def _camouflage(self, mask: tf.Tensor, hand: tf.Tensor) -> tf.Tensor:
-        """Each image's first background colour: for a share ``camouflage`` of images the
-        hand's own mean colour, a little lighter or darker, else a random colour."""
-        batch = tf.shape(hand)[0]
-        area = tf.maximum(tf.reduce_sum(mask, axis=[1, 2], keepdims=True), 1.0)
-        skin = tf.reduce_sum(mask * hand, axis=[1, 2], keepdims=True) / area
-        skin = tf.clip_by_value(skin * self.uniform([batch, 1, 1, 1], *CAMOUFLAGE_SHADE),
-                                0.0, WHITE)
-        chosen = self.uniform([batch, 1, 1, 1]) < self.camouflage
-        return tf.where(chosen, skin, random_colours(self.uniform, batch))
-
     def get_config(self) -> dict:
         return {**super().get_config(), "probability": self.probability,
                 "skin_tone": self.skin_tone, "photo_share": self.photo_share,
-                "recolour": self.recolour, "photo_dir": self.photo_dir,
-                "camouflage": self.camouflage}
+                "recolour": self.recolour, "photo_dir": self.photo_dir}
 
 
 def backdropped(images: np.ndarray, cfg: AugConfig, seed: int,
@@ -375,7 +354,7 @@ def backdropped(images: np.ndarray, cfg: AugConfig, seed: int,
     """``images`` (uint8) with every white background replaced, drawn as training draws them
     but from ``seed``, so the same images always get the same backgrounds."""
     layer = HandComposite(1.0, 0.0, cfg.background_photos, cfg.background_recolour,
-                          cfg.background_dir, cfg.background_camouflage, seed=seed)
+                          cfg.background_dir, seed=seed)
     batches = [layer(images[i:i + batch_size].astype("float32"), training=True)
                for i in range(0, len(images), batch_size)]
     return np.round(np.concatenate(batches)).astype(np.uint8)

@@ -102,9 +102,7 @@ class AugConfig:
     those new backgrounds cut from bundled photos rather than generated,
     ``background_recolour`` the share of those photo crops redrawn in two random colours (their
     shapes in colours the photos lack), ``background_dir`` a folder of the user's own photos
-    (the room the camera will see) to crop from besides the bundled ones,
-    ``background_camouflage`` the share of generated and redrawn backgrounds whose first
-    colour is the hand's own (skin in front of skin, wood or brick), ``skin_tone`` the
+    (the room the camera will see) to crop from besides the bundled ones, ``skin_tone`` the
     most a hand is darkened or lightened, ``white_balance`` the most a channel's gain moves
     from 1, and ``blur`` the largest Gaussian sigma, in pixels of the backbone input.
     ``val_backgrounds`` validates on each validation image twice, as it is and on a new
@@ -123,7 +121,6 @@ class AugConfig:
     background_photos: float = 0.0
     background_recolour: float = 0.0
     background_dir: str | None = None
-    background_camouflage: float = 0.0
     skin_tone: float = 0.0
     white_balance: float = 0.0
     blur: float = 0.0
@@ -132,8 +129,7 @@ class AugConfig:
     def __post_init__(self) -> None:
         for key in ("rotation", "zoom", "translation", "brightness", "contrast",
                     "saturation", "hue", "background", "background_photos",
-                    "background_recolour", "background_camouflage", "skin_tone",
-                    "white_balance"):
+                    "background_recolour", "skin_tone", "white_balance"):
             value = getattr(self, key)
             _check(0.0 <= value <= 1.0, f"aug.{key}", value, "between 0 and 1")
         _check(0.0 <= self.blur <= 5.0, "aug.blur", self.blur, "between 0 and 5 pixels")

@@ -165,26 +165,6 @@ def test_recoloured_photos_keep_their_light_and_shade_in_two_new_colours():
     assert len(np.unique(out.mean(axis=1).round(), axis=0)) == 8  # new colours per image
 
 
-def chromaticity(rgb: np.ndarray) -> np.ndarray:
-    """Colour without brightness: what scaling a colour (shade, grain) leaves unchanged."""
-    return rgb / np.maximum(rgb.sum(axis=-1, keepdims=True), 1.0)
-
-
-def test_camouflage_draws_backgrounds_in_the_hands_own_colour():
-    hands = np.stack([render(BROWN)] * 32)
-    _, outside = regions()
-    nearest = {}
-    for camouflage in (1.0, 0.0):
-        layer = HandComposite(1.0, 0.0, 0.5, 1.0, camouflage=camouflage, seed=0)
-        behind = np.asarray(layer(hands, training=True))[:, outside]
-        # How close each background comes to the hand's colour at some brightness.
-        distance = np.abs(chromaticity(behind) - chromaticity(np.array(BROWN, "float32")))
-        nearest[camouflage] = distance.sum(axis=-1).min(axis=1)
-    # Generated and redrawn photo backgrounds alike; a gradient may stop short of its ends.
-    assert (nearest[1.0] < 0.02).mean() >= 0.9
-    assert (nearest[0.0] > 0.02).mean() > 0.5
-
-
 CYAN = (20, 200, 200)  # hue 0.5: in the held-out band, which bundled photos never show
 
 
@@ -264,8 +244,7 @@ def test_blur_keeps_each_image_mean_and_white_balance_tints_per_image():
 
 
 @pytest.mark.parametrize("key,value", [("background", 1.5), ("background_photos", 1.5),
-                                       ("background_recolour", -0.5),
-                                       ("background_camouflage", 1.5), ("skin_tone", -0.1),
+                                       ("background_recolour", -0.5), ("skin_tone", -0.1),
                                        ("white_balance", 2.0), ("blur", 6.0)])
 def test_range_checks(key, value):
     with pytest.raises(ConfigError, match=f"aug.{key}"):

@@ -6,10 +6,10 @@ training uses by default (``--tracking-uri`` for another). rps tags each run wit
 command-line overrides and logs its whole config, so a config with a FINISHED run of the very
 same overrides and the same whole config is reused instead of retrained: an interrupted
 comparison resumes where it stopped, and a later call with more ``--configs`` trains only
-what is new. An edited YAML changes the whole config, so it trains again. Every finished run is then scored on the
-test split and each proxy set. With ``--seeds``, each config is trained once per seed, and
-rows of the mean and the worst over its seeds follow: one fine-tuned run moves by several
-points, so one seed can pass or fail a goal by luck.
+what is new. An edited YAML changes the whole config, so it trains again. Every finished
+run is then scored on the test split and each proxy set. With ``--seeds``, each config is
+trained once per seed, and rows of the mean and the worst over its seeds follow: one
+fine-tuned run moves by several points, so one seed can pass or fail a goal by luck.
 """
 
 from __future__ import annotations
