@@ -222,6 +222,18 @@ def test_compare_trains_scores_and_reuses_its_runs(tmp_path, mlflow_store):
     assert json.loads((out / "comparison.json").read_text()) == rows
 
 
+def test_a_failed_config_keeps_an_empty_row_and_exits_1(tmp_path, mlflow_store):
+    data = write_renders(tmp_path / "data", {"train": 6, "test": 3}, size=32)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", "--data", str(data), "--out", str(out), "--configs", "none/none",
+              "--", "trainer.epochs=-1"])  # run.py refuses it: the job fails
+    assert exit_.value.code == 1
+    (row,) = json.loads((out / "comparison.json").read_text())
+    assert row["run"] == "failed" and row["test"] is None and row["worst proxy"] is None
+    assert not list(out.glob("comparison-*.json"))
+
+
 def test_a_failed_seed_is_left_out_of_the_summary():
     rows = [{"aug": "none", "finetune": "none", "seed": seed, "run": run, "val": val,
              "train s": secs, "test": test}
