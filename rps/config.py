@@ -148,22 +148,14 @@ class Schedule(str, Enum):
 
 @dataclass
 class OptimizerConfig:
-    """``ema_momentum`` keeps an exponential moving average of the weights, which
-    validation, the best epoch and the saved model use; 0 turns it off. Where the last few
-    steps of a run happen to land swings its robustness from seed to seed, and the average
-    of many steps evens that out (1 / (1 - momentum) steps, roughly)."""
-
     lr: float = 1e-3
     schedule: Schedule = Schedule.constant
     label_smoothing: float = 0.0
-    ema_momentum: float = 0.0
 
     def __post_init__(self) -> None:
         _check(0.0 < self.lr <= 10.0, "optimizer.lr", self.lr, "positive (and at most 10)")
         _check(0.0 <= self.label_smoothing < 1.0, "optimizer.label_smoothing",
                self.label_smoothing, "in [0, 1)")
-        _check(0.0 <= self.ema_momentum < 1.0, "optimizer.ema_momentum", self.ema_momentum,
-               "in [0, 1), 0 for no averaging")
 
 
 @dataclass

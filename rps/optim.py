@@ -16,13 +16,12 @@ def learning_rate(cfg: OptimizerConfig, base_lr: float, total_steps: int):
 def build(cfg: OptimizerConfig, base_lr: float, total_steps: int) -> keras.optimizers.Optimizer:
     """``base_lr`` is passed in because fine-tuning scales ``cfg.lr`` down."""
     lr = learning_rate(cfg, base_lr, total_steps)
-    ema = {"use_ema": cfg.ema_momentum > 0, "ema_momentum": cfg.ema_momentum}
     if isinstance(cfg, SGDConfig):
-        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **ema)
+        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     if isinstance(cfg, AdamWConfig):
-        return keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay, **ema)
+        return keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
     if isinstance(cfg, AdamConfig):
-        return keras.optimizers.Adam(lr, **ema)
+        return keras.optimizers.Adam(lr)
     raise TypeError(f"no optimizer for {type(cfg).__name__}")
 
 

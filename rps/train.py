@@ -56,16 +56,6 @@ def trainable_weights(classifier: keras.Model) -> dict[int, keras.Variable]:
     return {index[id(weight)]: weight for weight in classifier.trainable_weights}
 
 
-def averaged_weights(classifier: keras.Model,
-                     optimizer: keras.optimizers.Optimizer) -> dict[int, keras.Variable]:
-    """The optimizer's moving averages of the weights it trains (``optimizer.ema_momentum``),
-    keyed as :func:`trainable_weights` keys the weights themselves."""
-    index = {id(weight): i for i, weight in enumerate(classifier.weights)}
-    return {index[id(weight)]: average for weight, average in
-            zip(optimizer._trainable_variables, optimizer._model_variables_moving_average,
-                strict=True) if average is not None}
-
-
 def values(weights: dict[int, keras.Variable]) -> dict[int, np.ndarray]:
     return {i: keras.ops.convert_to_numpy(weight) for i, weight in weights.items()}
 
@@ -83,8 +73,6 @@ class BestWeights(keras.callbacks.Callback):
     Ranks by validation accuracy and breaks ties by lower validation loss, because a small
     validation set often reaches the same accuracy many times. Only weights that training
     changes are copied, so in stage 1 a snapshot (and a checkpoint) is the size of the head.
-    When the optimizer averages the weights, the average is what validation scored
-    (``SwapEMAWeights``), so the average is what a snapshot keeps.
     """
 
     def __init__(self, classifier: keras.Model) -> None:
@@ -106,10 +94,7 @@ class BestWeights(keras.callbacks.Callback):
         if rank > self.rank:
             self.rank, self.epoch = rank, epoch
             self.val_accuracy = float(logs["val_accuracy"])
-            optimizer = self.model.optimizer
-            self.weights.update(values(
-                averaged_weights(self.classifier, optimizer)
-                if getattr(optimizer, "use_ema", False) else trainable_weights(self.classifier)))
+            self.weights.update(values(trainable_weights(self.classifier)))
 
     def restore(self) -> None:
         assign(self.classifier, self.weights)
@@ -336,14 +321,10 @@ def fit(cfg: Config, data: data_lib.Data,
         epochs_log.stage = stage
         if saver is not None:
             saver.begin(stage, trained, early, end)
-        # Validation scores the averaged weights, swapped in for it and out after it, so
-        # the weights training goes on from (and that a checkpoint saves) stay its own.
-        averaging = [keras.callbacks.SwapEMAWeights()] if cfg.optimizer.ema_momentum else []
         # EarlyStopping goes before EpochLog, so the checkpoint knows when a stage stopped.
         trained.fit(train_ds, validation_data=val_ds, shuffle=False,
                     initial_epoch=len(epochs_log.history), epochs=end, verbose=2,
-                    callbacks=[*averaging, best, *([early] if early else []), epochs_log,
-                               *callbacks])
+                    callbacks=[best, *([early] if early else []), epochs_log, *callbacks])
     train_seconds = time.perf_counter() - started
     best.restore()
     log.info("restored the weights of epoch %d (val_accuracy %.4f)", best.epoch + 1,

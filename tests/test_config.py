@@ -65,7 +65,6 @@ def test_overrides_reach_the_schema():
     ("head.dropout=1.0", "head.dropout"),
     ("data.val_fraction=0", "data.val_fraction"),
     ("optimizer.lr=-1", "optimizer.lr"),
-    ("optimizer.ema_momentum=1", "optimizer.ema_momentum"),
     ("trainer.batch_size=0", "trainer.batch_size"),
     ("aug.zoom=2", "aug.zoom"),
 ])
