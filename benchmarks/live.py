@@ -43,15 +43,11 @@ def make_video(images: Path, frames: int, path: Path) -> Path:
 
 
 def build_model(backbone: str, folder: Path) -> Path:
-    from hydra import compose, initialize_config_dir
-
     from rps import config
     from rps import model as model_lib
 
-    config.register()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"backbone={backbone}", "backbone.weights=null"])
-    conf = config.to_object(cfg)
+    conf = config.to_object(config.compose(REPO / "conf", [f"backbone={backbone}",
+                                                           "backbone.weights=null"]))
     model_lib.save(model_lib.build(conf, 3), ["paper", "rock", "scissors"], folder)
     return folder
 

@@ -7,8 +7,10 @@ OmegaConf checks types but not values.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -300,6 +302,20 @@ def register() -> None:
     for group, schemas in SCHEMAS.items():
         for name, node in schemas.items():
             store.store(group=group, name=f"schema_{name}", node=node)
+
+
+def compose(conf_dir: Path, overrides: Sequence[str] = (), name: str = "config",
+            with_hydra: bool = False) -> DictConfig:
+    """The config that ``python run.py <overrides>`` (``name="live"``: live.py) composes
+    from ``conf_dir``, for code that runs outside those apps: benchmarks and tests.
+    ``with_hydra`` keeps the ``hydra`` node (launcher, sweeper, sweep params)."""
+    from hydra import compose as compose_config
+    from hydra import initialize_config_dir
+
+    register()
+    register_live()
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        return compose_config(name, overrides=list(overrides), return_hydra_config=with_hydra)
 
 
 def to_object(cfg: DictConfig) -> Config:

@@ -47,13 +47,9 @@ def make_folder_dataset(root: Path, classes: Sequence[str] = CLASSES, n_train: i
 
 def compose_cfg(*overrides: str):
     """The job config exactly as ``python run.py <overrides>`` would compose it."""
-    from hydra import compose, initialize_config_dir
-
     from rps import config
 
-    config.register()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return config.compose(REPO / "conf", overrides)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -97,10 +97,7 @@ def test_missing_folder_root_is_reported():
 
 @pytest.mark.parametrize("preset", options("sweep"))
 def test_sweep_presets_cover_every_option_of_their_group(preset):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[f"sweep={preset}"], return_hydra_config=True)
+    cfg = config.compose(CONF, [f"sweep={preset}"], with_hydra=True)
     assert cfg.hydra.mode.name == "MULTIRUN"
     params = dict(cfg.hydra.sweeper.params)
     assert sorted(params[preset].split(",")) == options(preset)

@@ -105,11 +105,7 @@ def assert_agrees(rows: list[dict], crops: list[np.ndarray], model_dir: Path) ->
 
 
 def compose_live(*overrides: str) -> LiveConfig:
-    from hydra import compose, initialize_config_dir
-
-    config.register_live()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return config.to_object(compose("live", overrides=list(overrides)))
+    return config.to_object(config.compose(REPO / "conf", overrides, name="live"))
 
 
 @pytest.fixture(scope="module")

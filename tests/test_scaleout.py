@@ -38,13 +38,9 @@ def sweep_runs(uri: str):
 
 def hydra_cfg(*overrides: str):
     """The config with its ``hydra`` node, as ``python run.py <overrides> --cfg all`` shows."""
-    from hydra import compose, initialize_config_dir
-
     from rps import config
 
-    config.register()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=True)
+    return config.compose(REPO / "conf", overrides, with_hydra=True)
 
 
 @pytest.mark.slow

@@ -84,15 +84,12 @@ def finished_run(client, experiment: str, job: Job):
 
 def composed_params(overrides: list[str]) -> dict[str, str]:
     """The params ``python run.py <overrides>`` would log, from the config files as they are."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from rps import config
     from rps.tracking import flatten
 
-    config.register()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = config.compose(REPO / "conf", overrides)
     return flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
 
 
