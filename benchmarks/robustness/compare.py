@@ -139,12 +139,12 @@ def compare(todo: list[Job], uri: str, experiment: str, out: Path, sets: dict[st
             if train(job, uri, out):
                 run = finished_run(client, experiment, job)
         label = _label(job, run)
-        if run is None:  # its row stays, empty; the kind tables have nothing to show
-            rows.append(label | _scores(run, {}, sets))
-            continue
-        hits = evaluate.evaluate([evaluate.from_run(run.info.run_id, uri)],
-                                 sets)[run.info.run_id]
+        hits = ({} if run is None else
+                evaluate.evaluate([evaluate.from_run(run.info.run_id, uri)],
+                                  sets)[run.info.run_id])
         rows.append(label | _scores(run, hits, sets))
+        if run is None:  # its row stays, empty; the kind tables have nothing to show
+            continue
         for name, accuracies in evaluate.by_kind(hits, sets).items():
             kind_rows.setdefault(name, []).append(label | accuracies)
     return summarised(rows), {name: summarised(r) for name, r in kind_rows.items()}
