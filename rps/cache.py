@@ -14,9 +14,12 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from rps.config import CacheConfig
 
 log = logging.getLogger("rps")
 
@@ -100,3 +103,10 @@ class ArrayCache:
                 np.savez(f, **arrays)
 
         return write_atomically(self.path(kind, key), write)
+
+
+def of(cfg: CacheConfig) -> ArrayCache | None:
+    """The cache a job's ``cache`` config asks for: none, or a folder of arrays."""
+    if not cfg.enabled:
+        return None
+    return ArrayCache(Path(cfg.dir).expanduser() if cfg.dir else user_cache_dir())

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:  # for annotations only: the data module pulls in TensorFlow
+    from rps.data import Data
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -39,3 +44,17 @@ def scores(logits: np.ndarray, labels: np.ndarray, class_names: list[str]) -> di
         "predicted": predicted.tolist(),
         "confidence": probs[np.arange(len(labels)), predicted].tolist(),
     }
+
+
+def report(logits: np.ndarray, data: Data) -> dict:
+    """The test split's scores, and each misclassified image with what it was taken for."""
+    test = scores(logits, data.test.labels, data.class_names)
+    misclassified = [
+        {"index": i, "source": data.test.sources[i],
+         "true": data.class_names[data.test.labels[i]], "predicted": data.class_names[p],
+         "probability": test["confidence"][i]}
+        for i, p in enumerate(test["predicted"]) if p != data.test.labels[i]
+    ]
+    return {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
+            "class_names": data.class_names, "per_class": test["per_class"],
+            "confusion_matrix": test["confusion_matrix"], "misclassified": misclassified}

@@ -11,11 +11,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from rps import cache as cache_lib
 from rps import checkpoint, config, interrupt, plots, resume, sweep, tensorboard, tracking, train
 from rps import data as data_lib
 from rps import model as model_lib
-from rps.cache import ArrayCache, user_cache_dir
-from rps.config import CacheConfig
 from rps.errors import UserError, report
 
 log = logging.getLogger("rps")
@@ -114,7 +113,7 @@ def run(cfg: DictConfig, ctx: JobContext) -> train.Result:
         else:
             resume.log_continuation(mlrun, resumed)
         conf = config.to_object(cfg)
-        store = cache_of(conf.cache)
+        store = cache_lib.of(conf.cache)
         data = data_lib.load(conf.data, conf.backbone.input_size, conf.trainer.seed, store)
         callbacks = [tensorboard.callback(tb_dir),
                      tensorboard.AugmentedImages(data.train.images, conf.aug, tb_dir,
@@ -142,12 +141,6 @@ def run(cfg: DictConfig, ctx: JobContext) -> train.Result:
     return result
 
 
-def cache_of(cfg: CacheConfig) -> ArrayCache | None:
-    if not cfg.enabled:
-        return None
-    return ArrayCache(Path(cfg.dir).expanduser() if cfg.dir else user_cache_dir())
-
-
 def final_metrics(metrics: dict) -> dict[str, float]:
     images = metrics["num_train"] * metrics["epochs_run"]
     final = {
@@ -170,17 +163,8 @@ def _write_outputs(result: train.Result, data: data_lib.Data, out: Path) -> None
     """Everything lands on disk before it is logged, so a tracking failure loses nothing."""
     model_lib.save(result.model, data.class_names, out)
     (out / METRICS_FILE).write_text(json.dumps(result.metrics, indent=2))
-    figures = out / PLOTS_DIR
-    figures.mkdir(exist_ok=True)
-    metrics = result.metrics
-    plots.confusion_matrix(metrics["confusion_matrix"], data.class_names,
-                           figures / "confusion_matrix.png")
-    plots.learning_curves(result.history, figures / "learning_curves.png")
-    wrong = metrics["misclassified"]
-    plots.misclassified_grid([data.test.images[m["index"]] for m in wrong],
-                             [m["true"] for m in wrong], [m["predicted"] for m in wrong],
-                             figures / "misclassified.png",
-                             probabilities=[m["probability"] for m in wrong])
+    plots.test_figures(result.metrics, data, out / PLOTS_DIR)
+    plots.learning_curves(result.history, out / PLOTS_DIR / "learning_curves.png")
 
 
 def _safe(name: str) -> str:

@@ -10,11 +10,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+if TYPE_CHECKING:  # for annotations only: the data module pulls in TensorFlow
+    from rps.data import Data
 
 DPI = 110
 FINETUNE_LABEL = "fine-tuning starts"
@@ -165,3 +169,16 @@ def comparison_bars(labels: Sequence[str], series: dict[str, Sequence[float | No
                     ylabel: str = "accuracy") -> Path:
     """Sweep jobs side by side, so the best setting is visible at a glance."""
     return _save(_comparison_figure(labels, series, title, ylabel), path)
+
+
+def test_figures(metrics: dict, data: Data, folder: Path) -> None:
+    """The confusion matrix and the misclassified test images of ``metrics``
+    (:func:`rps.evaluate.report`'s), into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    confusion_matrix(metrics["confusion_matrix"], data.class_names,
+                     folder / "confusion_matrix.png")
+    wrong = metrics["misclassified"]
+    misclassified_grid([data.test.images[m["index"]] for m in wrong],
+                       [m["true"] for m in wrong], [m["predicted"] for m in wrong],
+                       folder / "misclassified.png",
+                       probabilities=[m["probability"] for m in wrong])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +66,9 @@ def prepare(cfg: DictConfig, overrides: list[str], root: Path) -> Resumed:
             f"run {run_id} ({run.info.status}) has no checkpoint: {where} does not exist. A "
             "run saves one after every epoch, so this run stopped before its first epoch "
             "ended, or its output folder was moved or deleted: start it again.")
-    return Resumed(run_id=run_id, uri=uri, cfg=_config(run, Path(folder), given, uri),
+    cfg = run_config(run, uri, given, "start it again instead of resuming it")
+    cfg.trainer.resume = run_id
+    return Resumed(run_id=run_id, uri=uri, cfg=cfg,
                    output_dir=Path(folder), tensorboard_dir=Path(run.data.tags.get(
                        "tensorboard_logdir", Path(folder) / "tensorboard")),
                    overrides=given, state=state)
@@ -82,28 +85,28 @@ def log_continuation(mlrun: tracking.Run, resumed: Resumed) -> None:
             mlrun.log_epoch(record)
 
 
-def _config(run, folder: Path, given: list[str], uri: str) -> DictConfig:
-    """The run's stored values, typed by the schema of its own choices (data and optimizer
-    options pick subclasses), then the overrides given now."""
+def run_config(run, uri: str, given: Sequence[str], fix: str) -> DictConfig:
+    """The config a run trained with: its stored values, typed by the schema of its own
+    choices (data and optimizer options pick subclasses), then the overrides ``given`` now.
+    Needs Hydra initialised with rps's conf/. ``fix`` ends the error when it fails."""
     from hydra import compose
     from hydra.errors import HydraException
 
     run_id = run.info.run_id
     original = json.loads(run.data.tags.get("overrides", "[]"))
+    folder = run.data.tags.get("output_dir")
     try:
         typed = compose(config_name="config", overrides=original)
-        cfg = OmegaConf.merge(typed, _stored(run_id, folder, uri),
-                              OmegaConf.from_dotlist([o.lstrip("+") for o in given]))
+        return OmegaConf.merge(typed, _stored(run_id, Path(folder) if folder else None, uri),
+                               OmegaConf.from_dotlist([o.lstrip("+") for o in given]))
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(
             f"run {run_id}'s config no longer composes with this version of rps "
-            f"({str(err).splitlines()[0]}): start it again instead of resuming it.") from None
-    cfg.trainer.resume = run_id
-    return cfg
+            f"({str(err).splitlines()[0]}): {fix}.") from None
 
 
-def _stored(run_id: str, folder: Path, uri: str) -> DictConfig:
-    if (folder / HYDRA_CONFIG).is_file():
+def _stored(run_id: str, folder: Path | None, uri: str) -> DictConfig:
+    if folder is not None and (folder / HYDRA_CONFIG).is_file():
         return OmegaConf.load(folder / HYDRA_CONFIG)
     from mlflow.exceptions import MlflowException
 

@@ -332,7 +332,7 @@ def fit(cfg: Config, data: data_lib.Data,
 
     logits = model.predict(data.test.images, batch_size=cfg.trainer.batch_size, verbose=0)
     metrics = {
-        **_test_metrics(logits, data),
+        **evaluate.report(logits, data),
         "best_val_accuracy": best.val_accuracy,
         "best_epoch": best.epoch + 1,
         "epochs_run": len(epochs_log.history),
@@ -390,16 +390,3 @@ def _stage_inputs(cfg: Config, model: keras.Model, data: data_lib.Data,
             view_sampling_dataset(cached.train, data.train.labels, num_classes, bs,
                                   cfg.trainer.seed),
             images_ds(cached.val, data.val.labels), cached.seconds)
-
-
-def _test_metrics(logits: np.ndarray, data: data_lib.Data) -> dict:
-    test = evaluate.scores(logits, data.test.labels, data.class_names)
-    misclassified = [
-        {"index": i, "source": data.test.sources[i],
-         "true": data.class_names[data.test.labels[i]], "predicted": data.class_names[p],
-         "probability": test["confidence"][i]}
-        for i, p in enumerate(test["predicted"]) if p != data.test.labels[i]
-    ]
-    return {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
-            "class_names": data.class_names, "per_class": test["per_class"],
-            "confusion_matrix": test["confusion_matrix"], "misclassified": misclassified}

@@ -12,10 +12,10 @@ import pytest
 from conftest import REPO, compose_cfg, make_folder_dataset, run_cli
 from mlflow.tracking import MlflowClient
 
+from rps import cache as cache_lib
 from rps import checkpoint, config, resume, tracking, train
 from rps import data as data_lib
 from rps.errors import ConfigError, UserError
-from rps.job import cache_of
 
 TINY = ["backbone=mobilenet_v2", "backbone.weights=null", "backbone.input_size=32",
         "trainer.batch_size=8", "trainer.patience=null"]
@@ -135,7 +135,7 @@ def test_checkpoint_round_trip(root, tmp_path, at, finetune):
     cfg = config.to_object(compose_cfg("data=folder", f"data.root={root}", *TINY,
                                        "trainer.epochs=3", "head.units=8", *finetune))
     data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed)
-    store = cache_of(cfg.cache)
+    store = cache_lib.of(cfg.cache)
     kill = Kill(at)
     with pytest.raises(Killed):
         train.fit(cfg, data, callbacks=[kill], cache=store, checkpoints=tmp_path)
