@@ -306,14 +306,15 @@ def register() -> None:
 
 def compose(conf_dir: Path, overrides: Sequence[str] = (), name: str = "config",
             with_hydra: bool = False) -> DictConfig:
-    """The config that ``python run.py <overrides>`` (``name="live"``: live.py) composes
-    from ``conf_dir``, for code that runs outside those apps: benchmarks and tests.
+    """The config that ``python run.py <overrides>`` composes from ``conf_dir`` (``name``
+    "live" or "ensemble": that app's), for code outside the apps: benchmarks and tests.
     ``with_hydra`` keeps the ``hydra`` node (launcher, sweeper, sweep params)."""
     from hydra import compose as compose_config
     from hydra import initialize_config_dir
 
     register()
     register_live()
+    register_ensemble()
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         return compose_config(name, overrides=list(overrides), return_hydra_config=with_hydra)
 
@@ -459,3 +460,49 @@ class LiveConfig:
 def register_live() -> None:
     """The schema of ``conf/live.yaml``, as ``schema_live``."""
     ConfigStore.instance().store(name="schema_live", node=LiveConfig)
+
+
+# --- ensemble.py -----------------------------------------------------------------------------
+
+@dataclass
+class EnsembleTrackingConfig:
+    """Where the members are looked up and the ensemble's run is filed: ``uri`` null is the
+    store training uses, ``experiment`` null the first member's experiment; ``register`` a
+    registered model name to file the ensemble's model under."""
+
+    uri: str | None = None
+    experiment: str | None = None
+    register: str | None = None
+
+
+@dataclass
+class EnsembleDataConfig:
+    """``root``: where the members' data folder is now, when it has moved since training."""
+
+    root: str | None = None
+
+
+@dataclass
+class EnsembleConfig:
+    """``ensemble.py``: one model averaging the logits of finished runs, given as ``runs``
+    (MLflow run ids) or as ``sweep_id`` (a sweep's parent run id: its finished jobs)."""
+
+    runs: list[str] = field(default_factory=list)
+    sweep_id: str | None = None
+    data: EnsembleDataConfig = field(default_factory=EnsembleDataConfig)
+    tracking: EnsembleTrackingConfig = field(default_factory=EnsembleTrackingConfig)
+
+    def __post_init__(self) -> None:
+        if bool(self.runs) == bool(self.sweep_id):
+            raise ConfigError(
+                "ensemble.py needs its members as exactly one of runs=[<run id>,<run id>,...] "
+                "(MLflow run ids, two or more) or sweep_id=<the parent run id of a sweep>, but "
+                f"got {'both' if self.runs else 'neither'}.")
+        if self.runs and len(set(self.runs)) != len(self.runs):
+            raise ConfigError(f"runs={list(self.runs)} names a run twice: each member counts "
+                              "once in the average, so list each run once.")
+
+
+def register_ensemble() -> None:
+    """The schema of ``conf/ensemble.yaml``, as ``schema_ensemble``."""
+    ConfigStore.instance().store(name="schema_ensemble", node=EnsembleConfig)

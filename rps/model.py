@@ -61,6 +61,15 @@ def backbone_of(model: keras.Model) -> keras.Model:
     return model.get_layer(BACKBONE)
 
 
+def input_size(model: keras.Model) -> int:
+    """The side of the square its backbone sees; an ensemble's largest member's."""
+    try:
+        return backbone_of(model).input.shape[1]
+    except ValueError:  # no backbone layer of its own: an ensemble of nested models
+        return max(input_size(layer) for layer in model.layers
+                   if isinstance(layer, keras.Model))
+
+
 def save(model: keras.Model, class_names: list[str], folder: Path) -> Path:
     """``model.keras`` and ``class_names.json`` (logit i is class_names[i]) in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -60,7 +60,7 @@ def _decoded(folder: Path, size: int) -> tuple[np.ndarray, tuple[str, ...]]:
 
 def hits(model: Model, folder: Path) -> np.ndarray:
     """Whether the model gets each image right, in ``list_images`` order."""
-    size = model_lib.backbone_of(model.keras).input.shape[1]
+    size = model_lib.input_size(model.keras)
     images, classes = _decoded(folder, size)
     unknown = sorted(set(classes) - set(model.class_names))
     if unknown:

@@ -1,0 +1,21 @@
+"""Average the logits of finished runs in one model, test it, and log it as a run."""
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from rps import config, ensemble
+
+config.register()
+config.register_ensemble()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="ensemble")
+def main(cfg: DictConfig) -> None:
+    # The project root holds conf/ and mlflow.db: the tracking store that training uses.
+    ensemble.main(cfg, Path(__file__).resolve().parent)
+
+
+if __name__ == "__main__":
+    main()

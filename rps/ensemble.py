@@ -1,0 +1,181 @@
+"""``ensemble.py``: one model that averages the logits of finished runs.
+
+One fine-tuned run moves by several points on new hands and backgrounds from one seed to the
+next (README, Robustness), and the seed that will lose is not known in advance. The average
+of a few runs' logits scores about as well as their mean or better, and the worst run no
+longer decides. Each member nests whole inside the ensemble, with its own crop,
+preprocessing and backbone, so the ensemble takes raw RGB like any rps model, members may
+differ in backbone and input size, and it reloads with plain Keras.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from omegaconf import DictConfig
+
+from rps import cache as cache_lib
+from rps import config, evaluate, plots, resume, tracking
+from rps import data as data_lib
+from rps import model as model_lib
+from rps.config import EnsembleConfig, FolderDataConfig, TrackingConfig
+from rps.errors import UserError, report
+
+log = logging.getLogger("rps")
+
+METRICS_FILE = "metrics.json"
+PLOTS_DIR = "plots"
+MEMBERS_TAG = "ensemble_members"  # the members' run ids, as JSON
+
+
+def combine(members: Sequence[keras.Model], name: str = "rps_ensemble") -> keras.Model:
+    """Raw RGB in, the mean of the members' logits out."""
+    if len(members) < 2:
+        raise UserError(f"an ensemble needs two or more members, but got {len(members)}.")
+    image = keras.Input((None, None, 3), name="image")
+    logits = []
+    for index, member in enumerate(members):
+        member.name = f"member_{index}"  # nested models need distinct names to be saved
+        logits.append(member(image))
+    return keras.Model(image, keras.layers.Average(name="mean_logits")(logits), name=name)
+
+
+@dataclass(frozen=True)
+class Member:
+    run_id: str
+    model: keras.Model
+    class_names: list[str]
+    cfg: DictConfig  # the config it trained with
+    test_accuracy: float | None
+    experiment_id: str
+
+
+def member_runs(conf: EnsembleConfig, uri: str) -> list:
+    """The members' MLflow runs, each checked to have finished (only then is it tested)."""
+    client = tracking.client_for(uri)
+    if conf.sweep_id:
+        parent = tracking.find_run(uri, conf.sweep_id)
+        runs = client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.`{tracking.PARENT_TAG}` = '{conf.sweep_id}'",
+            order_by=["attributes.start_time ASC"])
+        finished = [run for run in runs if run.info.status == "FINISHED"]
+        if len(finished) < 2:
+            raise UserError(
+                f"sweep {conf.sweep_id} has {len(finished)} finished job(s) of {len(runs)}, and "
+                "an ensemble needs two or more: wait for its jobs to finish, or check that "
+                "sweep_id is the sweep's parent run in `mlflow ui` (not one of its jobs).")
+        return finished
+    runs = [tracking.find_run(uri, run_id) for run_id in conf.runs]
+    if len(runs) < 2:
+        raise UserError(f"runs={list(conf.runs)} names one run, and an ensemble needs two or "
+                        "more: list the run ids of several finished runs.")
+    unfinished = [f"{run.info.run_id} ({run.info.status})" for run in runs
+                  if run.info.status != "FINISHED"]
+    if unfinished:
+        raise UserError(
+            f"only a finished run has a tested model to join an ensemble, but "
+            f"{', '.join(unfinished)} did not finish: resume it (trainer.resume=<run id>) or "
+            "leave it out.")
+    return runs
+
+
+def load_members(conf: EnsembleConfig, uri: str) -> list[Member]:
+    given = [f"data.root={conf.data.root}"] if conf.data.root else []
+    members = []
+    for run in member_runs(conf, uri):
+        run_id = run.info.run_id
+        model, class_names = tracking.load_model(run_id, tracking_uri=uri)
+        cfg = resume.run_config(run, uri, given, "leave this run out of the ensemble")
+        members.append(Member(run_id, model, class_names, cfg,
+                              run.data.metrics.get("test/accuracy"), run.info.experiment_id))
+    first = members[0]
+    for member in members[1:]:
+        if member.class_names != first.class_names:
+            raise UserError(
+                f"run {member.run_id} predicts {member.class_names} but run {first.run_id} "
+                f"predicts {first.class_names}: an ensemble averages logits class by class, so "
+                "its members must be trained on the same classes, in the same order.")
+        if _test_split(member.cfg) != _test_split(first.cfg):
+            raise UserError(
+                f"run {member.run_id} was tested on {_test_split(member.cfg)} but run "
+                f"{first.run_id} on {_test_split(first.cfg)}: the ensemble is tested on its "
+                "members' test split, so they must share one.")
+    return members
+
+
+def _test_split(cfg: DictConfig) -> str:
+    data = config.to_object(cfg).data
+    if isinstance(data, FolderDataConfig):
+        return f"the folder {Path(data.root).expanduser().resolve() / 'test'}"
+    return f"the tfds dataset {data.tfds_name}"
+
+
+def run(conf: EnsembleConfig, output_dir: Path, root: Path) -> dict:
+    """Load and check the members, build and test the ensemble, then write and log it."""
+    uri = tracking.store_uri(TrackingConfig(uri=conf.tracking.uri), root)
+    members = load_members(conf, uri)
+    model = combine([m.model for m in members])
+    first = config.to_object(members[0].cfg)
+    data = data_lib.load(first.data, model_lib.input_size(model), first.trainer.seed,
+                         cache_lib.of(first.cache))
+    logits = model.predict(data.test.images, batch_size=first.trainer.batch_size, verbose=0)
+    accuracies = [m.test_accuracy for m in members if m.test_accuracy is not None]
+    metrics = {**evaluate.report(logits, data), "members": [m.run_id for m in members],
+               "members_test_accuracy": accuracies, "num_test": len(data.test.labels)}
+    model_lib.save(model, data.class_names, output_dir)
+    (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    plots.test_figures(metrics, data, output_dir / PLOTS_DIR)
+
+    experiment = conf.tracking.experiment or tracking.client_for(uri).get_experiment(
+        members[0].experiment_id).name
+    name = f"ensemble of {len(members)} runs"
+    tags = {MEMBERS_TAG: json.dumps(metrics["members"]), "output_dir": str(output_dir),
+            **tracking.git_state(root)}
+    settings = TrackingConfig(uri=uri, experiment=experiment, register=conf.tracking.register)
+    with tracking.job_run(settings, root, name, tags) as mlrun:
+        mlrun.log_params({"members": ",".join(metrics["members"]),
+                          "num_members": str(len(members))})
+        mlrun.log_metrics(final_metrics(metrics))
+        mlrun.log_artifact(output_dir / METRICS_FILE)
+        mlrun.log_artifact(output_dir / PLOTS_DIR, PLOTS_DIR)
+        mlrun.log_model(model, data.class_names, data.test.images[:1, ::4, ::4],
+                        settings.register)
+    log.info("ensemble of %d runs: test accuracy %.4f (members: %s); run %s, outputs in %s",
+             len(members), metrics["test_accuracy"],
+             ", ".join(f"{a:.4f}" for a in accuracies) or "not logged", mlrun.run_id,
+             output_dir)
+    return metrics
+
+
+def final_metrics(metrics: dict) -> dict[str, float]:
+    """The ensemble's test scores under the names training runs use, beside its members'."""
+    final = {"test/accuracy": metrics["test_accuracy"], "test/loss": metrics["test_loss"]}
+    for name, scores in metrics["per_class"].items():
+        final[f"test/f1/{name}"] = scores["f1"]
+    if metrics["members_test_accuracy"]:
+        final["members/test_accuracy_mean"] = float(np.mean(metrics["members_test_accuracy"]))
+        final["members/test_accuracy_min"] = float(np.min(metrics["members_test_accuracy"]))
+    return final
+
+
+def main(cfg: DictConfig, root: Path) -> dict:
+    """The Hydra task. A UserError ends it with a paragraph and exit status 2, as run.py."""
+    from hydra.core.hydra_config import HydraConfig
+
+    # Loading each member's model would draw progress bars between the log lines.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        return run(config.to_object(cfg), output_dir, root)
+    except UserError as err:
+        log.error("%s", err)
+        report(err)
+        raise SystemExit(2) from None
