@@ -5,6 +5,7 @@ import colorsys
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from conftest import CLASSES, compose_cfg
@@ -13,7 +14,7 @@ from PIL import Image
 
 from benchmarks.robustness import backgrounds, compare, proxy
 from benchmarks.robustness.__main__ import main
-from rps import config, train
+from rps import augment, config, train
 from rps import data as data_lib
 from rps import model as model_lib
 from rps.augment import HELD_OUT_HUES
@@ -80,6 +81,24 @@ def test_solid_backdrops_come_from_the_held_out_hue_band():
     photos = [(kind, d) for kind, d in draws if kind != "solid"]
     assert {kind for kind, _ in photos} <= set(backgrounds.PHOTOS)
     assert len({d.tobytes() for _, d in photos}) == len(photos)  # crops differ
+
+
+def _thumbnail(image: np.ndarray) -> np.ndarray:
+    grey = cv2.resize(image[..., :3].astype(np.float32).mean(axis=2), (32, 32),
+                      interpolation=cv2.INTER_AREA).ravel()
+    return (grey - grey.mean()) / (grey.std() + 1e-6)
+
+
+def test_the_proxy_photos_are_none_of_the_training_photos():
+    canvas, sizes = augment.photos()
+    training = [_thumbnail(image[:h, :w]) for image, (h, w) in zip(canvas, sizes, strict=True)]
+    for name in backgrounds.PHOTOS:
+        proxied = _thumbnail(backgrounds.photo(name))
+        # Same content gives a correlation near 1, whatever the tint or the size.
+        assert max(float(proxied @ t) / len(t) for t in training) < 0.9, name
+    # The check sees a shared photo: a training photo against itself, darker.
+    h, w = sizes[0]
+    assert float(training[0] @ _thumbnail(canvas[0, :h, :w] * 0.7)) / len(training[0]) > 0.99
 
 
 def test_reframe_scales_and_shifts_the_content_onto_white():
