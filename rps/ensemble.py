@@ -26,7 +26,7 @@ from rps import config, evaluate, plots, resume, tracking
 from rps import data as data_lib
 from rps import model as model_lib
 from rps.config import EnsembleConfig, FolderDataConfig, TrackingConfig
-from rps.errors import UserError, report
+from rps.errors import UserError, reported
 
 log = logging.getLogger("rps")
 
@@ -167,15 +167,10 @@ def final_metrics(metrics: dict) -> dict[str, float]:
 
 
 def main(cfg: DictConfig, root: Path) -> dict:
-    """The Hydra task. A UserError ends it with a paragraph and exit status 2, as run.py."""
+    """The Hydra task."""
     from hydra.core.hydra_config import HydraConfig
 
     # Loading each member's model would draw progress bars between the log lines.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        return run(config.to_object(cfg), output_dir, root)
-    except UserError as err:
-        log.error("%s", err)
-        report(err)
-        raise SystemExit(2) from None
+    return reported(lambda: run(config.to_object(cfg), output_dir, root))

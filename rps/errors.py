@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import textwrap
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class UserError(Exception):
@@ -27,3 +32,14 @@ def report(err: UserError) -> str:
                          break_on_hyphens=False)
     print(text, file=sys.stderr)
     return text
+
+
+def reported(task: Callable[[], T]) -> T:
+    """``task()``, for an app's Hydra task: a UserError ends it with its paragraph (in the
+    log, and on stderr) and exit status 2, as run.py's."""
+    try:
+        return task()
+    except UserError as err:
+        logging.getLogger("rps").error("%s", err)
+        report(err)
+        raise SystemExit(2) from None

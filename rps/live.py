@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from rps import config, tracking
 from rps.config import LiveConfig, LiveMode, RoiConfig, TrackingConfig
 from rps.crop import centre_square
-from rps.errors import UserError, report
+from rps.errors import UserError, reported
 from rps.video import Frame, OutputError, SourceError, VideoSink, open_source
 
 log = logging.getLogger("rps")
@@ -510,13 +510,8 @@ def _report(summary: Summary, what: str, conf: LiveConfig, mode: Mode,
 
 
 def main(cfg: DictConfig, root: Path) -> Summary:
-    """The Hydra task. A UserError ends it with a paragraph and exit status 2, as run.py."""
+    """The Hydra task."""
     from hydra.core.hydra_config import HydraConfig
 
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        return run(config.to_object(cfg), output_dir, root)
-    except UserError as err:
-        log.error("%s", err)
-        report(err)
-        raise SystemExit(2) from None
+    return reported(lambda: run(config.to_object(cfg), output_dir, root))
