@@ -97,7 +97,8 @@ def run_config(run, uri: str, given: Sequence[str], fix: str) -> DictConfig:
     folder = run.data.tags.get("output_dir")
     try:
         typed = compose(config_name="config", overrides=original)
-        return OmegaConf.merge(typed, _stored(run_id, Path(folder) if folder else None, uri),
+        stored = _stored(run_id, Path(folder) if folder else None, uri, fix)
+        return OmegaConf.merge(typed, stored,
                                OmegaConf.from_dotlist([o.lstrip("+") for o in given]))
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(
@@ -105,7 +106,7 @@ def run_config(run, uri: str, given: Sequence[str], fix: str) -> DictConfig:
             f"({str(err).splitlines()[0]}): {fix}.") from None
 
 
-def _stored(run_id: str, folder: Path | None, uri: str) -> DictConfig:
+def _stored(run_id: str, folder: Path | None, uri: str, fix: str) -> DictConfig:
     if folder is not None and (folder / HYDRA_CONFIG).is_file():
         return OmegaConf.load(folder / HYDRA_CONFIG)
     from mlflow.exceptions import MlflowException
@@ -114,10 +115,10 @@ def _stored(run_id: str, folder: Path | None, uri: str) -> DictConfig:
         try:
             path = tracking.client_for(uri).download_artifacts(run_id, LOGGED_CONFIG, tmp)
         except MlflowException as err:
+            local = folder / HYDRA_CONFIG if folder is not None else "an output_dir tag"
             raise UserError(
-                f"run {run_id} has neither {folder / HYDRA_CONFIG} nor a logged "
-                f"{LOGGED_CONFIG} ({str(err).splitlines()[0]}), so its config is unknown: "
-                "start it again.") from None
+                f"run {run_id} has neither {local} nor a logged {LOGGED_CONFIG} "
+                f"({str(err).splitlines()[0]}), so its config is unknown: {fix}.") from None
         return OmegaConf.load(path)
 
 
