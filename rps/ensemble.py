@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,7 +169,5 @@ def main(cfg: DictConfig, root: Path) -> dict:
     """The Hydra task."""
     from hydra.core.hydra_config import HydraConfig
 
-    # Loading each member's model would draw progress bars between the log lines.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     return reported(lambda: run(config.to_object(cfg), output_dir, root))

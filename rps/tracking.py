@@ -330,6 +330,8 @@ def load_model(run_id: str | None = None, *, model_uri: str | None = None,
 
     if (run_id is None) == (model_uri is None):
         raise TrackingError("give exactly one of run_id or model_uri")
+    # The download would draw a progress bar per model between the callers' log lines.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
     uri = model_uri or f"runs:/{run_id}/{MODEL_NAME}"
