@@ -24,7 +24,7 @@ from rps import cache as cache_lib
 from rps import config, evaluate, plots, resume, tracking
 from rps import data as data_lib
 from rps import model as model_lib
-from rps.config import EnsembleConfig, FolderDataConfig, TrackingConfig
+from rps.config import Config, EnsembleConfig, FolderDataConfig, TrackingConfig
 from rps.errors import UserError, reported
 
 log = logging.getLogger("rps")
@@ -51,7 +51,7 @@ class Member:
     run_id: str
     model: keras.Model
     class_names: list[str]
-    cfg: DictConfig  # the config it trained with
+    cfg: Config  # the config it trained with
     test_accuracy: float | None
     experiment_id: str
 
@@ -92,7 +92,8 @@ def load_members(conf: EnsembleConfig, uri: str) -> list[Member]:
     for run in member_runs(conf, uri):
         run_id = run.info.run_id
         model, class_names = tracking.load_model(run_id, tracking_uri=uri)
-        cfg = resume.run_config(run, uri, given, "leave this run out of the ensemble")
+        cfg = config.to_object(
+            resume.run_config(run, uri, given, "leave this run out of the ensemble"))
         members.append(Member(run_id, model, class_names, cfg,
                               run.data.metrics.get("test/accuracy"), run.info.experiment_id))
     first = members[0]
@@ -110,8 +111,8 @@ def load_members(conf: EnsembleConfig, uri: str) -> list[Member]:
     return members
 
 
-def _test_split(cfg: DictConfig) -> str:
-    data = config.to_object(cfg).data
+def _test_split(cfg: Config) -> str:
+    data = cfg.data
     if isinstance(data, FolderDataConfig):
         return f"the folder {Path(data.root).expanduser().resolve() / 'test'}"
     return f"the tfds dataset {data.tfds_name}"
@@ -122,7 +123,7 @@ def run(conf: EnsembleConfig, output_dir: Path, root: Path) -> dict:
     uri = tracking.store_uri(TrackingConfig(uri=conf.tracking.uri), root)
     members = load_members(conf, uri)
     model = combine([m.model for m in members])
-    first = config.to_object(members[0].cfg)
+    first = members[0].cfg
     data = data_lib.load(first.data, model_lib.input_size(model), first.trainer.seed,
                          cache_lib.of(first.cache))
     logits = model.predict(data.test.images, batch_size=first.trainer.batch_size, verbose=0)
