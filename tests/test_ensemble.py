@@ -129,6 +129,9 @@ def test_ensemble_of_tracked_runs_is_tested_logged_and_served(swept, tmp_path, m
 
 
 def test_unknown_or_unfinished_members_are_one_paragraph(swept, tmp_path):
+    proc = _ensemble(swept, tmp_path, f"runs=[{swept['children'][0]}]")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "names one run" in flat(proc.stderr)
     proc = _ensemble(swept, tmp_path, f"runs=[{swept['children'][0]},0123456789abcdef]")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "no run 0123456789abcdef" in flat(proc.stderr)
