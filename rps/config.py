@@ -218,12 +218,16 @@ class Strategy(str, Enum):
 @dataclass
 class TrainerConfig:
     """``batch_size`` is global: ``strategy=mirrored`` splits each batch across its replicas.
+    ``members`` above 1 trains that many models, member i with seed ``seed + i``, and saves
+    the average of their logits as the job's one model: one fine-tuned model's robustness
+    swings from seed to seed, and their average is steadier (README, Robustness).
     ``resume`` is the MLflow run id of an interrupted run to continue."""
 
     epochs: int = 10
     batch_size: int = 32
     patience: int | None = 5
     seed: int = 42
+    members: int = 1
     strategy: Strategy = Strategy.default
     resume: str | None = None
 
@@ -234,6 +238,7 @@ class TrainerConfig:
         _check(self.patience is None or self.patience >= 1, "trainer.patience",
                self.patience, "at least 1, or null to never stop early")
         _check(self.seed >= 0, "trainer.seed", self.seed, "non-negative")
+        _check(1 <= self.members <= 16, "trainer.members", self.members, "between 1 and 16")
 
 
 @dataclass

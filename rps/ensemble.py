@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import numpy as np
 from omegaconf import DictConfig
 
 from rps import cache as cache_lib
@@ -32,18 +30,6 @@ log = logging.getLogger("rps")
 METRICS_FILE = "metrics.json"
 PLOTS_DIR = "plots"
 MEMBERS_TAG = "ensemble_members"  # the members' run ids, as JSON
-
-
-def combine(members: Sequence[keras.Model], name: str = "rps_ensemble") -> keras.Model:
-    """Raw RGB in, the mean of the members' logits out."""
-    if len(members) < 2:
-        raise UserError(f"an ensemble needs two or more members, but got {len(members)}.")
-    image = keras.Input((None, None, 3), name="image")
-    logits = []
-    for index, member in enumerate(members):
-        member.name = f"member_{index}"  # nested models need distinct names to be saved
-        logits.append(member(image))
-    return keras.Model(image, keras.layers.Average(name="mean_logits")(logits), name=name)
 
 
 @dataclass(frozen=True)
@@ -122,7 +108,7 @@ def run(conf: EnsembleConfig, output_dir: Path, root: Path) -> dict:
     """Load and check the members, build and test the ensemble, then write and log it."""
     uri = tracking.store_uri(TrackingConfig(uri=conf.tracking.uri), root)
     members = load_members(conf, uri)
-    model = combine([m.model for m in members])
+    model = model_lib.average([m.model for m in members])
     first = members[0].cfg
     data = data_lib.load(first.data, model_lib.input_size(model), first.trainer.seed,
                          cache_lib.of(first.cache))
@@ -160,9 +146,7 @@ def final_metrics(metrics: dict) -> dict[str, float]:
     final = {"test/accuracy": metrics["test_accuracy"], "test/loss": metrics["test_loss"]}
     for name, scores in metrics["per_class"].items():
         final[f"test/f1/{name}"] = scores["f1"]
-    if metrics["members_test_accuracy"]:
-        final["members/test_accuracy_mean"] = float(np.mean(metrics["members_test_accuracy"]))
-        final["members/test_accuracy_min"] = float(np.min(metrics["members_test_accuracy"]))
+    final.update(evaluate.members_scores(metrics["members_test_accuracy"]))
     return final
 
 

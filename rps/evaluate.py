@@ -58,3 +58,11 @@ def report(logits: np.ndarray, data: Data) -> dict:
     return {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
             "class_names": data.class_names, "per_class": test["per_class"],
             "confusion_matrix": test["confusion_matrix"], "misclassified": misclassified}
+
+
+def members_scores(accuracies: list[float]) -> dict[str, float]:
+    """An ensemble's members' test accuracy, mean and worst: what averaging them bought."""
+    if not accuracies:
+        return {}
+    return {"members/test_accuracy_mean": float(np.mean(accuracies)),
+            "members/test_accuracy_min": float(np.min(accuracies))}

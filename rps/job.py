@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -9,12 +10,25 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from rps import cache as cache_lib
-from rps import checkpoint, config, interrupt, plots, resume, sweep, tensorboard, tracking, train
+from rps import (
+    checkpoint,
+    config,
+    evaluate,
+    interrupt,
+    plots,
+    resume,
+    sweep,
+    tensorboard,
+    tracking,
+    train,
+)
 from rps import data as data_lib
 from rps import model as model_lib
+from rps.config import Config
 from rps.errors import UserError, report
 
 log = logging.getLogger("rps")
@@ -23,6 +37,10 @@ METRICS_FILE = "metrics.json"
 PLOTS_DIR = "plots"
 TENSORBOARD_DIR = "tensorboard"
 FAILED = float("nan")  # a sweep job's return value when it failed
+# What an average of several members keeps of each, and what it sums over them.
+MEMBER_KEYS = ("seed", "test_accuracy", "best_val_accuracy", "best_epoch", "epochs_run",
+               "total_seconds")
+SUMMED_KEYS = ("epochs_run", "train_seconds", "features_seconds", "total_seconds")
 
 
 @dataclass(frozen=True)
@@ -82,7 +100,6 @@ def main(cfg: DictConfig) -> float:
 def run(cfg: DictConfig, ctx: JobContext) -> train.Result:
     """A new run, or with ``trainer.resume`` the interrupted run it names, which goes on in
     its own output folder and MLflow run."""
-    started = time.perf_counter()
     resumed = resume.prepare(cfg, ctx.overrides, ctx.root) if cfg.trainer.resume else None
     if resumed is None:
         swept = sweep.info(ctx.sweep_dir)
@@ -111,23 +128,17 @@ def run(cfg: DictConfig, ctx: JobContext) -> train.Result:
             mlrun.log_params(tracking.flatten(resolved))
             mlrun.log_text(OmegaConf.to_yaml(resolved), "config/config.yaml")
         else:
-            resume.log_continuation(mlrun, resumed)
+            mlrun.set_tags({"resume_overrides": json.dumps(resumed.overrides)})
         conf = config.to_object(cfg)
         store = cache_lib.of(conf.cache)
-        data = data_lib.load(conf.data, conf.backbone.input_size, conf.trainer.seed, store)
-        callbacks = [tensorboard.callback(tb_dir),
-                     tensorboard.AugmentedImages(data.train.images, conf.aug, tb_dir,
-                                                 conf.trainer.seed)]
         ctrl_c = interrupt.CtrlC()
         with ctrl_c.installed():
-            result = train.fit(conf, data, callbacks=[*callbacks, ctrl_c],
-                               on_epoch=mlrun.log_epoch, cache=store,
-                               checkpoints=ctx.output_dir,
-                               resume=resumed.state if resumed else None)
-        # After a resume, the times count the work kept, not the epochs lost to the kill.
-        result.metrics["total_seconds"] = time.perf_counter() - started + (
-            resumed.state.seconds if resumed else 0.0)
-        _write_outputs(result, data, ctx.output_dir)
+            trained = [_train(member, store, mlrun, resumed is not None, ctrl_c)
+                       for member in members(conf, ctx.output_dir, tb_dir)]
+        results = [result for result, _ in trained]
+        data = trained[-1][1]  # every member's test split is the same
+        result = results[0] if len(results) == 1 else _average(results, data, conf)
+        _write_outputs(result, results, data, ctx.output_dir)
         mlrun.log_metrics(final_metrics(result.metrics))
         mlrun.log_artifact(ctx.output_dir / METRICS_FILE)
         mlrun.log_artifact(ctx.output_dir / PLOTS_DIR, PLOTS_DIR)
@@ -141,30 +152,115 @@ def run(cfg: DictConfig, ctx: JobContext) -> train.Result:
     return result
 
 
+@dataclass(frozen=True)
+class Member:
+    """One model a job trains: its only one, or member ``index`` of ``trainer.members``."""
+
+    index: int
+    conf: Config  # member i trains with trainer.seed + i
+    folder: Path  # where it checkpoints; of several, where it saves its model and metrics
+    tensorboard_dir: Path
+    prefix: str  # of its metric names in MLflow
+
+
+def members(conf: Config, output_dir: Path, tb_dir: Path) -> list[Member]:
+    count = conf.trainer.members
+    if count == 1:
+        return [Member(0, conf, output_dir, tb_dir, "")]
+    return [Member(i, replace(conf, trainer=replace(conf.trainer, seed=conf.trainer.seed + i)),
+                   output_dir / checkpoint.MEMBERS_DIR / str(i), tb_dir / f"member{i}",
+                   f"member{i}/")
+            for i in range(count)]
+
+
+def _train(member: Member, store: cache_lib.ArrayCache | None, mlrun: tracking.Run,
+           resuming: bool, ctrl_c: interrupt.CtrlC) -> tuple[train.Result, data_lib.Data]:
+    """Trains one member exactly as a job of one model with its seed would. Resuming, a
+    finished member is reloaded, and an interrupted one goes on from its checkpoint."""
+    started = time.perf_counter()
+    conf = member.conf
+    data = data_lib.load(conf.data, conf.backbone.input_size, conf.trainer.seed, store)
+    if resuming and checkpoint.finished(member.folder):
+        log.info("member %d finished before the interruption: keeping its model", member.index)
+        model, _ = model_lib.load(member.folder)
+        metrics = json.loads((member.folder / METRICS_FILE).read_text())
+        logits = model.predict(data.test.images, batch_size=conf.trainer.batch_size, verbose=0)
+        return train.Result(model, metrics, logits, metrics["history"]), data
+    state = checkpoint.load(member.folder) if resuming else None
+    if state is not None:
+        resume.log_continuation(mlrun, state, member.prefix)
+    callbacks = [tensorboard.callback(member.tensorboard_dir),
+                 tensorboard.AugmentedImages(data.train.images, conf.aug,
+                                             member.tensorboard_dir, conf.trainer.seed),
+                 ctrl_c]
+    result = train.fit(conf, data, callbacks=callbacks,
+                       on_epoch=functools.partial(mlrun.log_epoch, prefix=member.prefix),
+                       cache=store, checkpoints=member.folder, resume=state)
+    # After a resume, the times count the work kept, not the epochs lost to the kill.
+    result.metrics["total_seconds"] = time.perf_counter() - started + (
+        state.seconds if state is not None else 0.0)
+    result.metrics["seed"] = conf.trainer.seed
+    if conf.trainer.members > 1:
+        model_lib.save(result.model, data.class_names, member.folder)
+        (member.folder / METRICS_FILE).write_text(json.dumps(result.metrics, indent=2))
+        checkpoint.finish(member.folder)
+    return result, data
+
+
+def _average(results: list[train.Result], data: data_lib.Data, conf: Config) -> train.Result:
+    """The members' average logits as one model, tested like a single one. Its validation
+    accuracy is the members' mean: each member validated on its own seed's slice."""
+    started = time.perf_counter()
+    model = model_lib.average([r.model for r in results],
+                              f"rps_{conf.backbone.name.value}_x{len(results)}")
+    logits = model.predict(data.test.images, batch_size=conf.trainer.batch_size, verbose=0)
+    each = [r.metrics for r in results]
+    metrics = {
+        **evaluate.report(logits, data),
+        "best_val_accuracy": float(np.mean([m["best_val_accuracy"] for m in each])),
+        "members": [{key: m[key] for key in MEMBER_KEYS} for m in each],
+        "members_test_accuracy": [m["test_accuracy"] for m in each],
+        **{key: sum(m[key] for m in each) for key in SUMMED_KEYS},
+        **{key: each[0][key] for key in ("num_train", "num_val", "num_test", "replicas")},
+    }
+    metrics["total_seconds"] += time.perf_counter() - started
+    return train.Result(model, metrics, logits)
+
+
 def final_metrics(metrics: dict) -> dict[str, float]:
+    """A job's scores; of several members, the average's, with each member's beside."""
     images = metrics["num_train"] * metrics["epochs_run"]
     final = {
         "test/accuracy": metrics["test_accuracy"],
         "test/loss": metrics["test_loss"],
         "val/best_accuracy": metrics["best_val_accuracy"],
-        "val/best_epoch": metrics["best_epoch"],
         "time/train_s": metrics["train_seconds"],
         "time/features_s": metrics["features_seconds"],
         "time/total_s": metrics["total_seconds"],
         "time/images_per_s": images / max(metrics["train_seconds"], 1e-9),
         "replicas": metrics["replicas"],
     }
+    if "best_epoch" in metrics:
+        final["val/best_epoch"] = metrics["best_epoch"]
     for name, scores in metrics["per_class"].items():
         final[f"test/f1/{name}"] = scores["f1"]
+    for i, member in enumerate(metrics.get("members", [])):
+        final.update({f"member{i}/test/accuracy": member["test_accuracy"],
+                      f"member{i}/val/best_accuracy": member["best_val_accuracy"],
+                      f"member{i}/val/best_epoch": member["best_epoch"]})
+    final.update(evaluate.members_scores(metrics.get("members_test_accuracy", [])))
     return final
 
 
-def _write_outputs(result: train.Result, data: data_lib.Data, out: Path) -> None:
+def _write_outputs(result: train.Result, trained: list[train.Result], data: data_lib.Data,
+                   out: Path) -> None:
     """Everything lands on disk before it is logged, so a tracking failure loses nothing."""
     model_lib.save(result.model, data.class_names, out)
     (out / METRICS_FILE).write_text(json.dumps(result.metrics, indent=2))
     plots.test_figures(result.metrics, data, out / PLOTS_DIR)
-    plots.learning_curves(result.history, out / PLOTS_DIR / "learning_curves.png")
+    for i, member in enumerate(trained):
+        name = "learning_curves" + (f"_member{i}" if len(trained) > 1 else "")
+        plots.learning_curves(member.history, out / PLOTS_DIR / f"{name}.png")
 
 
 def _safe(name: str) -> str:

@@ -9,6 +9,7 @@ reloads with plain Keras. The class names are saved beside it.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
@@ -55,6 +56,19 @@ def _chain(stages: list[keras.Layer], name: str) -> keras.Model:
         # training=False keeps BatchNorm in inference mode even when fine-tuning unfreezes it.
         x = stage(x, training=False) if stage.name == BACKBONE else stage(x)
     return keras.Model(images, x, name=name)
+
+
+def average(members: Sequence[keras.Model], name: str = "rps_ensemble") -> keras.Model:
+    """Raw RGB in, the mean of the members' logits out. Each member nests whole, with its own
+    crop, preprocessing and backbone, so members may differ in backbone and input size."""
+    if len(members) < 2:
+        raise UserError(f"an ensemble needs two or more members, but got {len(members)}.")
+    image = keras.Input((None, None, 3), name="image")
+    logits = []
+    for index, member in enumerate(members):
+        member.name = f"member_{index}"  # nested models need distinct names to be saved
+        logits.append(member(image))
+    return keras.Model(image, keras.layers.Average(name="mean_logits")(logits), name=name)
 
 
 def backbone_of(model: keras.Model) -> keras.Model:

@@ -34,7 +34,6 @@ class Resumed:
     output_dir: Path
     tensorboard_dir: Path
     overrides: list[str]  # given with the resume
-    state: checkpoint.State
 
 
 def prepare(cfg: DictConfig, overrides: list[str], root: Path) -> Resumed:
@@ -59,8 +58,7 @@ def prepare(cfg: DictConfig, overrides: list[str], root: Path) -> Resumed:
         raise UserError(f"run {run_id} is FINISHED: there is nothing to resume. Its model is "
                         "logged with it; to train further, start a new run.")
     folder = run.data.tags.get("output_dir")
-    state = checkpoint.load(Path(folder)) if folder else None
-    if state is None:
+    if not folder or not checkpoint.resumable(Path(folder)):
         where = checkpoint.path(Path(folder)) if folder else "its output folder (no output_dir tag)"
         raise UserError(
             f"run {run_id} ({run.info.status}) has no checkpoint: {where} does not exist. A "
@@ -71,18 +69,18 @@ def prepare(cfg: DictConfig, overrides: list[str], root: Path) -> Resumed:
     return Resumed(run_id=run_id, uri=uri, cfg=cfg,
                    output_dir=Path(folder), tensorboard_dir=Path(run.data.tags.get(
                        "tensorboard_logdir", Path(folder) / "tensorboard")),
-                   overrides=given, state=state)
+                   overrides=given)
 
 
-def log_continuation(mlrun: tracking.Run, resumed: Resumed) -> None:
-    """Tags the resume, and logs the checkpointed epochs that tracking missed: those that
-    ended after the last write to the store and before the kill."""
-    mlrun.set_tags({"resumed_after_epoch": str(resumed.state.epoch + 1),
-                    "resume_overrides": json.dumps(resumed.overrides)})
-    logged = mlrun.logged_epochs()
-    for record in resumed.state.history:
+def log_continuation(mlrun: tracking.Run, state: checkpoint.State, prefix: str = "") -> None:
+    """Tags where the model (``prefix``: the member) resumed, and logs the checkpointed
+    epochs that tracking missed: those that ended after the last write to the store and
+    before the kill."""
+    mlrun.set_tags({f"{prefix}resumed_after_epoch": str(state.epoch + 1)})
+    logged = mlrun.logged_epochs(prefix)
+    for record in state.history:
         if record["epoch"] not in logged:
-            mlrun.log_epoch(record)
+            mlrun.log_epoch(record, prefix)
 
 
 def run_config(run, uri: str, given: Sequence[str], fix: str) -> DictConfig:

@@ -175,17 +175,19 @@ class Run:
         for start in range(0, len(items), METRICS_PER_BATCH):
             self.client.log_batch(self.run_id, metrics=items[start:start + METRICS_PER_BATCH])
 
-    def log_epoch(self, record: Mapping[str, Any]) -> None:
-        """Per-epoch hook for training; the epoch number is the step, across both stages."""
+    def log_epoch(self, record: Mapping[str, Any], prefix: str = "") -> None:
+        """Per-epoch hook for training; the epoch number is the step, across both stages.
+        ``prefix`` names the member of a job that trains several (``member1/``)."""
         metrics = {name: record[key] for key, name in EPOCH_METRICS.items() if key in record}
         metrics["stage"] = record.get("stage", 1)
-        self.log_metrics(metrics, step=int(record["epoch"]))
+        self.log_metrics({prefix + name: value for name, value in metrics.items()},
+                         step=int(record["epoch"]))
 
-    def logged_epochs(self) -> set[int]:
+    def logged_epochs(self, prefix: str = "") -> set[int]:
         """The epochs the run holds: each epoch's metrics are one batch, written whole."""
         if not self.active:
             return set()
-        return {m.step for m in self.client.get_metric_history(self.run_id, "stage")}
+        return {m.step for m in self.client.get_metric_history(self.run_id, prefix + "stage")}
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
         if self.active and path.exists():

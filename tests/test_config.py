@@ -66,6 +66,7 @@ def test_overrides_reach_the_schema():
     ("data.val_fraction=0", "data.val_fraction"),
     ("optimizer.lr=-1", "optimizer.lr"),
     ("trainer.batch_size=0", "trainer.batch_size"),
+    ("trainer.members=0", "trainer.members"),
     ("aug.zoom=2", "aug.zoom"),
 ])
 def test_out_of_range_values_name_the_key(override, key):
@@ -107,3 +108,4 @@ def test_the_seeds_preset_sweeps_the_seed_alone():
     cfg = config.compose(CONF, ["sweep=seeds"], with_hydra=True)
     assert cfg.hydra.mode.name == "MULTIRUN"
     assert dict(cfg.hydra.sweeper.params) == {"trainer.seed": "42,1,2"}
+    assert cfg.trainer.members == 1  # one model per job, whatever the default trains

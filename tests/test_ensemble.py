@@ -28,12 +28,12 @@ def tiny(size: int, seed: int):
     return model_lib.inference(model_lib.build(cfg, 3))
 
 
-def test_combine_averages_members_of_any_input_size_and_reloads_in_a_fresh_process(tmp_path):
+def test_average_averages_members_of_any_input_size_and_reloads_in_a_fresh_process(tmp_path):
     members = [tiny(32, 1), tiny(48, 2)]
     images = np.random.default_rng(0).uniform(0, 255, (4, 60, 80, 3)).astype("float32")
     logits = [m.predict(images, verbose=0) for m in members]
     assert not np.allclose(logits[0], logits[1])  # the members differ, so the mean is a test
-    combined = ensemble.combine(members)
+    combined = model_lib.average(members)
     np.testing.assert_allclose(combined.predict(images, verbose=0), np.mean(logits, axis=0),
                                atol=1e-5)
     assert model_lib.input_size(combined) == 48
@@ -49,7 +49,7 @@ def test_combine_averages_members_of_any_input_size_and_reloads_in_a_fresh_proce
 
 def test_one_member_is_not_an_ensemble():
     with pytest.raises(UserError, match="two or more"):
-        ensemble.combine([tiny(32, 1)])
+        model_lib.average([tiny(32, 1)])
 
 
 @pytest.mark.parametrize("overrides, message", [
