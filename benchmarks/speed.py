@@ -97,7 +97,7 @@ def main() -> None:
     # A frozen backbone, where the cache does its work: the default config fine-tunes, and
     # stage 2 runs end to end whatever the cache holds.
     base = ["data=folder", f"data.root={args.data}", f"cache.dir={cache}", "aug=light",
-            "finetune=none"]
+            "finetune=none", "trainer.members=1"]
 
     def run(name: str, *overrides: str, multirun: bool = False) -> dict:
         where = (f"hydra.sweep.dir={args.out / name}" if multirun

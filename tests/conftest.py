@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -64,6 +65,26 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+def kill_after_checkpoint(overrides: Sequence[str], folder: Path, epoch: int):
+    """Start ``python run.py <overrides>`` and SIGKILL it once ``folder`` holds a checkpoint
+    of ``epoch`` (counted from 0) or later; return that checkpoint."""
+    from rps import checkpoint
+
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *overrides],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    try:
+        while (state := checkpoint.load(folder) if checkpoint.path(folder).exists()
+               else None) is None or state.epoch < epoch:
+            assert proc.poll() is None, "the job ended before it could be killed"
+            assert time.monotonic() < deadline, f"no checkpoint of epoch {epoch} in 300 s"
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+    proc.wait(timeout=60)
+    return checkpoint.load(folder)
 
 
 def run_cli(*overrides: str, script: str = "run.py", cwd: Path = REPO,

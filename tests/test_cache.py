@@ -16,7 +16,7 @@ from rps import model as model_lib
 from rps.cache import ArrayCache, digest
 
 SMALL = ["backbone=mobilenet_v2", "backbone.input_size=32", "trainer.batch_size=8",
-         "trainer.epochs=2", "head=linear", "finetune=none"]
+         "trainer.epochs=2", "head=linear", "finetune=none", "trainer.members=1"]
 
 
 @pytest.fixture

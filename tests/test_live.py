@@ -123,7 +123,8 @@ def trained(tmp_path_factory) -> dict:
     out = folder / "run"
     proc = run_cli("data=folder", f"data.root={root}", "backbone.input_size=64", "head=linear",
                    "aug=none", "finetune=none", "trainer.epochs=2", "trainer.batch_size=8",
-                   f"tracking.uri={uri}", "tracking.register=rps_live", f"hydra.run.dir={out}")
+                   "trainer.members=1", f"tracking.uri={uri}", "tracking.register=rps_live",
+                   f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("rps").experiment_id])

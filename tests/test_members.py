@@ -1,14 +1,11 @@
 """trainer.members: one job trains several seeds and saves their average as its one model."""
 
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, make_folder_dataset, run_cli
+from conftest import kill_after_checkpoint, make_folder_dataset, run_cli
 from mlflow.tracking import MlflowClient
 
 from rps import checkpoint, tracking
@@ -87,23 +84,11 @@ def test_a_job_killed_in_its_second_member_keeps_the_first_when_resumed(root, tm
     as it finished, and member 1 goes on from its checkpoint."""
     out = tmp_path / "run"
     epochs = 8
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "run.py"), "data=folder", f"data.root={root}", *TINY,
-         f"trainer.epochs={epochs}", "cache.enabled=false", "finetune=none",
-         "trainer.members=2", f"hydra.run.dir={out}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     second = out / checkpoint.MEMBERS_DIR / "1"
-    deadline = time.monotonic() + 300
-    try:
-        while (state := checkpoint.load(second) if checkpoint.path(second).exists() else None) \
-                is None or state.epoch < 1:
-            assert proc.poll() is None, "the job ended before it could be killed"
-            assert time.monotonic() < deadline, "member 1 checkpointed no epoch within 300 s"
-            time.sleep(0.1)
-    finally:
-        proc.kill()
-    proc.wait(timeout=60)
-    killed = checkpoint.load(second)
+    killed = kill_after_checkpoint(
+        ["data=folder", f"data.root={root}", *TINY, f"trainer.epochs={epochs}",
+         "cache.enabled=false", "finetune=none", "trainer.members=2", f"hydra.run.dir={out}"],
+        second, 1)
     assert killed.epoch < epochs - 1
     first = out / checkpoint.MEMBERS_DIR / "0"
     assert checkpoint.finished(first)

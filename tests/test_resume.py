@@ -1,15 +1,12 @@
 """trainer.resume: checkpoints, their round trip, a real SIGKILL and the resumed MLflow run."""
 
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-from conftest import REPO, compose_cfg, make_folder_dataset, run_cli
+from conftest import REPO, compose_cfg, kill_after_checkpoint, make_folder_dataset, run_cli
 from mlflow.tracking import MlflowClient
 
 from rps import cache as cache_lib
@@ -18,7 +15,7 @@ from rps import data as data_lib
 from rps.errors import ConfigError, UserError
 
 TINY = ["backbone=mobilenet_v2", "backbone.weights=null", "backbone.input_size=32",
-        "trainer.batch_size=8", "trainer.patience=null"]
+        "trainer.batch_size=8", "trainer.patience=null", "trainer.members=1"]
 STAGE1_EPOCHS, STAGE2_EPOCHS = 12, 2
 
 
@@ -36,24 +33,11 @@ def test_a_killed_sweep_job_resumes_into_its_run(root, tmp_path, mlflow_store):
     """Stage 1 on images (no cache: epochs slow enough to kill), killed with SIGKILL after
     its checkpoint of epoch 3 or later, then resumed: it goes on through stage 2."""
     sweep_dir = tmp_path / "sweep"
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "run.py"), "-m", "data=folder", f"data.root={root}", *TINY,
-         f"trainer.epochs={STAGE1_EPOCHS}", "cache.enabled=false", "finetune=top",
-         f"finetune.epochs={STAGE2_EPOCHS}", "finetune.layers=6", "head.units=8",
-         f"hydra.sweep.dir={sweep_dir}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out = sweep_dir / "0"
-    deadline = time.monotonic() + 300
-    try:
-        while (state := checkpoint.load(out) if checkpoint.path(out).exists() else None) \
-                is None or state.epoch < 2:
-            assert proc.poll() is None, "the job ended before it could be killed"
-            assert time.monotonic() < deadline, "no checkpoint of epoch 3 within 300 s"
-            time.sleep(0.1)
-    finally:
-        proc.kill()
-    proc.wait(timeout=60)
-    killed = checkpoint.load(out)
+    killed = kill_after_checkpoint(
+        ["-m", "data=folder", f"data.root={root}", *TINY, f"trainer.epochs={STAGE1_EPOCHS}",
+         "cache.enabled=false", "finetune=top", f"finetune.epochs={STAGE2_EPOCHS}",
+         "finetune.layers=6", "head.units=8", f"hydra.sweep.dir={sweep_dir}"], out, 2)
     assert killed.stage == 1 and killed.epoch < STAGE1_EPOCHS - 1
 
     client = MlflowClient(mlflow_store)

@@ -21,7 +21,7 @@ from rps.augment import HELD_OUT_HUES
 
 SKIN = (205, 150, 120)
 TINY = ("backbone.weights=null", "backbone.input_size=32", "head=linear", "aug=none",
-        "trainer.epochs=1", "trainer.batch_size=8", "finetune=none")
+        "trainer.epochs=1", "trainer.batch_size=8", "finetune=none", "trainer.members=1")
 SIZE = 48
 
 

@@ -24,7 +24,7 @@ def tiny(tmp_path_factory) -> list[str]:
     root = make_folder_dataset(tmp_path_factory.mktemp("data"))
     return ["data=folder", f"data.root={root}", "backbone.weights=null",
             "backbone.input_size=32", "trainer.epochs=1", "trainer.batch_size=8", "aug=none",
-            "finetune=none"]
+            "finetune=none", "trainer.members=1"]
 
 
 def sweep_runs(uri: str):

@@ -22,7 +22,7 @@ from rps.config import TrackingConfig
 # A real pretrained backbone (its weights install with rps) on small inputs: it learns the
 # colour-coded classes in a few epochs, so served predictions can be checked for the class.
 SMALL = ["backbone.input_size=64", "trainer.batch_size=8", "head=linear", "aug=none",
-         "finetune=none"]
+         "finetune=none", "trainer.members=1"]
 
 
 @pytest.fixture(scope="module")

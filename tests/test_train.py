@@ -15,7 +15,7 @@ from rps import data as data_lib
 from rps import model as model_lib
 
 TINY = ["backbone=mobilenet_v2", "backbone.weights=null", "backbone.input_size=32",
-        "trainer.batch_size=8", "finetune=none"]
+        "trainer.batch_size=8", "finetune=none", "trainer.members=1"]
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """Train the comparison that chooses the default: each aug option, with and without fine-tuning.
 
 Every config is one ``python run.py data=folder data.root=<data> aug=<a> finetune=<f> ...``
-process, tracked in the MLflow experiment ``robustness`` (``--experiment``) of the store
+process that trains one model (``trainer.members=1``, unless the extra overrides say
+otherwise), tracked in the MLflow experiment ``robustness`` (``--experiment``) of the store
 training uses by default (``--tracking-uri`` for another). rps tags each run with its
 command-line overrides and logs its whole config, so a config with a FINISHED run of the very
 same overrides and the same whole config is reused instead of retrained: an interrupted
@@ -59,7 +60,8 @@ def jobs(configs: Sequence[str], data: Path, experiment: str, extra: Sequence[st
         for seed in seeds:
             result.append(Job(config, seed, [
                 "data=folder", f"data.root={data.resolve()}", f"aug={aug}",
-                f"finetune={finetune}", f"tracking.experiment={experiment}", *extra,
+                f"finetune={finetune}", f"tracking.experiment={experiment}", "trainer.members=1",
+                *extra,
                 *([] if seed is None else [f"trainer.seed={seed}"])]))
     return result
 
