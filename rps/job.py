@@ -132,11 +132,12 @@ def run(cfg: DictConfig, ctx: JobContext) -> train.Result:
         conf = config.to_object(cfg)
         store = cache_lib.of(conf.cache)
         ctrl_c = interrupt.CtrlC()
+        results = []
         with ctrl_c.installed():
-            trained = [_train(member, store, mlrun, resumed is not None, ctrl_c)
-                       for member in members(conf, ctx.output_dir, tb_dir)]
-        results = [result for result, _ in trained]
-        data = trained[-1][1]  # every member's test split is the same
+            for member in members(conf, ctx.output_dir, tb_dir):
+                # Only the last member's data is kept: every member's test split is the same.
+                member_result, data = _train(member, store, mlrun, resumed is not None, ctrl_c)
+                results.append(member_result)
         result = results[0] if len(results) == 1 else _average(results, data, conf)
         _write_outputs(result, results, data, ctx.output_dir)
         mlrun.log_metrics(final_metrics(result.metrics))
