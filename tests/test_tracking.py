@@ -55,7 +55,7 @@ def test_run_has_params_tags_and_per_epoch_metrics(single, root):
     assert run.info.status == "FINISHED"
     assert run.info.run_name == (  # what was chosen; file locations are left out
         "data=folder,backbone.input_size=64,trainer.batch_size=8,head=linear,aug=none,"
-        "finetune=none,trainer.epochs=3,trainer.patience=null,head.dropout=0.1")
+        "finetune=none,trainer.members=1,trainer.epochs=3,trainer.patience=null,head.dropout=0.1")
     params = run.data.params
     assert params["head.units"] == "256" and params["backbone.name"] == "efficientnet_lite0"
     assert params["trainer.epochs"] == "3" and params["data.root"] == str(root)
