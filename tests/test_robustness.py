@@ -12,12 +12,13 @@ from conftest import CLASSES, compose_cfg
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from benchmarks.robustness import backgrounds, compare, proxy
+from benchmarks.robustness import backgrounds, compare, proxy, tfds_copy
 from benchmarks.robustness.__main__ import main
 from rps import augment, config, train
 from rps import data as data_lib
 from rps import model as model_lib
 from rps.augment import HELD_OUT_HUES
+from rps.config import FolderDataConfig, TfdsDataConfig
 
 SKIN = (205, 150, 120)
 TINY = ("backbone.weights=null", "backbone.input_size=32", "head=linear", "aug=none",
@@ -239,6 +240,44 @@ def test_compare_trains_scores_and_reuses_its_runs(tmp_path, mlflow_store):
     main(argv)  # runs with the same overrides and config have finished: reused, not retrained
     assert len(client.search_runs([experiment_id])) == 3
     assert json.loads((out / "comparison.json").read_text()) == rows
+
+
+def test_the_tfds_copy_is_the_folder_data_through_tfds_own_builder(tmp_path, caplog):
+    data = write_renders(tmp_path / "data", {"train": 3, "test": 2}, size=300)  # tfds' size
+    copy = tmp_path / "tfds"
+    assert tfds_copy.prepare(data, copy) == copy
+
+    def pixels(cfg):
+        loaded = data_lib.load(cfg, 64, seed=0)
+        splits = {"train": [loaded.train, loaded.val], "test": [loaded.test]}
+        return {name: sorted((loaded.class_names[label], image.tobytes())
+                             for split in parts
+                             for image, label in zip(split.images, split.labels, strict=True))
+                for name, parts in splits.items()}
+
+    through_tfds = pixels(TfdsDataConfig(tfds_dir=str(copy)))
+    assert through_tfds == pixels(FolderDataConfig(root=str(data)))
+    assert len(through_tfds["train"]) == 9 and len(through_tfds["test"]) == 6
+
+    caplog.set_level("INFO", logger="rps")
+    tfds_copy.prepare(data, copy)
+    assert "up to date" in caplog.text
+    Image.fromarray(render((150, 60), 50, 300)).save(data / "test/rock/rock_0.png")
+    tfds_copy.prepare(data, copy)  # a changed file: prepared again
+    assert pixels(TfdsDataConfig(tfds_dir=str(copy))) == pixels(FolderDataConfig(root=str(data)))
+    assert [j.overrides[:2] for j in compare.jobs(["none/none"], data, "e", [], tfds_dir=copy)] \
+        == [["data=rps", f"data.tfds_dir={copy}"]]
+
+
+def test_a_tfds_copy_needs_the_three_class_folders(tmp_path, capsys):
+    data = write_renders(tmp_path / "data", {"train": 1, "test": 1}, size=300)
+    (data / "train/rock").rename(data / "train/stone")
+    for name in ("paper", "scissors"):
+        (data / "train" / name).rename(data / "train" / f"other_{name}")
+    with pytest.raises(SystemExit):
+        main(["compare", "--source", "tfds", "--data", str(data), "--out", str(tmp_path)])
+    message = " ".join(capsys.readouterr().err.split())
+    assert "train has no rock/, paper/ or scissors/ PNG files" in message
 
 
 def test_a_failed_config_keeps_an_empty_row_and_exits_1(tmp_path, mlflow_store):

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from benchmarks import robustness
-from benchmarks.robustness import compare, evaluate, proxy
+from benchmarks.robustness import compare, evaluate, proxy, tfds_copy
 from benchmarks.robustness.compare import REPO
 from rps.errors import UserError, report
 
@@ -48,6 +48,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     trained.add_argument("--seeds", type=int, nargs="+", default=[None], metavar="SEED",
                          help="train each config once per trainer.seed, and add rows of the "
                               "mean and the worst over them (default: the config's seed)")
+    trained.add_argument("--source", choices=("folder", "tfds"), default="folder",
+                         help="train on --data's folders (data=folder), or on a tfds copy of "
+                              "them made offline in <out>/tfds (data=rps, the default "
+                              "config's source) (default: %(default)s)")
     trained.add_argument("--experiment", default=compare.EXPERIMENT,
                          help="MLflow experiment of the runs (default: %(default)s)")
     trained.add_argument("--tracking-uri", default=None,
@@ -96,7 +100,10 @@ def run(args: argparse.Namespace) -> None:
         stem = "evaluation"
     else:
         extra = [*([f"trainer.epochs={args.epochs}"] if args.epochs else []), *args.overrides]
-        jobs = compare.jobs(args.configs, args.data, args.experiment, extra, args.seeds)
+        tfds_dir = (tfds_copy.prepare(args.data, args.out / "tfds")
+                    if args.source == "tfds" else None)
+        jobs = compare.jobs(args.configs, args.data, args.experiment, extra, args.seeds,
+                            tfds_dir)
         rows, kind_rows = compare.compare(jobs, uri, args.experiment, args.out, sets,
                                           args.rerun)
         stem = "comparison"

@@ -1,9 +1,10 @@
 """Train the comparison that chooses the default: each aug option, with and without fine-tuning.
 
 Every config is one ``python run.py data=folder data.root=<data> aug=<a> finetune=<f> ...``
-process that trains one model (``trainer.members=1``, unless the extra overrides say
-otherwise), tracked in the MLflow experiment ``robustness`` (``--experiment``) of the store
-training uses by default (``--tracking-uri`` for another). rps tags each run with its
+process (``data=rps`` on a ``tfds_copy`` of the data with ``--source tfds``) that trains one
+model (``trainer.members=1``, unless the extra overrides say otherwise), tracked in the
+MLflow experiment ``robustness`` (``--experiment``) of the store training uses by default
+(``--tracking-uri`` for another). rps tags each run with its
 command-line overrides and logs its whole config, so a config with a FINISHED run of the very
 same overrides and the same whole config is reused instead of retrained: an interrupted
 comparison resumes where it stopped, and a later call with more ``--configs`` trains only
@@ -53,13 +54,17 @@ class Job:
 
 
 def jobs(configs: Sequence[str], data: Path, experiment: str, extra: Sequence[str],
-         seeds: Sequence[int | None] = (None,)) -> list[Job]:
+         seeds: Sequence[int | None] = (None,), tfds_dir: Path | None = None) -> list[Job]:
+    """With ``tfds_dir`` (a prepared ``tfds_copy``), the jobs train on ``data=rps``, the
+    default data source, rather than on ``data``'s folders."""
+    source = (["data=folder", f"data.root={data.resolve()}"] if tfds_dir is None else
+              ["data=rps", f"data.tfds_dir={tfds_dir.resolve()}"])
     result = []
     for config in configs:
         aug, finetune = config.split("/")
         for seed in seeds:
             result.append(Job(config, seed, [
-                "data=folder", f"data.root={data.resolve()}", f"aug={aug}",
+                *source, f"aug={aug}",
                 f"finetune={finetune}", f"tracking.experiment={experiment}", "trainer.members=1",
                 *extra,
                 *([] if seed is None else [f"trainer.seed={seed}"])]))
