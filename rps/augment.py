@@ -61,8 +61,9 @@ def build(cfg: AugConfig, seed: int) -> keras.Sequential | None:
         transforms.append(keras.layers.RandomFlip("horizontal", seed=seed))
     if cfg.rotation:
         transforms.append(keras.layers.RandomRotation(cfg.rotation, seed=seed + 1, **fill))
-    if cfg.zoom:
-        transforms.append(keras.layers.RandomZoom(cfg.zoom, seed=seed + 2, **fill))
+    if cfg.zoom_in or cfg.zoom_out:
+        transforms.append(keras.layers.RandomZoom((-cfg.zoom_in, cfg.zoom_out), seed=seed + 2,
+                                                  **fill))
     if cfg.translation:
         transforms.append(keras.layers.RandomTranslation(cfg.translation, cfg.translation,
                                                          seed=seed + 3, **fill))

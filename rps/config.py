@@ -99,7 +99,9 @@ class AugConfig:
     """Random transforms applied in training only; 0 turns a transform off.
 
     Factors follow the Keras preprocessing layers: ``rotation`` is a fraction of a full
-    turn, ``zoom`` and ``translation`` fractions of the image side. ``background`` is the
+    turn, ``translation`` a fraction of the image side, ``zoom_in`` and ``zoom_out`` the most
+    the view narrows or widens, as a fraction of the side (``zoom_out=0.8`` shows up to 1.8
+    times the side, the hand shrunk to 1/1.8: hands far from a webcam). ``background`` is the
     share of images whose white background is replaced, ``background_photos`` the share of
     those new backgrounds cut from bundled photos rather than generated,
     ``background_recolour`` the share of those photo crops redrawn in two random colours (their
@@ -113,7 +115,8 @@ class AugConfig:
 
     flip: bool = False
     rotation: float = 0.0
-    zoom: float = 0.0
+    zoom_in: float = 0.0
+    zoom_out: float = 0.0
     translation: float = 0.0
     brightness: float = 0.0
     contrast: float = 0.0
@@ -129,11 +132,14 @@ class AugConfig:
     val_backgrounds: bool = False
 
     def __post_init__(self) -> None:
-        for key in ("rotation", "zoom", "translation", "brightness", "contrast",
+        for key in ("rotation", "translation", "brightness", "contrast",
                     "saturation", "hue", "background", "background_photos",
                     "background_recolour", "skin_tone", "white_balance"):
             value = getattr(self, key)
             _check(0.0 <= value <= 1.0, f"aug.{key}", value, "between 0 and 1")
+        _check(0.0 <= self.zoom_in < 1.0, "aug.zoom_in", self.zoom_in,
+               "at least 0 and below 1")
+        _check(0.0 <= self.zoom_out <= 2.0, "aug.zoom_out", self.zoom_out, "between 0 and 2")
         _check(0.0 <= self.blur <= 5.0, "aug.blur", self.blur, "between 0 and 5 pixels")
         if self.background_dir is not None and not (self.background and self.background_photos):
             raise ConfigError(

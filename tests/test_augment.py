@@ -243,6 +243,18 @@ def test_blur_keeps_each_image_mean_and_white_balance_tints_per_image():
     assert len(np.unique(tinted.round(3), axis=0)) == 6
 
 
+@pytest.mark.parametrize("zoom_in,zoom_out,narrowest,widest", [(0.0, 0.8, 32 / 1.8, 32),
+                                                                   (0.3, 0.0, 32, 32 / 0.7)])
+def test_zoom_in_and_out_bound_how_large_the_hand_gets(zoom_in, zoom_out, narrowest, widest):
+    squares = np.full((32, 64, 64, 3), 255.0, dtype="float32")
+    squares[:, 16:48, 16:48] = 0.0  # a 32-pixel "hand" in the middle of white
+    layer = augment.build(AugConfig(zoom_in=zoom_in, zoom_out=zoom_out), seed=0)
+    zoomed = np.asarray(layer(squares, training=True))
+    widths = (zoomed[:, 32, :, 0] < 128).sum(axis=1)
+    assert widths.min() >= np.floor(narrowest) - 1 and widths.max() <= np.ceil(widest) + 1
+    assert np.ptp(widths) > (widest - narrowest) / 2  # it draws across the range
+
+
 @pytest.mark.parametrize("key,value", [("background", 1.5), ("background_photos", 1.5),
                                        ("background_recolour", -0.5), ("skin_tone", -0.1),
                                        ("white_balance", 2.0), ("blur", 6.0)])

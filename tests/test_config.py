@@ -51,7 +51,8 @@ def test_seed_experiment_is_the_course_exercise():
     assert conf.backbone.name.value == "resnet50" and conf.backbone.input_size == 300
     assert conf.backbone.weights == "imagenet"
     assert (conf.head.depth, conf.finetune.epochs, conf.trainer.epochs) == (2, 0, 50)
-    assert conf.aug.zoom > 0 and conf.aug.rotation > 0 and not conf.aug.flip
+    assert conf.aug.zoom_in > 0 and conf.aug.zoom_out > 0
+    assert conf.aug.rotation > 0 and not conf.aug.flip
 
 
 def test_overrides_reach_the_schema():
@@ -67,7 +68,8 @@ def test_overrides_reach_the_schema():
     ("optimizer.lr=-1", "optimizer.lr"),
     ("trainer.batch_size=0", "trainer.batch_size"),
     ("trainer.members=0", "trainer.members"),
-    ("aug.zoom=2", "aug.zoom"),
+    ("aug.zoom_in=1", "aug.zoom_in"),
+    ("aug.zoom_out=2.5", "aug.zoom_out"),
 ])
 def test_out_of_range_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key):
