@@ -51,7 +51,6 @@ def prepare(data: Path, tfds_dir: Path) -> Path:
         def download(_manager, urls: list[str]) -> list[Path]:
             return [archives[Path(urlsplit(url).path).stem] for url in urls]
 
-        builder = tfds.builder(NAME, data_dir=tfds_dir)
         with mock.patch.object(tfds.download.DownloadManager, "download", download):
             builder.download_and_prepare()
     key_file.write_text(key)
