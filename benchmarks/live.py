@@ -68,9 +68,9 @@ def call_styles(model_dir: Path) -> dict[str, float]:
     import tensorflow as tf
 
     from rps import model as model_lib
-    from rps.live import predictor
+    from rps.predictor import Predictor
 
-    model, _ = model_lib.load(model_dir)
+    model, class_names = model_lib.load(model_dir)
     crop = np.random.default_rng(0).integers(0, 256, (300, 300, 3)).astype(np.float32)
     batch = crop[None]
     traced = tf.function(lambda x: model(x, training=False),
@@ -79,7 +79,7 @@ def call_styles(model_dir: Path) -> dict[str, float]:
         "predict": median_ms(lambda _: model.predict(batch, verbose=0), crop),
         "eager": median_ms(lambda _: model(batch, training=False).numpy(), crop),
         "tf.function": median_ms(lambda _: traced(batch).numpy(), crop),
-        "frozen": median_ms(predictor(model, 300), crop),
+        "frozen": median_ms(Predictor(model, class_names).frame(300), crop),
     }
 
 

@@ -31,8 +31,14 @@ def flops_per_image(model) -> float:
     """Multiply-adds of the convolutions and dense layers, times two."""
     import keras
 
+    def layers(model):
+        for layer in model.layers:
+            yield layer
+            if isinstance(layer, keras.Model):
+                yield from layers(layer)
+
     total = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in layers(model):
         if isinstance(layer, keras.layers.DepthwiseConv2D):
             h, w, c = layer.output.shape[1:]
             total += h * w * c * layer.kernel_size[0] * layer.kernel_size[1]
@@ -97,7 +103,7 @@ def main() -> None:
     # A frozen backbone, where the cache does its work: the default config fine-tunes, and
     # stage 2 runs end to end whatever the cache holds.
     base = ["data=folder", f"data.root={args.data}", f"cache.dir={cache}", "aug=light",
-            "finetune=none", "trainer.members=1"]
+            "finetune=none"]
 
     def run(name: str, *overrides: str, multirun: bool = False) -> dict:
         where = (f"hydra.sweep.dir={args.out / name}" if multirun

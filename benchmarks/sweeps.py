@@ -78,7 +78,7 @@ def main() -> None:
     # A frozen backbone, so the warm cache leaves each job seconds of work and the launchers'
     # own costs show; the default config fine-tunes, minutes per job whatever the launcher.
     base = ["data=folder", f"data.root={args.data}", f"cache.dir={args.out / 'cache'}",
-            "aug=light", "finetune=none", "trainer.members=1", *args.overrides]
+            "aug=light", "finetune=none", *args.overrides]
 
     warm = run(args.out, "warm-up", *base, f"head.units={args.units.split(',')[0]}",
                f"hydra.run.dir={args.out / 'warm-up' / 'run'}")

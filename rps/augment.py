@@ -51,8 +51,9 @@ PHOTO_CROP = (0.25, 1.0)  # a crop's side, as a share of its photo's shorter sid
 USER_PHOTO_SIDE = 640
 
 
-def build(cfg: AugConfig, seed: int) -> keras.Sequential | None:
-    """Random transforms on 0..255 RGB; None when every transform is off."""
+def build(cfg: AugConfig, seed: int) -> keras.Sequential:
+    """Random transforms on 0..255 RGB, none when every transform is off (which
+    ``cfg.enabled`` tells without building them)."""
     hand = cfg.background > 0 or cfg.skin_tone > 0
     # With a hand mask, what geometry uncovers must be white, so the mask calls it background.
     fill = {"fill_mode": "constant", "fill_value": WHITE} if hand else {}
@@ -88,8 +89,6 @@ def build(cfg: AugConfig, seed: int) -> keras.Sequential | None:
         transforms.append(WhiteBalance(cfg.white_balance, seed=seed + 9))
     if cfg.blur:
         transforms.append(RandomBlur(cfg.blur, seed=seed + 10))
-    if not transforms:
-        return None
     return keras.Sequential(transforms, name=LAYER_NAME)
 
 
@@ -348,17 +347,6 @@ class HandComposite(_Random):
         return {**super().get_config(), "probability": self.probability,
                 "skin_tone": self.skin_tone, "photo_share": self.photo_share,
                 "recolour": self.recolour, "photo_dir": self.photo_dir}
-
-
-def backdropped(images: np.ndarray, cfg: AugConfig, seed: int,
-                batch_size: int = 64) -> np.ndarray:
-    """``images`` (uint8) with every white background replaced, drawn as training draws them
-    but from ``seed``, so the same images always get the same backgrounds."""
-    layer = HandComposite(1.0, 0.0, cfg.background_photos, cfg.background_recolour,
-                          cfg.background_dir, seed=seed)
-    batches = [layer(images[i:i + batch_size].astype("float32"), training=True)
-               for i in range(0, len(images), batch_size)]
-    return np.round(np.concatenate(batches)).astype(np.uint8)
 
 
 @keras.saving.register_keras_serializable(package="rps")

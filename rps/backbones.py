@@ -12,7 +12,7 @@ import numpy as np
 
 from rps import efficientnet_lite
 from rps.config import BackboneConfig, BackboneName
-from rps.errors import WeightsError
+from rps.errors import WeightsError, first_line
 
 log = logging.getLogger("rps")
 
@@ -88,17 +88,13 @@ def build(cfg: BackboneConfig) -> keras.Model:
     except Exception as err:
         raise WeightsError(
             f"backbone.weights={str(path)!r} does not fit backbone={cfg.name.value} "
-            f"({type(err).__name__}: {_first_line(err)}). Use a weights file saved from the "
+            f"({type(err).__name__}: {first_line(err)}). Use a weights file saved from the "
             "same architecture without its classification top (include_top=False), or pick "
             "the backbone the file belongs to."
         ) from None
     log.info("loaded %s weights from %s", cfg.name.value, path)
     return model
 
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:300] if text else ""
 
 
 def freeze(backbone: keras.Model) -> None:

@@ -6,10 +6,6 @@ what training changes (the trainable weights, the optimizer's variables, the bes
 values of the same weights) and small bookkeeping, so in stage 1 on cached features it is
 the size of the head; the frozen rest is rebuilt from the config, and ``start`` (a digest
 of the freshly built model) proves the rebuild is the same.
-
-A job that trains several members (``trainer.members``) keeps each member's state in
-``members/<i>/``; a member that finished is marked there, beside its saved model, so a
-resumed job keeps it and goes on with the next.
 """
 
 from __future__ import annotations
@@ -29,8 +25,6 @@ from rps.errors import UserError
 
 FILE = "checkpoint.npz"
 LOCK = ".checkpoint.lock"
-MEMBERS_DIR = "members"
-FINISHED = "finished"
 VERSION = 1
 _ARRAYS = ("weights", "best_weights")  # index in the classifier's weights -> value
 _META = "meta"
@@ -95,24 +89,9 @@ def load(folder: Path) -> State | None:
 
 
 def resumable(folder: Path) -> bool:
-    """Whether a job saved any progress into ``folder``: a checkpoint, its members'
-    checkpoints, or a finished member. Each checkpoint is loaded, so one from another
-    version of rps fails now, before the run is touched."""
-    members = folder / MEMBERS_DIR
-    found = [path(folder), *members.glob(f"*/{FILE}")]
-    for file in found:
-        load(file.parent)
-    return any(file.is_file() for file in found) or any(members.glob(f"*/{FINISHED}"))
-
-
-def finish(folder: Path) -> None:
-    """Marks a member whose model and metrics are saved in ``folder``: a resume keeps it."""
-    (folder / FINISHED).write_text("")
-    path(folder).unlink(missing_ok=True)
-
-
-def finished(folder: Path) -> bool:
-    return (folder / FINISHED).is_file()
+    """Whether a job saved any progress into ``folder``. The checkpoint is loaded, so one
+    from another version of rps fails now, before the run is touched."""
+    return load(folder) is not None
 
 
 def remove(folder: Path) -> None:

@@ -109,8 +109,6 @@ class AugConfig:
     (the room the camera will see) to crop from besides the bundled ones, ``skin_tone`` the
     most a hand is darkened or lightened, ``white_balance`` the most a channel's gain moves
     from 1, and ``blur`` the largest Gaussian sigma, in pixels of the backbone input.
-    ``val_backgrounds`` validates on each validation image twice, as it is and on a new
-    background, so that the best epoch is one that copes with both.
     """
 
     flip: bool = False
@@ -129,7 +127,6 @@ class AugConfig:
     skin_tone: float = 0.0
     white_balance: float = 0.0
     blur: float = 0.0
-    val_backgrounds: bool = False
 
     def __post_init__(self) -> None:
         for key in ("rotation", "translation", "brightness", "contrast",
@@ -147,6 +144,15 @@ class AugConfig:
                 "cropped only for the share aug.background of images that get a new "
                 "background, times aug.background_photos. Set both above 0 (aug=background "
                 "does), or drop aug.background_dir.")
+
+
+    @property
+    def on_images(self) -> bool:
+        """Whether any image transform is on: answered from the values, without building
+        layers (which can mean loading photos)."""
+        return any(getattr(self, key) for key in (
+            "flip", "rotation", "zoom_in", "zoom_out", "translation", "brightness", "contrast",
+            "saturation", "hue", "background", "skin_tone", "white_balance", "blur"))
 
 
 class Schedule(str, Enum):
@@ -224,16 +230,12 @@ class Strategy(str, Enum):
 @dataclass
 class TrainerConfig:
     """``batch_size`` is global: ``strategy=mirrored`` splits each batch across its replicas.
-    ``members`` above 1 trains that many models, member i with seed ``seed + i``, and saves
-    the average of their logits as the job's one model: one fine-tuned model's robustness
-    swings from seed to seed, and their average is steadier (README, Robustness).
     ``resume`` is the MLflow run id of an interrupted run to continue."""
 
     epochs: int = 10
     batch_size: int = 32
     patience: int | None = 5
     seed: int = 42
-    members: int = 1
     strategy: Strategy = Strategy.default
     resume: str | None = None
 
@@ -244,7 +246,6 @@ class TrainerConfig:
         _check(self.patience is None or self.patience >= 1, "trainer.patience",
                self.patience, "at least 1, or null to never stop early")
         _check(self.seed >= 0, "trainer.seed", self.seed, "non-negative")
-        _check(1 <= self.members <= 16, "trainer.members", self.members, "between 1 and 16")
 
 
 @dataclass
@@ -318,13 +319,14 @@ def register() -> None:
 def compose(conf_dir: Path, overrides: Sequence[str] = (), name: str = "config",
             with_hydra: bool = False) -> DictConfig:
     """The config that ``python run.py <overrides>`` composes from ``conf_dir`` (``name``
-    "live" or "ensemble": that app's), for code outside the apps: benchmarks and tests.
-    ``with_hydra`` keeps the ``hydra`` node (launcher, sweeper, sweep params)."""
+    "live", "evaluate" or "ensemble": that app's), for code outside the apps: benchmarks and
+    tests. ``with_hydra`` keeps the ``hydra`` node (launcher, sweeper, sweep params)."""
     from hydra import compose as compose_config
     from hydra import initialize_config_dir
 
     register()
     register_live()
+    register_evaluate()
     register_ensemble()
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         return compose_config(name, overrides=list(overrides), return_hydra_config=with_hydra)
@@ -336,7 +338,8 @@ def to_object(cfg: DictConfig) -> Config:
 
 
 def tracking_of(cfg: DictConfig) -> TrackingConfig:
-    """The tracking settings alone, so a job is tracked even when the rest is invalid."""
+    """The tracking settings alone: what a sweep's parent and a resume need before a job's
+    own config is known."""
     return _instantiate(cfg.tracking)
 
 
@@ -400,27 +403,50 @@ class CaptureConfig:
 
 
 @dataclass
-class LiveDataConfig:
+class RootConfig:
+    """``data.root`` of the apps besides training: live.py's capture folder, evaluate.py's
+    labelled folder, and where an ensemble's members' data folder is now, when it has moved
+    since they trained."""
+
     root: str | None = None
 
 
 @dataclass
-class LiveTrackingConfig:
-    """Where ``run_id`` and ``model_uri`` are looked up: null is the store training uses."""
+class StoreConfig:
+    """The tracking store the apps besides training read runs from: null is the one
+    training uses."""
 
     uri: str | None = None
 
 
-MODEL_KEYS = ("run_id", "model_uri", "model_path")
-
-
 @dataclass
-class LiveConfig:
-    """``live.py``: classify a camera, video file or image folder, or capture a dataset."""
+class ModelChoice:
+    """The model an app uses: exactly one of an MLflow run id (looked up in
+    ``tracking.uri``), any MLflow model URI (``models:/rps/3``), or a saved ``model.keras``
+    (or the run output folder that holds it)."""
 
     run_id: str | None = None
     model_uri: str | None = None
     model_path: str | None = None
+
+    def chosen(self) -> list[str]:
+        return [key for key in ("run_id", "model_uri", "model_path") if getattr(self, key)]
+
+    def check_one(self, what: str) -> None:
+        given = self.chosen()
+        if len(given) != 1:
+            raise ConfigError(
+                f"{what} needs exactly one model, but {len(given)} of run_id, "
+                f"model_uri and model_path are set{': ' + ', '.join(given) if given else ''}. "
+                "Pass run_id=<MLflow run id>, model_uri=models:/<name>/<version>, or "
+                "model_path=<model.keras or a run's output folder>."
+            )
+
+
+@dataclass
+class LiveConfig(ModelChoice):
+    """``live.py``: classify a camera, video file or image folder, or capture a dataset."""
+
     source: str = "0"
     roi: RoiConfig = field(default_factory=RoiConfig)
     smooth: int = 1
@@ -430,23 +456,17 @@ class LiveConfig:
     predictions: str | None = None
     mode: LiveMode = LiveMode.classify
     label: str | None = None
-    data: LiveDataConfig = field(default_factory=LiveDataConfig)
+    data: RootConfig = field(default_factory=RootConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
-    tracking: LiveTrackingConfig = field(default_factory=LiveTrackingConfig)
+    tracking: StoreConfig = field(default_factory=StoreConfig)
 
     def __post_init__(self) -> None:
         _check(self.smooth >= 1, "smooth", self.smooth, "at least 1 (1 = no smoothing)")
         _check(0.0 <= self.threshold <= 1.0, "threshold", self.threshold, "between 0 and 1")
-        given = [key for key in MODEL_KEYS if getattr(self, key)]
         if self.mode == LiveMode.capture:
-            self._check_capture(given)
-        elif len(given) != 1:
-            raise ConfigError(
-                f"classify mode needs exactly one model, but {len(given)} of run_id, "
-                f"model_uri and model_path are set{': ' + ', '.join(given) if given else ''}. "
-                "Pass run_id=<MLflow run id>, model_uri=models:/<name>/<version>, or "
-                "model_path=<model.keras or a run's output folder>."
-            )
+            self._check_capture(self.chosen())
+        else:
+            self.check_one("classify mode")
 
     def _check_capture(self, given: list[str]) -> None:
         if given:
@@ -473,24 +493,42 @@ def register_live() -> None:
     ConfigStore.instance().store(name="schema_live", node=LiveConfig)
 
 
+# --- evaluate.py -----------------------------------------------------------------------------
+
+@dataclass
+class EvaluateConfig(ModelChoice):
+    """``evaluate.py``: score a model on a labelled folder, ``data.root/<class>/<image>``.
+    ``log`` adds the scores to the model's run, when ``run_id`` names it."""
+
+    data: RootConfig = field(default_factory=RootConfig)
+    tracking: StoreConfig = field(default_factory=StoreConfig)
+    batch_size: int = 32
+    log: bool = True
+
+    def __post_init__(self) -> None:
+        self.check_one("evaluate.py")
+        if not self.data.root:
+            raise ConfigError(
+                "evaluate.py needs data.root=<folder>: a folder with one subfolder of images "
+                "per class (rock/, paper/, scissors/), such as a dataset's test/ folder.")
+        _check(1 <= self.batch_size <= 4096, "batch_size", self.batch_size,
+               "between 1 and 4096")
+
+
+def register_evaluate() -> None:
+    """The schema of ``conf/evaluate.yaml``, as ``schema_evaluate``."""
+    ConfigStore.instance().store(name="schema_evaluate", node=EvaluateConfig)
+
+
 # --- ensemble.py -----------------------------------------------------------------------------
 
 @dataclass
-class EnsembleTrackingConfig:
-    """Where the members are looked up and the ensemble's run is filed: ``uri`` null is the
-    store training uses, ``experiment`` null the first member's experiment; ``register`` a
-    registered model name to file the ensemble's model under."""
+class EnsembleTrackingConfig(StoreConfig):
+    """Where the ensemble's run is filed: ``experiment`` null is the first member's
+    experiment; ``register`` a registered model name to file the ensemble's model under."""
 
-    uri: str | None = None
     experiment: str | None = None
     register: str | None = None
-
-
-@dataclass
-class EnsembleDataConfig:
-    """``root``: where the members' data folder is now, when it has moved since training."""
-
-    root: str | None = None
 
 
 @dataclass
@@ -500,7 +538,7 @@ class EnsembleConfig:
 
     runs: list[str] = field(default_factory=list)
     sweep_id: str | None = None
-    data: EnsembleDataConfig = field(default_factory=EnsembleDataConfig)
+    data: RootConfig = field(default_factory=RootConfig)
     tracking: EnsembleTrackingConfig = field(default_factory=EnsembleTrackingConfig)
 
     def __post_init__(self) -> None:

@@ -183,6 +183,33 @@ def _from_arrays(arrays: dict[str, np.ndarray],
     return splits, bad
 
 
+def labelled(folder: Path, class_names: list[str], image_size: int,
+             ) -> tuple[Split, list[BadImage]]:
+    """A folder of ``<class>/<image>`` to score a model on, labelled by ``class_names`` (the
+    model's), with the training crop policy at ``image_size``. Unreadable files are returned
+    apart, to be listed, not scored."""
+    folder = folder.expanduser().absolute()
+    if not folder.is_dir():
+        raise DataError(f"data.root={folder} is not a folder: point it at a folder with one "
+                        "subfolder of images per class, such as rock/, paper/ and scissors/.")
+    found = sorted(p.name for p in _visible(folder) if p.is_dir())
+    unknown = sorted(set(found) - set(class_names))
+    if not found or unknown:
+        what = (f"has class folders the model does not know ({', '.join(unknown)})" if unknown
+                else "has no class folders")
+        raise DataError(
+            f"{folder} {what}: the model predicts {', '.join(class_names)}, so the folder "
+            "needs a subfolder of images for some of those classes (a dataset's test/ folder "
+            "has that shape).")
+    paths, labels = _list_files(folder, found)
+    if not paths:
+        raise DataError(f"{folder} has class folders ({', '.join(found)}) but no images in "
+                        "them: add images, or point data.root at the folder that has them.")
+    labels = np.array([class_names.index(found[label]) for label in labels], dtype=np.int32)
+    with ThreadPoolExecutor() as pool:
+        return _decode(pool, folder.name, paths, labels, image_size)
+
+
 def _split_dirs(root: Path) -> dict[str, Path]:
     if not root.is_dir():
         raise DataError(

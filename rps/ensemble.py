@@ -19,7 +19,7 @@ import keras
 from omegaconf import DictConfig
 
 from rps import cache as cache_lib
-from rps import config, evaluate, plots, resume, tracking
+from rps import config, outputs, scores, tracking
 from rps import data as data_lib
 from rps import model as model_lib
 from rps.config import Config, EnsembleConfig, FolderDataConfig, TrackingConfig
@@ -27,8 +27,6 @@ from rps.errors import UserError, reported
 
 log = logging.getLogger("rps")
 
-METRICS_FILE = "metrics.json"
-PLOTS_DIR = "plots"
 MEMBERS_TAG = "ensemble_members"  # the members' run ids, as JSON
 
 
@@ -79,7 +77,7 @@ def load_members(conf: EnsembleConfig, uri: str) -> list[Member]:
         run_id = run.info.run_id
         model, class_names = tracking.load_model(run_id, tracking_uri=uri)
         cfg = config.to_object(
-            resume.run_config(run, uri, given, "leave this run out of the ensemble"))
+            tracking.run_config(run, uri, given, "leave this run out of the ensemble"))
         members.append(Member(run_id, model, class_names, cfg,
                               run.data.metrics.get("test/accuracy"), run.info.experiment_id))
     first = members[0]
@@ -112,13 +110,10 @@ def run(conf: EnsembleConfig, output_dir: Path, root: Path) -> dict:
     first = members[0].cfg
     data = data_lib.load(first.data, model_lib.input_size(model), first.trainer.seed,
                          cache_lib.of(first.cache))
-    logits = model.predict(data.test.images, batch_size=first.trainer.batch_size, verbose=0)
     accuracies = [m.test_accuracy for m in members if m.test_accuracy is not None]
-    metrics = {**evaluate.report(logits, data), "members": [m.run_id for m in members],
-               "members_test_accuracy": accuracies, "num_test": len(data.test.labels)}
-    model_lib.save(model, data.class_names, output_dir)
-    (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
-    plots.test_figures(metrics, data, output_dir / PLOTS_DIR)
+    metrics = {**scores.test(model, data, first.trainer.batch_size),
+               "members": [m.run_id for m in members], "members_test_accuracy": accuracies,
+               "num_test": len(data.test.labels)}
 
     experiment = conf.tracking.experiment or tracking.client_for(uri).get_experiment(
         members[0].experiment_id).name
@@ -129,25 +124,12 @@ def run(conf: EnsembleConfig, output_dir: Path, root: Path) -> dict:
     with tracking.job_run(settings, root, name, tags) as mlrun:
         mlrun.log_params({"members": ",".join(metrics["members"]),
                           "num_members": str(len(members))})
-        mlrun.log_metrics(final_metrics(metrics))
-        mlrun.log_artifact(output_dir / METRICS_FILE)
-        mlrun.log_artifact(output_dir / PLOTS_DIR, PLOTS_DIR)
-        mlrun.log_model(model, data.class_names, data.test.images[:1, ::4, ::4],
-                        settings.register)
+        outputs.publish(output_dir, mlrun, model, metrics, data, settings.register)
     log.info("ensemble of %d runs: test accuracy %.4f (members: %s); run %s, outputs in %s",
              len(members), metrics["test_accuracy"],
              ", ".join(f"{a:.4f}" for a in accuracies) or "not logged", mlrun.run_id,
              output_dir)
     return metrics
-
-
-def final_metrics(metrics: dict) -> dict[str, float]:
-    """The ensemble's test scores under the names training runs use, beside its members'."""
-    final = {"test/accuracy": metrics["test_accuracy"], "test/loss": metrics["test_loss"]}
-    for name, scores in metrics["per_class"].items():
-        final[f"test/f1/{name}"] = scores["f1"]
-    final.update(evaluate.members_scores(metrics["members_test_accuracy"]))
-    return final
 
 
 def main(cfg: DictConfig, root: Path) -> dict:

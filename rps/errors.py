@@ -27,6 +27,12 @@ class WeightsError(UserError):
     pass
 
 
+def first_line(err: Exception) -> str:
+    """An exception's first line, short enough for a paragraph that names the fix."""
+    lines = str(err).strip().splitlines()
+    return lines[0][:300] if lines else type(err).__name__
+
+
 def report(err: UserError) -> str:
     text = textwrap.fill(f"error: {err}", width=100, break_long_words=False,
                          break_on_hyphens=False)

@@ -1,68 +1,104 @@
-"""Test-set scores computed from logits, so every caller reports the same numbers."""
+"""``evaluate.py``: score a model on any labelled folder, and file the scores with its run.
+
+This is how a model is judged on real photos: a folder of ``<class>/<image>`` it never
+trained on, through the same predictor live.py uses, with the training crop policy. The
+scores are printed, written to the output folder with the confusion matrix and a grid of
+the misclassified images, and, for a model given by ``run_id``, logged to that run as
+``eval/<folder name>/...``, so ``mlflow ui`` compares runs by them.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+import logging
+import re
+from pathlib import Path
 
-import numpy as np
+from omegaconf import DictConfig
 
-if TYPE_CHECKING:  # for annotations only: the data module pulls in TensorFlow
-    from rps.data import Data
+from rps import config, plots, predictor, scores, tracking
+from rps import data as data_lib
+from rps.config import EvaluateConfig, TrackingConfig
+from rps.errors import reported
+
+log = logging.getLogger("rps")
+
+RESULT_FILE = "evaluation.json"
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
-def scores(logits: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
-    """Accuracy, cross-entropy, per-class precision/recall/F1 and the confusion matrix.
-
-    ``confusion[i][j]`` counts images of class i predicted as class j.
-    """
-    labels = np.asarray(labels, dtype=np.int64)
-    probs = softmax(np.asarray(logits, dtype=np.float64))
-    predicted = probs.argmax(axis=1)
-    n = len(class_names)
-    confusion = np.zeros((n, n), dtype=np.int64)
-    np.add.at(confusion, (labels, predicted), 1)
-    per_class = {}
-    for index, name in enumerate(class_names):
-        tp = confusion[index, index]
-        precision = tp / max(confusion[:, index].sum(), 1)
-        recall = tp / max(confusion[index, :].sum(), 1)
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {"precision": float(precision), "recall": float(recall),
-                           "f1": float(f1), "support": int(confusion[index].sum())}
-    true_probs = probs[np.arange(len(labels)), labels]
-    return {
-        "accuracy": float((predicted == labels).mean()) if len(labels) else 0.0,
-        "loss": float(-np.log(np.clip(true_probs, 1e-12, 1.0)).mean()) if len(labels) else 0.0,
-        "per_class": per_class,
-        "confusion_matrix": confusion.tolist(),
-        "predicted": predicted.tolist(),
-        "confidence": probs[np.arange(len(labels)), predicted].tolist(),
+def run(conf: EvaluateConfig, output_dir: Path, root: Path) -> dict:
+    """Load the model first (a bad id fails before any image is read), then the folder."""
+    model = predictor.load(conf, conf.tracking, root)
+    folder = Path(conf.data.root).expanduser()
+    split, bad = data_lib.labelled(folder, model.class_names, model.input_size)
+    probs = model.probabilities(split.images, conf.batch_size)
+    scored = scores.summary(probs, split.labels, model.class_names)
+    present = sorted(set(split.labels.tolist()))
+    result = {
+        "folder": str(folder.absolute()),
+        "images": len(split),
+        "accuracy": scored["accuracy"],
+        "recall": {model.class_names[c]: scored["per_class"][model.class_names[c]]["recall"]
+                   for c in present},
+        "class_names": model.class_names,
+        "confusion_matrix": scored["confusion_matrix"],
+        "misclassified": scores.misclassified(scored, split, model.class_names),
+        "unreadable": [{"source": b.path, "reason": b.reason} for b in bad],
     }
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / RESULT_FILE).write_text(json.dumps(result, indent=2))
+    plots.confusion_matrix(result["confusion_matrix"], model.class_names,
+                           output_dir / "confusion_matrix.png")
+    wrong = result["misclassified"]
+    plots.misclassified_grid([split.images[m["index"]] for m in wrong],
+                             [m["true"] for m in wrong], [m["predicted"] for m in wrong],
+                             output_dir / "misclassified.png",
+                             probabilities=[m["probability"] for m in wrong])
+    print(text(result))
+    if conf.run_id and conf.log:
+        _log(conf, root, folder, result, output_dir)
+    return result
 
 
-def report(logits: np.ndarray, data: Data) -> dict:
-    """The test split's scores, and each misclassified image with what it was taken for."""
-    test = scores(logits, data.test.labels, data.class_names)
-    misclassified = [
-        {"index": i, "source": data.test.sources[i],
-         "true": data.class_names[data.test.labels[i]], "predicted": data.class_names[p],
-         "probability": test["confidence"][i]}
-        for i, p in enumerate(test["predicted"]) if p != data.test.labels[i]
-    ]
-    return {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
-            "class_names": data.class_names, "per_class": test["per_class"],
-            "confusion_matrix": test["confusion_matrix"], "misclassified": misclassified}
+def text(result: dict) -> str:
+    """Accuracy, per-class recall and the confusion matrix (rows: true classes)."""
+    names = result["class_names"]
+    width = max(len(n) for n in names) + 2
+    lines = [f"{result['folder']}: {result['images']} images, accuracy "
+             f"{result['accuracy']:.3f}",
+             "recall: " + ", ".join(f"{k} {v:.3f}" for k, v in result["recall"].items()),
+             "confusion (rows true, columns predicted):",
+             " " * width + "".join(f"{n:>{width}}" for n in names)]
+    lines += [f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row)
+              for name, row in zip(names, result["confusion_matrix"], strict=True)]
+    if result["unreadable"]:
+        lines.append(f"{len(result['unreadable'])} unreadable file(s) not scored: "
+                     + ", ".join(Path(b["source"]).name for b in result["unreadable"][:10]))
+    return "\n".join(lines)
 
 
-def members_scores(accuracies: list[float]) -> dict[str, float]:
-    """An ensemble's members' test accuracy, mean and worst: what averaging them bought."""
-    if not accuracies:
-        return {}
-    return {"members/test_accuracy_mean": float(np.mean(accuracies)),
-            "members/test_accuracy_min": float(np.min(accuracies))}
+def _log(conf: EvaluateConfig, root: Path, folder: Path, result: dict,
+         output_dir: Path) -> None:
+    """Adds the scores to the model's own run, whatever its status: it stays as it was."""
+    prefix = f"eval/{metric_name(folder)}"
+    uri = tracking.store_uri(TrackingConfig(uri=conf.tracking.uri), root)
+    client = tracking.client_for(uri)
+    mlrun = tracking.Run(client=client, run_id=conf.run_id, uri=uri)
+    mlrun.log_metrics({f"{prefix}/accuracy": result["accuracy"],
+                       **{f"{prefix}/recall/{k}": v for k, v in result["recall"].items()}})
+    for name in (RESULT_FILE, "confusion_matrix.png", "misclassified.png"):
+        mlrun.log_artifact(output_dir / name, prefix)
+    log.info("logged %s/accuracy to run %s", prefix, conf.run_id)
+
+
+def metric_name(folder: Path) -> str:
+    """The folder's name, in the characters MLflow allows in a metric name."""
+    return re.sub(r"[^\w.\- ]", "_", folder.expanduser().absolute().name) or "folder"
+
+
+def main(cfg: DictConfig, root: Path) -> dict:
+    """The Hydra task."""
+    from hydra.core.hydra_config import HydraConfig
+
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    return reported(lambda: run(config.to_object(cfg), output_dir, root))

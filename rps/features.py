@@ -3,6 +3,9 @@
 While the backbone is frozen an image's pooled features never change, so the backbone pass,
 which is nearly all the compute of a job, is paid once and shared by every epoch and by
 every later job with the same backbone, data and augmentation (a head or optimizer sweep).
+
+The cached training views are augmented here, outside the model: each view draws the
+config's augmentation with its own seed, then passes through the model's feature extractor.
 """
 
 from __future__ import annotations
@@ -19,14 +22,13 @@ from rps import augment
 from rps.cache import ArrayCache, derived_seed, digest
 from rps.config import Config
 from rps.data import Data
-from rps.model import backbone_of
+from rps.model import Classifier
 
 log = logging.getLogger("rps")
 
 AUTO_VIEWS = 2  # augmented views per training image when cache.views is null
 KIND = "features"
 VERSION = 1  # bump when what a cached feature means changes
-POOL = "pool"
 _PROGRESS_SECONDS = 5.0
 
 
@@ -41,31 +43,24 @@ class Features:
 def views(cfg: Config) -> int:
     if cfg.cache.views is not None:
         return cfg.cache.views
-    return 1 if augment.build(cfg.aug, cfg.trainer.seed) is None else AUTO_VIEWS
+    return AUTO_VIEWS if cfg.aug.on_images else 1
 
 
-def extractor(model: keras.Model) -> keras.Model:
-    """The classifier up to its pooled features: the same layers, so the same weights."""
-    return keras.Model(model.inputs, model.get_layer(POOL).output, name="features")
-
-
-def build(cfg: Config, model: keras.Model, data: Data, cache: ArrayCache) -> Features:
+def build(cfg: Config, classifier: Classifier, data: Data, cache: ArrayCache) -> Features:
     """Read each (split, view) from the cache, or compute and store it.
 
     The key covers everything that determines a feature: the backbone and a digest of its
     weights, the input size, the images' bytes, and for training views the augmentation
     policy, the seed and the view index.
     """
-    features = extractor(model)
     backbone = digest(VERSION, keras.__version__, cfg.backbone.name.value,
-                      cfg.backbone.input_size, *backbone_of(model).get_weights())
+                      cfg.backbone.input_size, *classifier.backbone.get_weights())
     n_views = views(cfg)
-    policy = augment.build(cfg.aug, cfg.trainer.seed) is not None and {
-        # val_backgrounds changes validation, not the training views.
-        "aug": {k: v for k, v in vars(cfg.aug).items() if k != "val_backgrounds"},
-        "version": augment.VERSION, "seed": cfg.trainer.seed,
+    policy = cfg.aug.on_images and {
+        "aug": vars(cfg.aug), "version": augment.VERSION, "seed": cfg.trainer.seed,
         "photos": cfg.aug.background_dir and digest(augment.photos(cfg.aug.background_dir)[0])}
     train_images, val_images = digest(data.train.images), digest(data.val.images)
+    extractor = classifier.feature_extractor()
     spent = saved = 0.0
     train = []
     for view in range(n_views):
@@ -73,12 +68,13 @@ def build(cfg: Config, model: keras.Model, data: Data, cache: ArrayCache) -> Fea
         seed = derived_seed(cfg.trainer.seed, view)
         augmentation = augment.build(cfg.aug, seed) if policy else None
         array, cost, hit = _cached(cache, key, f"train view {view + 1}/{n_views}",
-                                   lambda a=augmentation: _compute(features, data.train.images,
-                                                                   a, cfg.trainer.batch_size))
+                                   lambda a=augmentation: _compute(extractor,
+                                                                   data.train.images, a,
+                                                                   cfg.trainer.batch_size))
         train.append(array)
         spent, saved = (spent, saved + cost) if hit else (spent + cost, saved)
     val, cost, hit = _cached(cache, digest(backbone, "val", val_images), "val",
-                             lambda: _compute(features, data.val.images, None,
+                             lambda: _compute(extractor, data.val.images, None,
                                               cfg.trainer.batch_size))
     spent, saved = (spent, saved + cost) if hit else (spent + cost, saved)
     if saved:

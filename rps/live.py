@@ -14,7 +14,7 @@ import statistics
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from itertools import chain
@@ -25,10 +25,11 @@ import cv2
 import numpy as np
 from omegaconf import DictConfig
 
-from rps import config, tracking
-from rps.config import LiveConfig, LiveMode, RoiConfig, TrackingConfig
+from rps import config, predictor
+from rps.config import LiveConfig, LiveMode, RoiConfig
 from rps.crop import centre_square
 from rps.errors import UserError, reported
+from rps.predictor import Predict
 from rps.video import Frame, OutputError, SourceError, VideoSink, open_source
 
 log = logging.getLogger("rps")
@@ -102,50 +103,6 @@ def decide(probabilities: np.ndarray, class_names: Sequence[str],
     best = int(np.argmax(probabilities))
     probability = float(probabilities[best])
     return (class_names[best] if probability >= threshold else UNCERTAIN), probability
-
-
-# --- the model -----------------------------------------------------------------------------
-
-Predict = Callable[[np.ndarray], np.ndarray]
-
-
-def predictor(model, warm_size: int) -> Predict:
-    """Class probabilities for one raw RGB crop, through a graph traced once and frozen.
-
-    ``model.predict`` builds a dataset and an iterator on every call, which costs more than
-    the network itself on one frame; an eager ``model(x)`` still runs Python per layer. A
-    ``tf.function`` with a shape-free signature costs only the network, for any crop size.
-    Freezing its weights into constants lets TensorFlow's graph optimiser fold and fuse
-    across them: another fifth (efficientnet_lite0) to third (ResNet50) off each frame on
-    CPU, as benchmarks/live.py shows.
-    The model crops and resizes inside, so the crop goes in untouched.
-    """
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.float32)])
-    def probabilities(rgb):
-        return tf.nn.softmax(model(rgb[None], training=False))[0]
-
-    frozen = convert_variables_to_constants_v2(probabilities.get_concrete_function())
-
-    def predict(rgb: np.ndarray) -> np.ndarray:
-        return frozen(tf.constant(rgb, tf.float32))[0].numpy()
-
-    predict(np.zeros((warm_size, warm_size, 3), dtype=np.uint8))  # optimise before timing
-    return predict
-
-
-def load_model(conf: LiveConfig, root: Path):
-    """The model and its class names, through the loaders training wrote them for."""
-    if conf.model_path:
-        from rps import model as model_lib  # imports TensorFlow: only once input is valid
-
-        return model_lib.load(Path(conf.model_path).expanduser())
-    uri = tracking.store_uri(TrackingConfig(uri=conf.tracking.uri), root)
-    return tracking.load_model(conf.run_id, model_uri=conf.model_uri, tracking_uri=uri)
 
 
 # --- drawing -------------------------------------------------------------------------------
@@ -463,8 +420,8 @@ def run(conf: LiveConfig, output_dir: Path, root: Path) -> Summary:
         else:
             rows = PredictionLog(_path(conf.predictions, output_dir / "predictions.csv"))
             stack.callback(rows.close)
-            model, class_names = load_model(conf, root)
-            mode = Classifier(predictor(model, conf.roi.size), class_names, conf, rows,
+            model = predictor.load(conf, conf.tracking, root)
+            mode = Classifier(model.frame(conf.roi.size), model.class_names, conf, rows,
                               CropWriter(output_dir / "crops", "crop"), meter)
         loop(chain([first], frames), mode, view, video, meter)
     summary = meter.summary()

@@ -1,15 +1,16 @@
 """The one data path: raw RGB -> crop -> augment -> preprocess -> backbone -> head -> logits.
 
 Everything sits in one functional Keras model, so a saved ``model.keras`` classifies raw
-frames the same way in training, live inference and serving. The saved model is
-:func:`inference`'s, without the training-only augment stage: built-in layers only, so it
-reloads with plain Keras. The class names are saved beside it.
+frames the same way in training, live inference and serving. The saved model is the
+inference one, without the training-only augment stage: built-in layers only, so it reloads
+with plain Keras. The class names are saved beside it.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -21,32 +22,47 @@ from rps.images import square_resizer
 
 BACKBONE = "backbone"
 HEAD = "head"
+POOL = "pool"
 MODEL_FILE = "model.keras"
 CLASSES_FILE = "class_names.json"
 
 
-def build(cfg: Config, num_classes: int) -> keras.Model:
-    """The training model: with the augment stage, when the config has one."""
+@dataclass(frozen=True)
+class Classifier:
+    """A config's model, and the parts of it that each stage of training works on, built
+    once: all share the same layers, so the same weights."""
+
+    train: keras.Model  # raw RGB -> logits, with the augment stage when the config has one
+    inference: keras.Model  # the same without it: the model to save and serve
+    backbone: keras.Model  # frozen in stage 1, its top unfrozen in stage 2
+    head: keras.Model  # what stage 1 fits on cached features
+    augment: keras.Sequential | None
+
+    def feature_extractor(self) -> keras.Model:
+        """``inference`` up to the pooled backbone features, what the cache stores. Built when
+        asked, outside the trainer's distribution scope, so its passes stay on one device."""
+        return keras.Model(self.inference.inputs, self.inference.get_layer(POOL).output,
+                           name="features")
+
+
+def build(cfg: Config, num_classes: int) -> Classifier:
+    """The augment stage is identity at inference, and its custom layers would make a saved
+    model need rps to reload: without them the inference model holds built-in layers only."""
     backbone = backbones.build(cfg.backbone)
     backbone.name = BACKBONE
     # Pooling keeps the backbone's channels: they are the head's features.
     head = heads.build(cfg.head, backbone.output.shape[-1], num_classes)
-    stages = [square_resizer(cfg.backbone.input_size),
-              augment.build(cfg.aug, cfg.trainer.seed),
-              backbones.preprocessing(cfg.backbone.name), backbone,
-              keras.layers.GlobalAveragePooling2D(name="pool"), head]
-    return _chain([stage for stage in stages if stage is not None],
-                  f"rps_{cfg.backbone.name.value}")
-
-
-def inference(model: keras.Model) -> keras.Model:
-    """The same layers and weights without the augment stage: the model to save and serve.
-
-    Augmentation is identity at inference, and its custom layers would make a saved model
-    need rps to reload; without them it holds only built-in Keras layers.
-    """
-    return _chain([layer for layer in model.layers[1:] if layer.name != augment.LAYER_NAME],
-                  model.name)
+    augmentation = augment.build(cfg.aug, cfg.trainer.seed) if cfg.aug.on_images else None
+    resize = square_resizer(cfg.backbone.input_size)
+    to_features = [backbones.preprocessing(cfg.backbone.name), backbone,
+                   keras.layers.GlobalAveragePooling2D(name=POOL)]
+    name = f"rps_{cfg.backbone.name.value}"
+    inference = _chain([resize, *to_features, head], name)
+    train = (inference if augmentation is None
+             else _chain([resize, augmentation, *to_features, head], name))
+    return Classifier(
+        train=train, inference=inference, backbone=backbone, head=head,
+        augment=augmentation)
 
 
 def _chain(stages: list[keras.Layer], name: str) -> keras.Model:
@@ -71,14 +87,10 @@ def average(members: Sequence[keras.Model], name: str = "rps_ensemble") -> keras
     return keras.Model(image, keras.layers.Average(name="mean_logits")(logits), name=name)
 
 
-def backbone_of(model: keras.Model) -> keras.Model:
-    return model.get_layer(BACKBONE)
-
-
 def input_size(model: keras.Model) -> int:
     """The side of the square its backbone sees; an ensemble's largest member's."""
     try:
-        return backbone_of(model).input.shape[1]
+        return model.get_layer(BACKBONE).input.shape[1]
     except ValueError:  # no backbone layer of its own: an ensemble of nested models
         return max(input_size(layer) for layer in model.layers
                    if isinstance(layer, keras.Model))

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # for annotations only: the data module pulls in TensorFlow
 
 DPI = 110
 FINETUNE_LABEL = "fine-tuning starts"
-NO_IMAGES_TEXT = "no misclassified test images"
+NO_IMAGES_TEXT = "no misclassified images"
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -119,7 +119,7 @@ def _misclassified_figure(images: Sequence[np.ndarray], true: Sequence[str],
         ax.set_axis_off()
         confidence = f" ({probabilities[i]:.2f})" if probabilities is not None else ""
         ax.set_title(f"true: {true[i]} / pred: {predicted[i]}{confidence}", fontsize=8)
-    heading = f"{len(images)} misclassified test images"
+    heading = f"{len(images)} misclassified images"
     fig.suptitle(heading + (f", first {shown} shown" if shown < len(images) else ""))
     return fig
 
@@ -128,7 +128,7 @@ def misclassified_grid(images: Sequence[np.ndarray], true: Sequence[str],
                        predicted: Sequence[str], path: Path, *,
                        probabilities: Sequence[float] | None = None,
                        max_images: int = 36) -> Path:
-    """The test images the model got wrong. With none, the PNG says so, so every run has
+    """The images the model got wrong. With none, the PNG says so, so every run has
     the same artifacts."""
     return _save(_misclassified_figure(images, true, predicted, probabilities, max_images),
                  path)
@@ -173,7 +173,7 @@ def comparison_bars(labels: Sequence[str], series: dict[str, Sequence[float | No
 
 def test_figures(metrics: dict, data: Data, folder: Path) -> None:
     """The confusion matrix and the misclassified test images of ``metrics``
-    (:func:`rps.evaluate.report`'s), into ``folder``."""
+    (:func:`rps.scores.report`'s), into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     confusion_matrix(metrics["confusion_matrix"], data.class_names,
                      folder / "confusion_matrix.png")

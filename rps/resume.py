@@ -8,22 +8,16 @@ would train something else than the run started, so it is refused.
 
 from __future__ import annotations
 
-import json
-import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 
 from rps import checkpoint, config, tracking
 from rps.errors import ConfigError, UserError
 
 RESUME_KEY = "trainer.resume"
 ALLOWED = (*tracking.PATH_KEYS, "trainer.strategy")
-HYDRA_CONFIG = Path(".hydra") / "config.yaml"
-LOGGED_CONFIG = "config/config.yaml"
 
 
 @dataclass(frozen=True)
@@ -64,7 +58,7 @@ def prepare(cfg: DictConfig, overrides: list[str], root: Path) -> Resumed:
             f"run {run_id} ({run.info.status}) has no checkpoint: {where} does not exist. A "
             "run saves one after every epoch, so this run stopped before its first epoch "
             "ended, or its output folder was moved or deleted: start it again.")
-    cfg = run_config(run, uri, given, "start it again instead of resuming it")
+    cfg = tracking.run_config(run, uri, given, "start it again instead of resuming it")
     cfg.trainer.resume = run_id
     return Resumed(run_id=run_id, uri=uri, cfg=cfg,
                    output_dir=Path(folder), tensorboard_dir=Path(run.data.tags.get(
@@ -72,52 +66,14 @@ def prepare(cfg: DictConfig, overrides: list[str], root: Path) -> Resumed:
                    overrides=given)
 
 
-def log_continuation(mlrun: tracking.Run, state: checkpoint.State, prefix: str = "") -> None:
-    """Tags where the model (``prefix``: the member) resumed, and logs the checkpointed
-    epochs that tracking missed: those that ended after the last write to the store and
-    before the kill."""
-    mlrun.set_tags({f"{prefix}resumed_after_epoch": str(state.epoch + 1)})
-    logged = mlrun.logged_epochs(prefix)
+def log_continuation(mlrun: tracking.Run, state: checkpoint.State) -> None:
+    """Tags where the run resumed, and logs the checkpointed epochs that tracking missed:
+    those that ended after the last write to the store and before the kill."""
+    mlrun.set_tags({"resumed_after_epoch": str(state.epoch + 1)})
+    logged = mlrun.logged_epochs()
     for record in state.history:
         if record["epoch"] not in logged:
-            mlrun.log_epoch(record, prefix)
-
-
-def run_config(run, uri: str, given: Sequence[str], fix: str) -> DictConfig:
-    """The config a run trained with: its stored values, typed by the schema of its own
-    choices (data and optimizer options pick subclasses), then the overrides ``given`` now.
-    Needs Hydra initialised with rps's conf/. ``fix`` ends the error when it fails."""
-    from hydra import compose
-    from hydra.errors import HydraException
-
-    run_id = run.info.run_id
-    original = json.loads(run.data.tags.get("overrides", "[]"))
-    folder = run.data.tags.get("output_dir")
-    try:
-        typed = compose(config_name="config", overrides=original)
-        stored = _stored(run_id, Path(folder) if folder else None, uri, fix)
-        return OmegaConf.merge(typed, stored,
-                               OmegaConf.from_dotlist([o.lstrip("+") for o in given]))
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(
-            f"run {run_id}'s config no longer composes with this version of rps "
-            f"({str(err).splitlines()[0]}): {fix}.") from None
-
-
-def _stored(run_id: str, folder: Path | None, uri: str, fix: str) -> DictConfig:
-    if folder is not None and (folder / HYDRA_CONFIG).is_file():
-        return OmegaConf.load(folder / HYDRA_CONFIG)
-    from mlflow.exceptions import MlflowException
-
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = tracking.client_for(uri).download_artifacts(run_id, LOGGED_CONFIG, tmp)
-        except MlflowException as err:
-            local = folder / HYDRA_CONFIG if folder is not None else "an output_dir tag"
-            raise UserError(
-                f"run {run_id} has neither {local} nor a logged {LOGGED_CONFIG} "
-                f"({str(err).splitlines()[0]}), so its config is unknown: {fix}.") from None
-        return OmegaConf.load(path)
+            mlrun.log_epoch(record)
 
 
 def _key(override: str) -> str:

@@ -24,7 +24,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from rps import config as config_lib
 from rps import plots, tracking
+from rps.context import project_root
 from rps.errors import UserError, report
 
 log = logging.getLogger("rps")
@@ -72,17 +74,28 @@ class Row:
     overrides: dict[str, str]
 
 
-def rows_of(runs: list[Any]) -> list[Row]:
+def _pairs(overrides: list[str]) -> dict[str, str]:
+    pairs = [o.lstrip("+~").split("=", 1) for o in overrides]
+    return {p[0]: p[1] if len(p) > 1 else "" for p in pairs}
+
+
+def rows_of(runs: list[Any], jobs: list[dict[str, Any]] = ()) -> list[Row]:
+    """A row per run, and per recorded job that failed before it opened one (its config
+    did not validate)."""
     rows = []
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
-        pairs = [o.lstrip("+~").split("=", 1) for o in json.loads(tags.get("overrides", "[]"))]
         rows.append(Row(job=tags.get("job_num", ""), name=run.info.run_name,
                         status=run.info.status,
                         val_accuracy=metrics.get("val/best_accuracy"),
                         test_accuracy=metrics.get("test/accuracy"),
                         train_s=metrics.get("time/train_s"), run_id=run.info.run_id,
-                        overrides={p[0]: p[1] if len(p) > 1 else "" for p in pairs}))
+                        overrides=_pairs(json.loads(tags.get("overrides", "[]")))))
+    tracked = {row.job for row in rows}
+    rows += [Row(job=str(job["num"]), name=tracking.run_name(job["overrides"]), status="FAILED",
+                 val_accuracy=None, test_accuracy=None, train_s=None, run_id="",
+                 overrides=_pairs(job["overrides"]))
+             for job in jobs if job["failed"] and str(job["num"]) not in tracked]
     return sorted(rows, key=lambda r: (int(r.job) if r.job.isdigit() else 1 << 30, r.run_id))
 
 
@@ -126,16 +139,17 @@ def csv_text(header: list[str], body: list[list[str]]) -> str:
 
 
 def failed(job_return: JobReturn) -> bool:
-    """Jobs report failure as NaN (see rps.job.main); an exception is a failure too."""
-    if job_return.status == JobStatus.FAILED:
+    """Jobs report failure as NaN (see rps.job.main); an exception is a failure too. Only a
+    completed job's value is read: for any other, ``return_value`` re-raises its error."""
+    if job_return.status != JobStatus.COMPLETED:
         return True
-    value = job_return._return_value  # the property re-raises a failure; we only look
+    value = job_return.return_value
     return value is None or isinstance(value, float) and math.isnan(value)
 
 
-def record_job(sweep_dir: Path, overrides: list[str], job_failed: bool) -> None:
+def record_job(sweep_dir: Path, num: int, overrides: list[str], job_failed: bool) -> None:
     """One line, appended in a single write: safe with jobs finishing at once."""
-    line = json.dumps({"overrides": overrides, "failed": job_failed}) + "\n"
+    line = json.dumps({"num": num, "overrides": overrides, "failed": job_failed}) + "\n"
     fd = os.open(sweep_dir / JOBS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode())
@@ -154,9 +168,6 @@ class SweepCallback(Callback):
         self.parent: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from rps import config as config_lib
-        from rps.job import project_root
-
         sweep_dir = Path(config.hydra.sweep.dir).absolute()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / JOBS_FILE).unlink(missing_ok=True)
@@ -192,26 +203,26 @@ class SweepCallback(Callback):
             # Optuna marks a trial that returns None as failed and searches on; a NaN stops
             # the whole search. Other sweepers ignore the value.
             job_return.return_value = None
-        record_job(Path(config.hydra.sweep.dir).absolute(), list(job_return.overrides or []),
-                   job_failed)
+        record_job(Path(config.hydra.sweep.dir).absolute(), config.hydra.job.num,
+                   list(job_return.overrides or []), job_failed)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir).absolute()
         jobs = recorded_jobs(sweep_dir)
         failures = [job for job in jobs if job["failed"]]
         if self.parent is not None:
-            self._summarise(sweep_dir, len(failures))
+            self._summarise(sweep_dir, jobs, len(failures))
             self._close("FINISHED")
         if failures:
             print(f"{len(failures)} of {len(jobs)} sweep jobs failed; see the log above "
                   "and each failed run's error.txt in MLflow.")
             raise SystemExit(1)
 
-    def _summarise(self, sweep_dir: Path, failures: int) -> None:
+    def _summarise(self, sweep_dir: Path, jobs: list[dict[str, Any]], failures: int) -> None:
         runs = self.client.search_runs(
             [self.client.get_run(self.parent).info.experiment_id],
             filter_string=f"tags.`{tracking.PARENT_TAG}` = '{self.parent}'", max_results=5000)
-        rows = rows_of(runs)
+        rows = rows_of(runs, jobs)
         header, body = table(rows)
         text = markdown(header, body)
         winner = best(rows)

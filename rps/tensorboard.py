@@ -8,9 +8,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rps import augment
-from rps.config import AugConfig
-
 IMAGES_SHOWN = 8
 
 
@@ -20,15 +17,18 @@ def callback(log_dir: Path) -> keras.callbacks.TensorBoard:
 
 
 class AugmentedImages(keras.callbacks.Callback):
-    """Writes a few training images through the augmentation policy, once, so a user can
+    """Writes a few training images through the model's augment stage, once, so a user can
     check what it really does (the same policy whether stage 1 trains on images or on
-    cached features)."""
+    cached features). It draws through a copy of that stage: its draws start where the
+    model's own do, and the model's are left as they would be without it."""
 
-    def __init__(self, images: np.ndarray, aug: AugConfig, log_dir: Path, seed: int) -> None:
+    def __init__(self, images: np.ndarray, augmentation: keras.Sequential | None,
+                 log_dir: Path, seed: int) -> None:
         super().__init__()
         pick = np.random.default_rng(seed).permutation(len(images))[:IMAGES_SHOWN]
         self.images = images[pick].astype("float32")
-        self.augmentation = augment.build(aug, seed)
+        self.augmentation = (None if augmentation is None
+                             else keras.Sequential.from_config(augmentation.get_config()))
         self.log_dir = log_dir
         self.written = False
 

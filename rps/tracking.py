@@ -11,18 +11,21 @@ import logging
 import math
 import os
 import subprocess
+import tempfile
 import traceback
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from rps.config import TrackingConfig
-from rps.errors import UserError
+from rps.errors import ConfigError, UserError, first_line
 
 log = logging.getLogger("rps")
 
@@ -40,6 +43,9 @@ EPOCH_METRICS = {"loss": "train/loss", "accuracy": "train/accuracy", "val_loss":
 # Overrides that locate files rather than choose a variant: left out of run names.
 PATH_KEYS = ("data.root", "data.tfds_dir", "cache.dir", "tracking.", "hydra.")
 SERVER_TIMEOUT_S = 5
+# Where a run keeps its config: in its output folder, and logged with it.
+HYDRA_CONFIG = Path(".hydra") / "config.yaml"
+LOGGED_CONFIG = "config/config.yaml"
 
 
 class TrackingError(UserError):
@@ -175,19 +181,17 @@ class Run:
         for start in range(0, len(items), METRICS_PER_BATCH):
             self.client.log_batch(self.run_id, metrics=items[start:start + METRICS_PER_BATCH])
 
-    def log_epoch(self, record: Mapping[str, Any], prefix: str = "") -> None:
-        """Per-epoch hook for training; the epoch number is the step, across both stages.
-        ``prefix`` names the member of a job that trains several (``member1/``)."""
+    def log_epoch(self, record: Mapping[str, Any]) -> None:
+        """Per-epoch hook for training; the epoch number is the step, across both stages."""
         metrics = {name: record[key] for key, name in EPOCH_METRICS.items() if key in record}
         metrics["stage"] = record.get("stage", 1)
-        self.log_metrics({prefix + name: value for name, value in metrics.items()},
-                         step=int(record["epoch"]))
+        self.log_metrics(metrics, step=int(record["epoch"]))
 
-    def logged_epochs(self, prefix: str = "") -> set[int]:
+    def logged_epochs(self) -> set[int]:
         """The epochs the run holds: each epoch's metrics are one batch, written whole."""
         if not self.active:
             return set()
-        return {m.step for m in self.client.get_metric_history(self.run_id, prefix + "stage")}
+        return {m.step for m in self.client.get_metric_history(self.run_id, "stage")}
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
         if self.active and path.exists():
@@ -242,7 +246,8 @@ def _requirements() -> list[str]:
 
 class _KerasFlavor:
     """``mlflow.keras``, but its folder exists before the input example is written into it:
-    mlflow.keras.log_model fails on an input example otherwise (mlflow/mlflow#16183)."""
+    mlflow.keras.log_model fails on an input example otherwise (mlflow/mlflow#16183). The
+    pin mlflow>=3.17,<3.18 (pyproject.toml) guards this workaround; recheck it on upgrade."""
 
     @staticmethod
     def save_model(path: str, **kwargs: Any) -> None:
@@ -285,7 +290,7 @@ def find_run(uri: str, run_id: str):
         return client_for(uri).get_run(run_id)
     except MlflowException as err:
         raise TrackingError(
-            f"no run {run_id} in the tracking store {uri}: {_first_line(err)}. Check the id "
+            f"no run {run_id} in the tracking store {uri}: {first_line(err)}. Check the id "
             "in `mlflow ui` (started in the project root); if the run lives in another "
             "store, point tracking.uri (or MLFLOW_TRACKING_URI) at it."
         ) from None
@@ -346,7 +351,7 @@ def load_model(run_id: str | None = None, *, model_uri: str | None = None,
         what = f"run {run_id}" if run_id else f"model {model_uri}"
         raise TrackingError(
             f"cannot load the model of {what} from the tracking store "
-            f"{mlflow.get_tracking_uri()}: {_first_line(err)}. Check the id in `mlflow ui` "
+            f"{mlflow.get_tracking_uri()}: {first_line(err)}. Check the id in `mlflow ui` "
             "(started in the project root); if the run lives in another store, point "
             "tracking.uri (or MLFLOW_TRACKING_URI) at it; and make sure the run finished "
             "(a failed run has no model)."
@@ -354,6 +359,38 @@ def load_model(run_id: str | None = None, *, model_uri: str | None = None,
     return model, list((info.metadata or {})["class_names"])
 
 
-def _first_line(err: Exception) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0][:300] if lines else type(err).__name__
+def run_config(run, uri: str, given: Sequence[str], fix: str) -> DictConfig:
+    """The config a run trained with: its stored values, typed by the schema of its own
+    choices (data and optimizer options pick subclasses), then the overrides ``given`` now.
+    Needs Hydra initialised with rps's conf/. ``fix`` ends the error when it fails."""
+    from hydra import compose
+    from hydra.errors import HydraException
+
+    run_id = run.info.run_id
+    original = json.loads(run.data.tags.get("overrides", "[]"))
+    folder = run.data.tags.get("output_dir")
+    try:
+        typed = compose(config_name="config", overrides=original)
+        stored = _stored(run_id, Path(folder) if folder else None, uri, fix)
+        return OmegaConf.merge(typed, stored,
+                               OmegaConf.from_dotlist([o.lstrip("+") for o in given]))
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(
+            f"run {run_id}'s config no longer composes with this version of rps "
+            f"({first_line(err)}): {fix}.") from None
+
+
+def _stored(run_id: str, folder: Path | None, uri: str, fix: str) -> DictConfig:
+    if folder is not None and (folder / HYDRA_CONFIG).is_file():
+        return OmegaConf.load(folder / HYDRA_CONFIG)
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client_for(uri).download_artifacts(run_id, LOGGED_CONFIG, tmp)
+        except MlflowException as err:
+            local = folder / HYDRA_CONFIG if folder is not None else "an output_dir tag"
+            raise UserError(
+                f"run {run_id} has neither {local} nor a logged {LOGGED_CONFIG} "
+                f"({first_line(err)}), so its config is unknown: {fix}.") from None
+        return OmegaConf.load(path)

@@ -1,4 +1,4 @@
-"""Train a classifier in up to two stages, keep the best-validation weights, then test them."""
+"""Train a classifier in up to two stages and keep the weights of its best validation epoch."""
 
 from __future__ import annotations
 
@@ -7,19 +7,20 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from rps import augment, backbones, checkpoint, evaluate, features, optim
+from rps import backbones, checkpoint, features, optim
 from rps import data as data_lib
 from rps import model as model_lib
-from rps.cache import ArrayCache, derived_seed, digest
+from rps.cache import ArrayCache, digest
 from rps.config import Config, Strategy
 from rps.errors import ConfigError, UserError
+from rps.model import Classifier
 
 log = logging.getLogger("rps")
 
@@ -203,10 +204,11 @@ def _start_digest(model: keras.Model) -> str:
 
 
 @dataclass
-class Result:
-    model: keras.Model
+class Fitted:
+    """What training leaves: the classifier at its best validation epoch, and how it got
+    there."""
+
     metrics: dict
-    test_logits: np.ndarray
     history: list[dict] = field(default_factory=list)
 
 
@@ -232,16 +234,6 @@ def view_sampling_dataset(views: np.ndarray, labels: np.ndarray, num_classes: in
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def with_backgrounds(val: data_lib.Split, cfg: Config) -> data_lib.Split:
-    """The validation images, then each again on a new background. Scored on the white
-    renders alone, every epoch that fits the renders ties; this ranks them by robustness too."""
-    copy = augment.backdropped(val.images, cfg.aug,
-                               derived_seed("val backgrounds", cfg.trainer.seed))
-    return data_lib.Split(np.concatenate([val.images, copy]),
-                          np.concatenate([val.labels, val.labels]),
-                          [*val.sources, *(f"{s} (new background)" for s in val.sources)])
-
-
 def _compile(model: keras.Model, cfg: Config, base_lr: float, epochs: int, n_train: int,
              steps_per_execution: int = 1) -> None:
     steps = math.ceil(n_train / cfg.trainer.batch_size) * epochs
@@ -259,35 +251,38 @@ def _stages(cfg: Config) -> list[tuple[int, int, float]]:
     return stages
 
 
-def fit(cfg: Config, data: data_lib.Data,
+def build(cfg: Config, num_classes: int, strategy: tf.distribute.Strategy) -> Classifier:
+    """The config's classifier under ``strategy``, its backbone frozen. Sweep jobs share one
+    process: each starts from a clean graph and the same seed."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(cfg.trainer.seed)
+    with strategy.scope():
+        classifier = model_lib.build(cfg, num_classes)
+    backbones.freeze(classifier.backbone)
+    return classifier
+
+
+def fit(cfg: Config, classifier: Classifier, data: data_lib.Data,
+        strategy: tf.distribute.Strategy,
         callbacks: Sequence[keras.callbacks.Callback] = (),
         on_epoch: Callable[[dict], None] | None = None,
         cache: ArrayCache | None = None, checkpoints: Path | None = None,
-        resume: checkpoint.State | None = None) -> Result:
+        resume: checkpoint.State | None = None) -> Fitted:
     """Stage 1 trains the head on a frozen backbone; stage 2 (optional) fine-tunes its top.
+    The classifier ends with the weights of its best validation epoch.
 
     With a ``cache``, stage 1 trains the head alone on cached backbone features, which gives
     the same model for a fraction of the compute. ``callbacks`` see both stages;
     ``on_epoch`` gets each epoch's record (tracking). With ``checkpoints`` (a folder) the
     state is saved there after every epoch, and ``resume`` continues from such a state.
-    The model and its optimizers are built under ``trainer.strategy``, so fit and predict
-    spread over its replicas; the backbone's feature pass stays on one device.
+    The optimizers are built under ``strategy``, as :func:`build` built the model, so fit
+    spreads over its replicas; the backbone's feature pass stays on one device.
     """
-    # Sweep jobs share one process: start each from a clean graph and the same seed.
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(cfg.trainer.seed)
-    if cfg.aug.val_backgrounds:
-        data = replace(data, val=with_backgrounds(data.val, cfg))
-    strategy = distribution(cfg.trainer.strategy)
     log.info("training on %d replica(s) (trainer.strategy=%s)", strategy.num_replicas_in_sync,
              cfg.trainer.strategy.value)
     check_split(strategy.num_replicas_in_sync, cfg.trainer.batch_size,
                 {"train": len(data.train), "val": len(data.val), "test": len(data.test)})
-    num_classes = len(data.class_names)
-    with strategy.scope():
-        model = model_lib.build(cfg, num_classes)
-    backbone = model_lib.backbone_of(model)
-    backbones.freeze(backbone)
+    model = classifier.train
     best, epochs_log, saver = _bookkeeping(model, on_epoch, checkpoints, resume)
     n_train = len(data.train.labels)
 
@@ -298,11 +293,12 @@ def fit(cfg: Config, data: data_lib.Data,
             continue
         if stage == 2:
             best.restore()
-            unfrozen = backbones.unfreeze_top(backbone, cfg.finetune.layers)
+            unfrozen = backbones.unfreeze_top(classifier.backbone, cfg.finetune.layers)
             log.info("fine-tuning: %d backbone layers with weights unfrozen, lr x %g, %d epochs",
                      unfrozen, cfg.finetune.lr_factor, cfg.finetune.epochs)
         on_features = stage == 1 and cache is not None
-        trained, train_ds, val_ds, seconds = _stage_inputs(cfg, model, data, cache, on_features)
+        trained, train_ds, val_ds, seconds = _stage_inputs(cfg, classifier, data, cache,
+                                                           on_features)
         features_seconds += seconds
         # A step on cached features is so small that Python's per-step overhead dominates
         # it; but MirroredStrategy fails on several steps per call (keras-team/keras#19246).
@@ -329,10 +325,7 @@ def fit(cfg: Config, data: data_lib.Data,
     best.restore()
     log.info("restored the weights of epoch %d (val_accuracy %.4f)", best.epoch + 1,
              best.val_accuracy)
-
-    logits = model.predict(data.test.images, batch_size=cfg.trainer.batch_size, verbose=0)
-    metrics = {
-        **evaluate.report(logits, data),
+    return Fitted(metrics={
         "best_val_accuracy": best.val_accuracy,
         "best_epoch": best.epoch + 1,
         "epochs_run": len(epochs_log.history),
@@ -343,9 +336,7 @@ def fit(cfg: Config, data: data_lib.Data,
         "features_seconds": features_seconds,
         "history": epochs_log.history,
         "replicas": strategy.num_replicas_in_sync,
-    }
-    return Result(model=model_lib.inference(model), metrics=metrics, test_logits=logits,
-                  history=epochs_log.history)
+    }, history=epochs_log.history)
 
 
 def _bookkeeping(model: keras.Model, on_epoch: Callable[[dict], None] | None,
@@ -374,7 +365,7 @@ def _bookkeeping(model: keras.Model, on_epoch: Callable[[dict], None] | None,
     return best, epochs_log, saver
 
 
-def _stage_inputs(cfg: Config, model: keras.Model, data: data_lib.Data,
+def _stage_inputs(cfg: Config, classifier: Classifier, data: data_lib.Data,
                   cache: ArrayCache | None, on_features: bool,
                   ) -> tuple[keras.Model, tf.data.Dataset, tf.data.Dataset, float]:
     """What a stage fits and on what: the head on cached features, or the whole model on
@@ -382,11 +373,11 @@ def _stage_inputs(cfg: Config, model: keras.Model, data: data_lib.Data,
     num_classes, bs = len(data.class_names), cfg.trainer.batch_size
     images_ds = functools.partial(dataset, num_classes=num_classes, batch_size=bs)
     if not on_features:
-        return (model,
+        return (classifier.train,
                 images_ds(data.train.images, data.train.labels, shuffle_seed=cfg.trainer.seed),
                 images_ds(data.val.images, data.val.labels), 0.0)
-    cached = features.build(cfg, model, data, cache)
-    return (model.get_layer(model_lib.HEAD),
+    cached = features.build(cfg, classifier, data, cache)
+    return (classifier.head,
             view_sampling_dataset(cached.train, data.train.labels, num_classes, bs,
                                   cfg.trainer.seed),
             images_ds(cached.val, data.val.labels), cached.seconds)

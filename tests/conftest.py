@@ -53,6 +53,16 @@ def compose_cfg(*overrides: str):
     return config.compose(REPO / "conf", overrides)
 
 
+def fit(cfg, data, **kwargs):
+    """A config's classifier, built and trained on ``data`` as a job does; ``kwargs`` go to
+    ``train.fit``. Returns the classifier (at its best epoch) and what training reports."""
+    from rps import train
+
+    strategy = train.distribution(cfg.trainer.strategy)
+    classifier = train.build(cfg, len(data.class_names), strategy)
+    return classifier, train.fit(cfg, classifier, data, strategy, **kwargs)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Slow tests first: `make test` runs two workers (pytest-xdist), and a test of several
     minutes that starts last would leave one worker idle while it runs alone."""

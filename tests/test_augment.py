@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import compose_cfg, make_folder_dataset
+from conftest import REPO, compose_cfg, make_folder_dataset
 from PIL import Image
 
 from rps import augment, config, features, tensorboard, train
@@ -19,6 +19,8 @@ from rps.augment import HELD_OUT_HUES, HandComposite, RandomBlur, WhiteBalance
 from rps.cache import ArrayCache
 from rps.config import AugConfig
 from rps.errors import ConfigError
+
+OPTIONS = sorted(path.stem for path in (REPO / "conf" / "aug").glob("*.yaml"))
 
 SIZE = 64
 BROWN, PALE = (150, 100, 70), (240, 215, 200)  # saturation 0.53 and 0.17
@@ -213,22 +215,6 @@ def test_background_dir_without_photo_backgrounds_is_refused():
         config.to_object(compose_cfg("aug=strong", "aug.background_dir=/tmp"))
 
 
-def test_val_backgrounds_adds_a_seeded_copy_of_each_image_on_a_new_background():
-    cfg = config.to_object(compose_cfg("aug=background", "aug.val_backgrounds=true"))
-    images = np.stack([render(BROWN), render(PALE)] * 4).astype("uint8")
-    val = data_lib.Split(images, np.arange(8) % 3, [f"v{i}.png" for i in range(8)])
-    doubled = train.with_backgrounds(val, cfg)
-    assert len(doubled) == 16 and doubled.images.dtype == np.uint8
-    np.testing.assert_array_equal(doubled.images[:8], images)
-    np.testing.assert_array_equal(doubled.labels, np.tile(val.labels, 2))
-    assert doubled.sources[8] == "v0.png (new background)"
-    inside, outside = regions()
-    copy = doubled.images[8:].astype("float32")
-    np.testing.assert_allclose(copy[:, inside], images[:, inside], atol=1)
-    assert (np.abs(copy - images)[:, outside].mean(axis=(1, 2)) > 20).sum() >= 6
-    np.testing.assert_array_equal(train.with_backgrounds(val, cfg).images, doubled.images)
-
-
 def test_blur_keeps_each_image_mean_and_white_balance_tints_per_image():
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (6, SIZE, SIZE, 3)).astype("float32")
@@ -267,13 +253,13 @@ def test_inference_model_drops_augmentation_and_reloads_with_plain_keras(tmp_pat
     cfg = config.to_object(compose_cfg("aug=background", "backbone=mobilenet_v2",
                                        "backbone.weights=null", "backbone.input_size=32",
                                        "head=linear"))
-    model = model_lib.build(cfg, 3)
-    assert augment.LAYER_NAME in [layer.name for layer in model.layers]
-    served = model_lib.inference(model)
+    classifier = model_lib.build(cfg, 3)
+    assert augment.LAYER_NAME in [layer.name for layer in classifier.train.layers]
+    served = classifier.inference
     assert augment.LAYER_NAME not in [layer.name for layer in served.layers]
     images = np.random.default_rng(0).uniform(0, 255, (2, 40, 50, 3)).astype("float32")
     logits = np.asarray(served(images))
-    np.testing.assert_array_equal(logits, np.asarray(model(images, training=False)))
+    np.testing.assert_array_equal(logits, np.asarray(classifier.train(images, training=False)))
     model_lib.save(served, ["paper", "rock", "scissors"], tmp_path)
     np.save(tmp_path / "images.npy", images)
     script = ("import sys, keras, numpy as np; "
@@ -287,23 +273,36 @@ def test_inference_model_drops_augmentation_and_reloads_with_plain_keras(tmp_pat
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), logits, atol=1e-5)
 
 
+@pytest.mark.parametrize("option", OPTIONS)
+def test_on_images_says_whether_the_option_builds_any_transform(option):
+    aug = config.to_object(compose_cfg(f"aug={option}")).aug
+    assert aug.on_images == bool(augment.build(aug, 0).layers)
+    for key in ("rotation", "blur", "skin_tone", "flip"):
+        assert dataclasses.replace(AugConfig(), **{key: 1.0}).on_images
+
+
 def test_trains_on_cached_background_views_and_shows_them_in_tensorboard(tmp_path):
     root = make_folder_dataset(tmp_path / "data", n_train=6, n_test=2)
     cfg = config.to_object(compose_cfg(
         "data=folder", f"data.root={root}", "aug=background", "backbone=mobilenet_v2",
         "backbone.weights=null", "backbone.input_size=32", "head=linear", "trainer.epochs=1",
-        "trainer.batch_size=8", "finetune=none", "aug.val_backgrounds=true"))
+        "trainer.batch_size=8", "finetune=none"))
     store = ArrayCache(tmp_path / "cache")
     data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed, store)
-    shown = tensorboard.AugmentedImages(data.train.images, cfg.aug, tmp_path / "tb", 0)
-    result = train.fit(cfg, data, callbacks=[shown], cache=store)
+    strategy = train.distribution(cfg.trainer.strategy)
+    classifier = train.build(cfg, len(data.class_names), strategy)
+    shown = tensorboard.AugmentedImages(data.train.images, classifier.augment, tmp_path / "tb",
+                                        0)
+    train.fit(cfg, classifier, data, strategy, callbacks=[shown], cache=store)
     assert shown.written and list((tmp_path / "tb" / "images").iterdir())
+    # The images shown are the model's own first draws, and drawing them left the model's
+    # augment stage where it was: its next draws are a fresh copy's first ones.
+    images = data.train.images[:4].astype("float32")
+    copy = keras.Sequential.from_config(classifier.augment.get_config())
+    np.testing.assert_array_equal(np.asarray(classifier.augment(images, training=True)),
+                                  np.asarray(copy(images, training=True)))
     keras.backend.clear_session()  # the same weights as fit's model, so the same keys
     keras.utils.set_random_seed(cfg.trainer.seed)
-    assert result.metrics["num_val"] == 2 * len(data.val)
-    # Training validated on the val images and their copies on new backgrounds, cached.
-    doubled = dataclasses.replace(data, val=train.with_backgrounds(data.val, cfg))
-    cached = features.build(cfg, model_lib.build(cfg, 3), doubled, store)
+    cached = features.build(cfg, model_lib.build(cfg, 3), data, store)
     assert cached.seconds == 0 and cached.train.shape[0] == features.AUTO_VIEWS
     assert np.abs(cached.train[0] - cached.train[1]).max() > 0
-    assert augment.LAYER_NAME not in [layer.name for layer in result.model.layers]

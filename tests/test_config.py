@@ -1,7 +1,7 @@
 """Every option of every config group composes, validates and builds a model."""
 
 import pytest
-from conftest import REPO, compose_cfg
+from conftest import REPO, compose_cfg, run_cli
 
 from rps import config
 from rps import model as model_lib
@@ -33,8 +33,9 @@ def test_option_composes_and_builds(group, option):
     if group != "data":
         # Small input keeps the parametrised builds quick; the shape logic is size-independent.
         conf.backbone.input_size = 64
-        model = model_lib.build(conf, len(CLASSES))
-        assert model.output_shape == (None, len(CLASSES))
+        classifier = model_lib.build(conf, len(CLASSES))
+        assert classifier.train.output_shape == (None, len(CLASSES))
+        assert classifier.inference.output_shape == (None, len(CLASSES))
 
 
 def test_schema_subclasses_survive_composition():
@@ -67,7 +68,6 @@ def test_overrides_reach_the_schema():
     ("data.val_fraction=0", "data.val_fraction"),
     ("optimizer.lr=-1", "optimizer.lr"),
     ("trainer.batch_size=0", "trainer.batch_size"),
-    ("trainer.members=0", "trainer.members"),
     ("aug.zoom_in=1", "aug.zoom_in"),
     ("aug.zoom_out=2.5", "aug.zoom_out"),
 ])
@@ -93,6 +93,14 @@ def test_bad_overrides_fail_at_composition(override):
     assert override.split("=")[0].split(".")[-1] in str(info.value) or "huge" in str(info.value)
 
 
+@pytest.mark.parametrize("override", ["trainer.members=2", "aug.val_backgrounds=true"])
+def test_removed_keys_are_unknown(override, tmp_path):
+    proc = run_cli(override, f"hydra.run.dir={tmp_path}")
+    assert proc.returncode != 0 and not (tmp_path / "metrics.json").exists()
+    key = override.split("=")[0].split(".")[-1]
+    assert f"Key '{key}' not in" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_missing_folder_root_is_reported():
     with pytest.raises(ConfigError, match="root"):
         config.to_object(compose_cfg("data=folder"))
@@ -110,4 +118,3 @@ def test_the_seeds_preset_sweeps_the_seed_alone():
     cfg = config.compose(CONF, ["sweep=seeds"], with_hydra=True)
     assert cfg.hydra.mode.name == "MULTIRUN"
     assert dict(cfg.hydra.sweeper.params) == {"trainer.seed": "42,1,2"}
-    assert cfg.trainer.members == 1  # one model per job, whatever the default trains

@@ -11,13 +11,13 @@ import pytest
 from conftest import REPO, compose_cfg, make_folder_dataset, run_cli
 from mlflow.tracking import MlflowClient
 
-from rps import config, ensemble, tracking
+from rps import config, ensemble, outputs, tracking
 from rps import model as model_lib
 from rps.errors import ConfigError, UserError
 from rps.images import fit, read_rgb
 
 SMALL = ["backbone.input_size=64", "trainer.batch_size=8", "head=linear", "aug=none",
-         "finetune=none", "trainer.epochs=2", "trainer.members=1"]
+         "finetune=none", "trainer.epochs=2"]
 
 
 def tiny(size: int, seed: int):
@@ -25,7 +25,7 @@ def tiny(size: int, seed: int):
     cfg = config.to_object(compose_cfg(f"backbone.input_size={size}", "head=linear", "aug=none",
                                        "data=folder", "data.root=unused"))
     keras.utils.set_random_seed(seed)
-    return model_lib.inference(model_lib.build(cfg, 3))
+    return model_lib.build(cfg, 3).inference
 
 
 def test_average_averages_members_of_any_input_size_and_reloads_in_a_fresh_process(tmp_path):
@@ -102,7 +102,7 @@ def test_ensemble_of_tracked_runs_is_tested_logged_and_served(swept, tmp_path, m
              else f"sweep_id={swept['parent']}")
     proc = _ensemble(swept, tmp_path, given)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((tmp_path / "ensemble" / ensemble.METRICS_FILE).read_text())
+    metrics = json.loads((tmp_path / "ensemble" / outputs.METRICS_FILE).read_text())
     assert sorted(metrics["members"]) == sorted(swept["children"])
     client = MlflowClient(swept["uri"])
     (run,) = client.search_runs([client.get_experiment_by_name("rps").experiment_id],

@@ -15,9 +15,9 @@ from rps.config import (
     CaptureConfig,
     FolderDataConfig,
     LiveConfig,
-    LiveDataConfig,
     LiveMode,
     RoiConfig,
+    RootConfig,
 )
 from rps.errors import ConfigError
 from rps.live import (
@@ -91,7 +91,7 @@ def live(tmp_path: Path, *overrides: str):
 def assert_agrees(rows: list[dict], crops: list[np.ndarray], model_dir: Path) -> None:
     """Each row holds what the saved model says about that frame's crop, called directly."""
     from rps import model as model_lib
-    from rps.evaluate import softmax
+    from rps.scores import softmax
 
     model, names = model_lib.load(model_dir)
     rgb = np.stack([cv2.cvtColor(c, cv2.COLOR_BGR2RGB) for c in crops]).astype("float32")
@@ -123,7 +123,7 @@ def trained(tmp_path_factory) -> dict:
     out = folder / "run"
     proc = run_cli("data=folder", f"data.root={root}", "backbone.input_size=64", "head=linear",
                    "aug=none", "finetune=none", "trainer.epochs=2", "trainer.batch_size=8",
-                   "trainer.members=1", f"tracking.uri={uri}", "tracking.register=rps_live",
+                   f"tracking.uri={uri}", "tracking.register=rps_live",
                    f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(uri)
@@ -277,7 +277,7 @@ def test_keys_save_the_crop_on_screen_and_quit(tmp_path):
 
 def test_capture_starts_paused_with_a_window_and_space_toggles(tmp_path):
     conf = LiveConfig(mode=LiveMode.capture, label="rock",
-                      data=LiveDataConfig(root=str(tmp_path)),
+                      data=RootConfig(root=str(tmp_path)),
                       capture=CaptureConfig(every=2, limit=3))
     crops = CropWriter(tmp_path / "train" / "rock", "rock")
     capture = Capturer(conf, crops, Meter(), recording=False)

@@ -115,7 +115,7 @@ def test_misclassified_grid_caps_the_panels_and_says_how_many_exist():
 
 def test_misclassified_grid_without_images_still_writes_a_png(tmp_path):
     fig = plots._misclassified_figure([], [], [], None, max_images=36)
-    assert fig.axes == [] and texts(fig) == ["no misclassified test images"]
+    assert fig.axes == [] and texts(fig) == ["no misclassified images"]
     png(plots.misclassified_grid([], [], [], tmp_path / "grid.png"), min_side=50)
 
 

@@ -22,7 +22,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration,
 def trained(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("real")
     proc = run_cli("data=folder", f"data.root={SHARED}", "finetune=none", "aug=strong",
-                   "trainer.members=1",
                    f"hydra.run.dir={folder / 'run'}",
                    f"tracking.uri=sqlite:///{folder / 'mlflow.db'}", timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]

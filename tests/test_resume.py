@@ -6,7 +6,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import REPO, compose_cfg, kill_after_checkpoint, make_folder_dataset, run_cli
+from conftest import REPO, compose_cfg, fit, kill_after_checkpoint, make_folder_dataset, run_cli
 from mlflow.tracking import MlflowClient
 
 from rps import cache as cache_lib
@@ -15,7 +15,7 @@ from rps import data as data_lib
 from rps.errors import ConfigError, UserError
 
 TINY = ["backbone=mobilenet_v2", "backbone.weights=null", "backbone.input_size=32",
-        "trainer.batch_size=8", "trainer.patience=null", "trainer.members=1"]
+        "trainer.batch_size=8", "trainer.patience=null"]
 STAGE1_EPOCHS, STAGE2_EPOCHS = 12, 2
 
 
@@ -122,19 +122,19 @@ def test_checkpoint_round_trip(root, tmp_path, at, finetune):
     store = cache_lib.of(cfg.cache)
     kill = Kill(at)
     with pytest.raises(Killed):
-        train.fit(cfg, data, callbacks=[kill], cache=store, checkpoints=tmp_path)
+        fit(cfg, data, callbacks=[kill], cache=store, checkpoints=tmp_path)
     state = checkpoint.load(tmp_path)
     assert (state.epoch, state.stage, state.stage_done) == (at, 1 if at < 3 else 2, False)
 
     probe = Probe()
-    result = train.fit(cfg, data, callbacks=[probe], cache=store, checkpoints=tmp_path,
-                       resume=state)
+    _, fitted = fit(cfg, data, callbacks=[probe], cache=store, checkpoints=tmp_path,
+                    resume=state)
     assert len(probe.state) == len(kill.state) > 2
     for saved, restored in zip(kill.state, probe.state, strict=True):
         np.testing.assert_array_equal(saved, restored)
-    assert [(h["epoch"], h["stage"]) for h in result.history] == [
+    assert [(h["epoch"], h["stage"]) for h in fitted.history] == [
         (0, 1), (1, 1), (2, 1), (3, 2), (4, 2)][:cfg.trainer.epochs + cfg.finetune.epochs]
-    assert result.history[:at + 1] == state.history
+    assert fitted.history[:at + 1] == state.history
 
 
 def test_early_stopping_counters_carry_over():

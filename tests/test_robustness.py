@@ -8,13 +8,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import CLASSES, compose_cfg
+from conftest import CLASSES, compose_cfg, fit
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from benchmarks.robustness import backgrounds, compare, proxy, tfds_copy
 from benchmarks.robustness.__main__ import main
-from rps import augment, config, train
+from rps import augment, config, scores
 from rps import data as data_lib
 from rps import model as model_lib
 from rps.augment import HELD_OUT_HUES
@@ -22,7 +22,7 @@ from rps.config import FolderDataConfig, TfdsDataConfig
 
 SKIN = (205, 150, 120)
 TINY = ("backbone.weights=null", "backbone.input_size=32", "head=linear", "aug=none",
-        "trainer.epochs=1", "trainer.batch_size=8", "finetune=none", "trainer.members=1")
+        "trainer.epochs=1", "trainer.batch_size=8", "finetune=none")
 SIZE = 48
 
 
@@ -176,15 +176,16 @@ def test_evaluate_matches_a_direct_computation(tmp_path, capsys):
     data = write_renders(tmp_path / "data", {"train": 6, "test": 3}, size=32)
     cfg = config.to_object(compose_cfg(*TINY, "data=folder", f"data.root={data}"))
     loaded = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed)
-    result = train.fit(cfg, loaded)
-    model_lib.save(result.model, loaded.class_names, tmp_path / "model")
+    classifier, _ = fit(cfg, loaded)
+    model_lib.save(classifier.inference, loaded.class_names, tmp_path / "model")
+    tested = scores.test(classifier.inference, loaded, cfg.trainer.batch_size)
     out = tmp_path / "out"
 
     main(["evaluate", "--model", str(tmp_path / "model"), "--data", str(data), "--out",
           str(out)])
     (row,) = json.loads((out / "evaluation.json").read_text())
     assert row["model"] == str(tmp_path / "model")
-    assert row["test"] == pytest.approx(result.metrics["test_accuracy"])
+    assert row["test"] == pytest.approx(tested["test_accuracy"])
     model, class_names = model_lib.load(tmp_path / "model")
     for name, folder in [("test", data / "test")] + [(s, out / "proxy" / s)
                                                      for s in proxy.SETS]:

@@ -22,7 +22,7 @@ from rps.config import TrackingConfig
 # A real pretrained backbone (its weights install with rps) on small inputs: it learns the
 # colour-coded classes in a few epochs, so served predictions can be checked for the class.
 SMALL = ["backbone.input_size=64", "trainer.batch_size=8", "head=linear", "aug=none",
-         "finetune=none", "trainer.members=1"]
+         "finetune=none"]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_run_has_params_tags_and_per_epoch_metrics(single, root):
     assert run.info.status == "FINISHED"
     assert run.info.run_name == (  # what was chosen; file locations are left out
         "data=folder,backbone.input_size=64,trainer.batch_size=8,head=linear,aug=none,"
-        "finetune=none,trainer.members=1,trainer.epochs=3,trainer.patience=null,head.dropout=0.1")
+        "finetune=none,trainer.epochs=3,trainer.patience=null,head.dropout=0.1")
     params = run.data.params
     assert params["head.units"] == "256" and params["backbone.name"] == "efficientnet_lite0"
     assert params["trainer.epochs"] == "3" and params["data.root"] == str(root)
@@ -198,24 +198,31 @@ def test_a_failing_job_does_not_stop_the_sweep(root, tmp_path, mlflow_store):
     assert proc.returncode == 1
     assert "1 of 2 sweep jobs failed" in proc.stdout
     assert "Traceback" not in proc.stderr
-    client = MlflowClient(mlflow_store)
+    assert "head.units=-1 is out of range" in proc.stdout + proc.stderr
+    # The job whose config did not validate opened no run; the summary still lists it.
     children = {r.info.run_name: r for r in runs(mlflow_store)
                 if tracking.PARENT_TAG in r.data.tags}
-    failed, finished = children["head.units=-1"], children["head.units=8"]
-    assert (failed.info.status, finished.info.status) == ("FAILED", "FINISHED")
-    assert "head.units" in failed.data.tags["error"]
-    error = client.download_artifacts(failed.info.run_id, "error.txt", str(tmp_path))
-    assert "ConfigError" in Path(error).read_text()
+    assert list(children) == ["head.units=8"]
+    assert children["head.units=8"].info.status == "FINISHED"
     rows = (sweep_dir / "summary.csv").read_text().splitlines()[1:]
-    assert [row.split(",")[2] for row in rows] == ["FAILED", "FINISHED"]
+    assert [row.split(",")[:3] for row in rows] == [["0", "-1", "FAILED"],
+                                                   ["1", "8", "FINISHED"]]
 
 
-def test_bad_single_run_is_failed_in_mlflow_with_exit_2(root, tmp_path, mlflow_store):
-    proc = run_cli("data=folder", f"data.root={root}", "head.dropout=2",
+@pytest.mark.parametrize("override", ["head.dropout=2", "optimizer.lr=-1"])
+def test_a_config_that_does_not_validate_opens_no_run(root, tmp_path, mlflow_store, override):
+    proc = run_cli("data=folder", f"data.root={root}", override,
                    f"hydra.run.dir={tmp_path / 'run'}")
-    assert proc.returncode == 2 and "head.dropout" in proc.stderr
+    assert proc.returncode == 2 and override.split("=")[0] in proc.stderr
+    assert runs(mlflow_store) == []
+
+
+def test_a_job_that_fails_after_validating_is_failed_in_mlflow(root, tmp_path, mlflow_store):
+    proc = run_cli("data=folder", f"data.root={root / 'missing'}",
+                   f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2 and "is not a folder" in proc.stderr
     (run,) = runs(mlflow_store)
-    assert run.info.status == "FAILED" and "head.dropout" in run.data.tags["error"]
+    assert run.info.status == "FAILED" and "is not a folder" in run.data.tags["error"]
 
 
 def test_ctrl_c_marks_the_run_killed(root, tmp_path, mlflow_store):

@@ -8,14 +8,14 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import compose_cfg, make_folder_dataset, run_cli
+from conftest import compose_cfg, fit, make_folder_dataset, run_cli
 
 from rps import config, train
 from rps import data as data_lib
 from rps import model as model_lib
 
 TINY = ["backbone=mobilenet_v2", "backbone.weights=null", "backbone.input_size=32",
-        "trainer.batch_size=8", "finetune=none", "trainer.members=1"]
+        "trainer.batch_size=8", "finetune=none"]
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +56,10 @@ def test_saved_model_gives_same_logits_in_a_fresh_process(tiny_root, tmp_path):
     cfg = config.to_object(compose_cfg("data=folder", f"data.root={tiny_root}", *TINY,
                                        "trainer.epochs=1", "aug=strong"))
     data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed)
-    result = train.fit(cfg, data)
-    path = model_lib.save(result.model, data.class_names, tmp_path)
+    classifier, _ = fit(cfg, data)
+    path = model_lib.save(classifier.inference, data.class_names, tmp_path)
     np.save(tmp_path / "images.npy", data.test.images)
-    before = result.model.predict(data.test.images, verbose=0)
+    before = classifier.inference.predict(data.test.images, verbose=0)
     script = (  # plain Keras, not even rps: the model is built from Keras' own layers
         "import sys, numpy as np, keras\n"
         "m = keras.models.load_model(sys.argv[1], compile=False)\n"
@@ -79,12 +79,12 @@ def test_finetune_continues_the_epoch_count(tiny_root):
                                        "finetune=top", "finetune.epochs=2",
                                        "finetune.layers=6"))
     data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed)
-    result = train.fit(cfg, data)
-    assert [(h["epoch"], h["stage"]) for h in result.history] == [
+    classifier, fitted = fit(cfg, data)
+    assert [(h["epoch"], h["stage"]) for h in fitted.history] == [
         (0, 1), (1, 1), (2, 2), (3, 2)]
-    stage2_lr = result.history[2]["lr"]
+    stage2_lr = fitted.history[2]["lr"]
     assert stage2_lr == pytest.approx(cfg.optimizer.lr * cfg.finetune.lr_factor)
-    backbone = model_lib.backbone_of(result.model)
+    backbone = classifier.backbone
     assert any(layer.trainable_weights for layer in backbone.layers[-6:])
     assert not any(layer.trainable for layer in backbone.layers[:-6])
 

@@ -1,8 +1,7 @@
 """Train the comparison that chooses the default: each aug option, with and without fine-tuning.
 
 Every config is one ``python run.py data=folder data.root=<data> aug=<a> finetune=<f> ...``
-process (``data=rps`` on a ``tfds_copy`` of the data with ``--source tfds``) that trains one
-model (``trainer.members=1``, unless the extra overrides say otherwise), tracked in the
+process (``data=rps`` on a ``tfds_copy`` of the data with ``--source tfds``), tracked in the
 MLflow experiment ``robustness`` (``--experiment``) of the store training uses by default
 (``--tracking-uri`` for another). rps tags each run with its
 command-line overrides and logs its whole config, so a config with a FINISHED run of the very
@@ -65,7 +64,7 @@ def jobs(configs: Sequence[str], data: Path, experiment: str, extra: Sequence[st
         for seed in seeds:
             result.append(Job(config, seed, [
                 *source, f"aug={aug}",
-                f"finetune={finetune}", f"tracking.experiment={experiment}", "trainer.members=1",
+                f"finetune={finetune}", f"tracking.experiment={experiment}",
                 *extra,
                 *([] if seed is None else [f"trainer.seed={seed}"])]))
     return result

@@ -48,13 +48,22 @@ def prepare(data: Path, tfds_dir: Path) -> Path:
         archives = {name: _zip(files[split], Path(scratch) / f"{name}.zip", name)
                     for split, name in ARCHIVES.items()}
 
-        def download(_manager, urls: list[str]) -> list[Path]:
-            return [archives[Path(urlsplit(url).path).stem] for url in urls]
-
-        with mock.patch.object(tfds.download.DownloadManager, "download", download):
-            builder.download_and_prepare()
+        _prepare_from(builder, archives)
     key_file.write_text(key)
     return tfds_dir
+
+
+def _prepare_from(builder, archives: dict[str, Path]) -> None:
+    """tfds has no public way to prepare a download-only dataset from local archives, so its
+    downloader is pointed at them for this one call. The pin tensorflow-datasets>=4.9.10,<4.10
+    (pyproject.toml) guards ``DownloadManager.download``'s signature."""
+    import tensorflow_datasets as tfds
+
+    def download(_manager, urls: list[str]) -> list[Path]:
+        return [archives[Path(urlsplit(url).path).stem] for url in urls]
+
+    with mock.patch.object(tfds.download.DownloadManager, "download", download):
+        builder.download_and_prepare()
 
 
 def _pngs(split: Path) -> list[Path]:

@@ -1,0 +1,20 @@
+"""Score a trained model on a labelled folder of images, such as real photos."""
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from rps import config, evaluate
+
+config.register_evaluate()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    # The project root holds conf/ and mlflow.db: the tracking store that training uses.
+    evaluate.main(cfg, Path(__file__).resolve().parent)
+
+
+if __name__ == "__main__":
+    main()

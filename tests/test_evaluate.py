@@ -1,0 +1,102 @@
+"""evaluate.py: a model scored on a labelled folder, as the scores say, and filed with its run."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_folder_dataset, run_cli
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from rps import data as data_lib
+from rps import evaluate
+from rps import model as model_lib
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """A tiny tracked model, and a labelled folder it never saw (its test split)."""
+    folder = tmp_path_factory.mktemp("trained")
+    root = make_folder_dataset(folder / "data", n_train=8, n_test=3)
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    proc = run_cli("data=folder", f"data.root={root}", "backbone.input_size=64", "head=linear",
+                   "aug=none", "finetune=none", "trainer.epochs=2", "trainer.batch_size=8",
+                   f"tracking.uri={uri}", f"hydra.run.dir={folder / 'run'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("rps").experiment_id])
+    return {"out": folder / "run", "uri": uri, "run_id": run.info.run_id,
+            "folder": root / "test", "client": client}
+
+
+def evaluate_cli(*overrides: str):
+    return run_cli(*overrides, script="evaluate.py")
+
+
+def test_scores_match_the_model_and_are_logged_to_its_run(trained, tmp_path):
+    out = tmp_path / "eval"
+    proc = evaluate_cli(f"run_id={trained['run_id']}", f"tracking.uri={trained['uri']}",
+                        f"data.root={trained['folder']}", f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / evaluate.RESULT_FILE).read_text())
+    # The same images through the saved model, computed here directly.
+    model, names = model_lib.load(trained["out"])
+    split, bad = data_lib.labelled(trained["folder"], names, model_lib.input_size(model))
+    predicted = model.predict(split.images.astype("float32"), verbose=0).argmax(1)
+    assert bad == [] and result["images"] == len(split) == 9
+    assert result["accuracy"] == pytest.approx(float(np.mean(predicted == split.labels)))
+    assert np.array(result["confusion_matrix"]).sum() == 9
+    assert len(result["misclassified"]) == int(np.sum(predicted != split.labels))
+    assert f"accuracy {result['accuracy']:.3f}" in proc.stdout and "recall:" in proc.stdout
+    assert (out / "misclassified.png").is_file() and (out / "confusion_matrix.png").is_file()
+
+    run = trained["client"].get_run(trained["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["eval/test/accuracy"] == pytest.approx(result["accuracy"])
+    assert set(names) == {k.split("/")[-1] for k in run.data.metrics
+                          if k.startswith("eval/test/recall/")}
+    logged = {Path(f.path).name for f in
+              trained["client"].list_artifacts(trained["run_id"], "eval/test")}
+    assert {evaluate.RESULT_FILE, "misclassified.png", "confusion_matrix.png"} <= logged
+
+
+def test_a_model_file_and_a_folder_of_some_classes_with_an_unreadable_image(trained, tmp_path):
+    folder = tmp_path / "real"
+    for name in ("rock", "paper"):
+        (folder / name).mkdir(parents=True)
+        for source in sorted((trained["folder"] / name).iterdir()):
+            Image.open(source).save(folder / name / source.name)
+    (folder / "rock" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    out = tmp_path / "eval"
+    proc = evaluate_cli(f"model_path={trained['out']}", f"data.root={folder}",
+                        f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / evaluate.RESULT_FILE).read_text())
+    assert result["images"] == 6 and set(result["recall"]) == {"rock", "paper"}
+    assert [Path(b["source"]).name for b in result["unreadable"]] == ["broken.jpg"]
+    assert "1 unreadable file(s) not scored: broken.jpg" in proc.stdout
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("no model", "needs exactly one model"),
+    ("unknown run", "cannot load the model of run 0123456789abcdef"),
+    ("missing folder", "is not a folder"),
+    ("unknown class", "class folders the model does not know (lizard)"),
+    ("no root", "needs data.root"),
+])
+def test_bad_input_is_one_paragraph(trained, tmp_path, case, needle):
+    folder = make_folder_dataset(tmp_path / "odd", classes=("rock", "lizard"), n_train=1,
+                                 n_test=0) / "train"
+    given = {
+        "no model": [f"data.root={folder}"],
+        "unknown run": ["run_id=0123456789abcdef", f"tracking.uri={trained['uri']}",
+                        f"data.root={folder}"],
+        "missing folder": [f"model_path={trained['out']}", f"data.root={tmp_path / 'nope'}"],
+        "unknown class": [f"model_path={trained['out']}", f"data.root={folder}"],
+        "no root": [f"model_path={trained['out']}"],
+    }[case]
+    proc = evaluate_cli(*given, f"hydra.run.dir={tmp_path / 'eval'}")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert needle in proc.stderr.replace("\n", " ") and "Traceback" not in proc.stderr
+    assert not (tmp_path / "eval" / evaluate.RESULT_FILE).exists()
