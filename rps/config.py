@@ -65,19 +65,36 @@ class BackboneName(str, Enum):
     mobilenet_v2 = "mobilenet_v2"
     efficientnet_b0 = "efficientnet_b0"
     efficientnet_lite0 = "efficientnet_lite0"
+    hand_landmarks = "hand_landmarks"
+
+
+HAND_WEIGHTS = "mediapipe"
 
 
 @dataclass
 class BackboneConfig:
-    """``weights`` is ``imagenet``, null (random init) or a path to a Keras weights file."""
+    """``weights`` is ``imagenet``, null (random init) or a path to a Keras weights file;
+    for ``hand_landmarks``, ``mediapipe``: MediaPipe's hand models (rps.hands). The images
+    are loaded at ``input_size``: the CNN's input, or what the hand finder looks at."""
 
     name: BackboneName = MISSING
     input_size: int = MISSING
     weights: str | None = "imagenet"
 
+    @property
+    def finds_hands(self) -> bool:
+        return self.name is BackboneName.hand_landmarks
+
     def __post_init__(self) -> None:
         _check(32 <= self.input_size <= 1024, "backbone.input_size", self.input_size,
                "between 32 and 1024 pixels")
+        if self.finds_hands != (self.weights == HAND_WEIGHTS):
+            raise ConfigError(
+                f"backbone={self.name.value} with backbone.weights={self.weights!r}: "
+                f"weights={HAND_WEIGHTS} means MediaPipe's hand models, which only "
+                "backbone=hand_landmarks runs, and it runs nothing else. Use "
+                "backbone=hand_landmarks as it is, or a CNN backbone with imagenet, null or a "
+                "weights file.")
 
 
 @dataclass
@@ -127,6 +144,8 @@ class AugConfig:
     skin_tone: float = 0.0
     white_balance: float = 0.0
     blur: float = 0.0
+    landmark_jitter: float = 0.0
+    landmark_tilt: float = 0.0
 
     def __post_init__(self) -> None:
         for key in ("rotation", "translation", "brightness", "contrast",
@@ -138,6 +157,10 @@ class AugConfig:
                "at least 0 and below 1")
         _check(0.0 <= self.zoom_out <= 2.0, "aug.zoom_out", self.zoom_out, "between 0 and 2")
         _check(0.0 <= self.blur <= 5.0, "aug.blur", self.blur, "between 0 and 5 pixels")
+        _check(0.0 <= self.landmark_jitter <= 0.5, "aug.landmark_jitter", self.landmark_jitter,
+               "between 0 and 0.5 (of the hand's size)")
+        _check(0.0 <= self.landmark_tilt <= 90.0, "aug.landmark_tilt", self.landmark_tilt,
+               "between 0 and 90 degrees")
         if self.background_dir is not None and not (self.background and self.background_photos):
             raise ConfigError(
                 f"aug.background_dir={self.background_dir!r} would never be used: photos are "
@@ -153,6 +176,10 @@ class AugConfig:
         return any(getattr(self, key) for key in (
             "flip", "rotation", "zoom_in", "zoom_out", "translation", "brightness", "contrast",
             "saturation", "hue", "background", "skin_tone", "white_balance", "blur"))
+
+    @property
+    def on_landmarks(self) -> bool:
+        return bool(self.landmark_jitter or self.landmark_tilt)
 
 
 class Schedule(str, Enum):
@@ -291,6 +318,20 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     experiment: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.backbone, BackboneConfig):
+            return  # a schema with MISSING groups: nothing to check yet
+        if self.backbone.finds_hands and (self.aug.on_images or self.finetune.epochs):
+            raise ConfigError(
+                "backbone=hand_landmarks reads hands with a fixed pretrained model and trains "
+                "its head on their landmarks, so image augmentation and fine-tuning do not "
+                "apply: use aug=landmarks (or aug=none) and finetune=none.")
+        if not self.backbone.finds_hands and self.aug.on_landmarks:
+            raise ConfigError(
+                f"aug.landmark_jitter and aug.landmark_tilt move hand landmarks, which only "
+                f"backbone=hand_landmarks reads, but backbone={self.backbone.name.value}: drop "
+                "them, or use backbone=hand_landmarks.")
 
 
 # Schemas a YAML option extends through its defaults list: one per group, or per subclass.

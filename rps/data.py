@@ -50,6 +50,19 @@ class Split:
 
 
 @dataclass(frozen=True)
+class Photos:
+    """Labelled images to score a model on, each decoded at its own size: the predictor
+    crops them as the model needs, and the hand finder looks at the whole image."""
+
+    images: list[np.ndarray]  # uint8 (H, W, 3) RGB
+    labels: np.ndarray  # int32 (N,), indices into the model's class names
+    sources: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
 class Data:
     class_names: list[str]  # sorted
     train: Split
@@ -183,11 +196,9 @@ def _from_arrays(arrays: dict[str, np.ndarray],
     return splits, bad
 
 
-def labelled(folder: Path, class_names: list[str], image_size: int,
-             ) -> tuple[Split, list[BadImage]]:
+def labelled(folder: Path, class_names: list[str]) -> tuple[Photos, list[BadImage]]:
     """A folder of ``<class>/<image>`` to score a model on, labelled by ``class_names`` (the
-    model's), with the training crop policy at ``image_size``. Unreadable files are returned
-    apart, to be listed, not scored."""
+    model's). Unreadable files are returned apart, to be listed, not scored."""
     folder = folder.expanduser().absolute()
     if not folder.is_dir():
         raise DataError(f"data.root={folder} is not a folder: point it at a folder with one "
@@ -207,7 +218,18 @@ def labelled(folder: Path, class_names: list[str], image_size: int,
                         "them: add images, or point data.root at the folder that has them.")
     labels = np.array([class_names.index(found[label]) for label in labels], dtype=np.int32)
     with ThreadPoolExecutor() as pool:
-        return _decode(pool, folder.name, paths, labels, image_size)
+        decoded = list(pool.map(_read_whole, paths))
+    ok = [not isinstance(d, BadImage) for d in decoded]
+    return (Photos([d for d, good in zip(decoded, ok, strict=True) if good], labels[ok],
+                   [str(p) for p, good in zip(paths, ok, strict=True) if good]),
+            [d for d in decoded if isinstance(d, BadImage)])
+
+
+def _read_whole(path: Path) -> np.ndarray | BadImage:
+    try:
+        return read_rgb(path)
+    except BadImage as bad:
+        return bad
 
 
 def _split_dirs(root: Path) -> dict[str, Path]:

@@ -24,6 +24,7 @@ from rps import data as data_lib
 from rps import model as model_lib
 from rps.config import Config, EnsembleConfig, FolderDataConfig, TrackingConfig
 from rps.errors import UserError, reported
+from rps.predictor import Predictor
 
 log = logging.getLogger("rps")
 
@@ -80,6 +81,12 @@ def load_members(conf: EnsembleConfig, uri: str) -> list[Member]:
             tracking.run_config(run, uri, given, "leave this run out of the ensemble"))
         members.append(Member(run_id, model, class_names, cfg,
                               run.data.metrics.get("test/accuracy"), run.info.experiment_id))
+    hand_runs = [m.run_id for m in members if m.model.name == model_lib.HAND_MODEL]
+    if hand_runs:
+        raise UserError(
+            f"run(s) {', '.join(hand_runs)} trained backbone=hand_landmarks, whose models "
+            "take landmark features, not images: ensemble.py averages image models only, so "
+            "leave those runs out.")
     first = members[0]
     for member in members[1:]:
         if member.class_names != first.class_names:
@@ -111,7 +118,8 @@ def run(conf: EnsembleConfig, output_dir: Path, root: Path) -> dict:
     data = data_lib.load(first.data, model_lib.input_size(model), first.trainer.seed,
                          cache_lib.of(first.cache))
     accuracies = [m.test_accuracy for m in members if m.test_accuracy is not None]
-    metrics = {**scores.test(model, data, first.trainer.batch_size),
+    metrics = {**scores.test(Predictor(model, members[0].class_names), data,
+                             first.trainer.batch_size),
                "members": [m.run_id for m in members], "members_test_accuracy": accuracies,
                "num_test": len(data.test.labels)}
 

@@ -30,7 +30,7 @@ def run(conf: EvaluateConfig, output_dir: Path, root: Path) -> dict:
     """Load the model first (a bad id fails before any image is read), then the folder."""
     model = predictor.load(conf, conf.tracking, root)
     folder = Path(conf.data.root).expanduser()
-    split, bad = data_lib.labelled(folder, model.class_names, model.input_size)
+    split, bad = data_lib.labelled(folder, model.class_names)
     probs = model.probabilities(split.images, conf.batch_size)
     scored = scores.summary(probs, split.labels, model.class_names)
     present = sorted(set(split.labels.tolist()))
@@ -38,6 +38,7 @@ def run(conf: EvaluateConfig, output_dir: Path, root: Path) -> dict:
         "folder": str(folder.absolute()),
         "images": len(split),
         "accuracy": scored["accuracy"],
+        "no_hand": scored["no_hand"],
         "recall": {model.class_names[c]: scored["per_class"][model.class_names[c]]["recall"]
                    for c in present},
         "class_names": model.class_names,
@@ -67,6 +68,8 @@ def text(result: dict) -> str:
     lines = [f"{result['folder']}: {result['images']} images, accuracy "
              f"{result['accuracy']:.3f}",
              "recall: " + ", ".join(f"{k} {v:.3f}" for k, v in result["recall"].items()),
+             *([f"no hand found in {result['no_hand']} image(s): counted as wrong"]
+               if result["no_hand"] else []),
              "confusion (rows true, columns predicted):",
              " " * width + "".join(f"{n:>{width}}" for n in names)]
     lines += [f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row)

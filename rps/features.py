@@ -18,16 +18,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rps import augment
+from rps import augment, hands, landmarks
 from rps.cache import ArrayCache, derived_seed, digest
 from rps.config import Config
 from rps.data import Data
+from rps.errors import DataError
 from rps.model import Classifier
 
 log = logging.getLogger("rps")
 
 AUTO_VIEWS = 2  # augmented views per training image when cache.views is null
 KIND = "features"
+HAND_KIND = "landmarks"
 VERSION = 1  # bump when what a cached feature means changes
 _PROGRESS_SECONDS = 5.0
 
@@ -38,12 +40,15 @@ class Features:
     val: np.ndarray  # (N, D): un-augmented
     seconds: float  # spent computing; 0 when every entry was a cache hit
     saved_seconds: float  # what the hits had cost when they were computed
+    train_labels: np.ndarray  # of the images that have features: for hand_landmarks, those
+    val_labels: np.ndarray  # in which a hand was found
+    no_hand: dict[str, int] | None = None  # hand_landmarks: images left out, per split
 
 
 def views(cfg: Config) -> int:
     if cfg.cache.views is not None:
         return cfg.cache.views
-    return AUTO_VIEWS if cfg.aug.on_images else 1
+    return AUTO_VIEWS if cfg.aug.on_images or cfg.aug.on_landmarks else 1
 
 
 def build(cfg: Config, classifier: Classifier, data: Data, cache: ArrayCache) -> Features:
@@ -53,6 +58,8 @@ def build(cfg: Config, classifier: Classifier, data: Data, cache: ArrayCache) ->
     weights, the input size, the images' bytes, and for training views the augmentation
     policy, the seed and the view index.
     """
+    if cfg.backbone.finds_hands:
+        return _hand_features(cfg, data, cache)
     backbone = digest(VERSION, keras.__version__, cfg.backbone.name.value,
                       cfg.backbone.input_size, *classifier.backbone.get_weights())
     n_views = views(cfg)
@@ -79,11 +86,54 @@ def build(cfg: Config, classifier: Classifier, data: Data, cache: ArrayCache) ->
     spent, saved = (spent, saved + cost) if hit else (spent + cost, saved)
     if saved:
         log.info("features: cache hit saved %.0f s of backbone passes", saved)
-    return Features(np.stack(train), val, spent, saved)
+    return Features(np.stack(train), val, spent, saved, data.train.labels, data.val.labels)
 
 
-def _cached(cache: ArrayCache, key: str, label: str, compute) -> tuple[np.ndarray, float, bool]:
-    stored = cache.get(KIND, key)
+def _hand_features(cfg: Config, data: Data, cache: ArrayCache | None) -> Features:
+    """Each image's landmarks, found once and cached (the finder's models, its version and
+    the images' bytes key them); then, per view, their features, from landmarks moved by the
+    landmark augmentation with the view's seed. Images without a hand are left out."""
+    finder = None
+    key = digest(VERSION, hands.VERSION, [sha for _, sha in hands.MODELS.values()])
+    points, spent, saved = {}, 0.0, 0.0
+
+    def find(images):
+        nonlocal finder
+        finder = finder or hands.HandFinder()
+        return hands.landmarks(finder, images)
+
+    for name in ("train", "val"):
+        images = getattr(data, name).images
+        points[name], cost, hit = _cached(cache, digest(key, name, digest(images)),
+                                          f"{name} landmarks", lambda i=images: find(i),
+                                          HAND_KIND)
+        spent, saved = (spent, saved + cost) if hit else (spent + cost, saved)
+    found = {name: ~np.isnan(p).any(axis=(1, 2)) for name, p in points.items()}
+    no_hand = {name: int((~f).sum()) for name, f in found.items()}
+    log.info("hands: no hand found in %d of %d training and %d of %d validation images; "
+             "they are left out", no_hand["train"], len(found["train"]), no_hand["val"],
+             len(found["val"]))
+    if not found["train"].any() or not found["val"].any():
+        raise DataError(
+            "no hand was found in any " + ("training" if not found["train"].any() else
+                                           "validation") + " image, so backbone="
+            "hand_landmarks has nothing to learn from: check that the images show hands, "
+            "or use a CNN backbone (backbone=efficientnet_lite0).")
+    train = points["train"][found["train"]]
+    views_ = []
+    for view in range(views(cfg)):
+        rng = np.random.default_rng(derived_seed(cfg.trainer.seed, view))
+        moved = (landmarks.augmented(train, cfg.aug.landmark_jitter, cfg.aug.landmark_tilt,
+                                     rng) if cfg.aug.on_landmarks else train)
+        views_.append(landmarks.features(moved))
+    return Features(np.stack(views_), landmarks.features(points["val"][found["val"]]), spent,
+                    saved, data.train.labels[found["train"]], data.val.labels[found["val"]],
+                    no_hand)
+
+
+def _cached(cache: ArrayCache | None, key: str, label: str, compute,
+            kind: str = KIND) -> tuple[np.ndarray, float, bool]:
+    stored = cache.get(kind, key) if cache is not None else None
     if stored is not None:
         log.info("features: %s from the cache", label)
         return stored["features"], float(stored["seconds"]), True
@@ -91,7 +141,8 @@ def _cached(cache: ArrayCache, key: str, label: str, compute) -> tuple[np.ndarra
     started = time.perf_counter()
     array = compute()
     seconds = time.perf_counter() - started
-    cache.put(KIND, key, {"features": array, "seconds": np.array(seconds)})
+    if cache is not None:
+        cache.put(kind, key, {"features": array, "seconds": np.array(seconds)})
     return array, seconds, False
 
 

@@ -30,6 +30,7 @@ from rps import data as data_lib
 from rps.config import Config
 from rps.context import JobContext
 from rps.errors import UserError, reported
+from rps.predictor import Predictor
 
 log = logging.getLogger("rps")
 
@@ -86,7 +87,8 @@ def run(cfg: DictConfig, ctx: JobContext) -> dict:
                                on_epoch=mlrun.log_epoch, cache=store,
                                checkpoints=ctx.output_dir, resume=state)
 
-        metrics = {**scores.test(classifier.inference, data, conf.trainer.batch_size),
+        tested = Predictor.of(classifier.inference, data.class_names)
+        metrics = {**scores.test(tested, data, conf.trainer.batch_size),
                    **fitted.metrics, "seed": conf.trainer.seed,
                    # After a resume, the time counts the work kept, not the epochs lost.
                    "total_seconds": time.perf_counter() - started + (

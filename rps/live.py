@@ -35,6 +35,7 @@ from rps.video import Frame, OutputError, SourceError, VideoSink, open_source
 log = logging.getLogger("rps")
 
 UNCERTAIN = "uncertain"
+NO_HAND = "no hand"
 TITLE = "rps live (q: quit)"
 QUIT_KEYS = {ord("q"), 27}  # 27 is Esc
 SAVE_KEY = ord("s")
@@ -100,6 +101,8 @@ def decide(probabilities: np.ndarray, class_names: Sequence[str],
            threshold: float) -> tuple[str, float]:
     """The most likely class and its probability; ``uncertain`` when that is below the
     threshold, rather than a confident-looking guess."""
+    if np.isnan(probabilities).any():
+        return NO_HAND, 0.0
     best = int(np.argmax(probabilities))
     probability = float(probabilities[best])
     return (class_names[best] if probability >= threshold else UNCERTAIN), probability
@@ -320,10 +323,12 @@ class Classifier:
             "probability": round(probability, 6), "latency_ms": round(ms, 3),
             **{f"p_{name}": round(float(p), 6)
                for name, p in zip(self.class_names, probabilities, strict=True)}})
-        lines = [f"{label} {probability:.0%}", f"{self.meter.fps:.1f} FPS  {ms:.0f} ms"]
-        return annotate(frame.image, roi, lines, AMBER if label == UNCERTAIN else GREEN,
-                        list(zip(self.class_names, probabilities.tolist(), strict=True)),
-                        int(np.argmax(probabilities)))
+        shown = np.nan_to_num(probabilities)
+        lines = [label if label == NO_HAND else f"{label} {probability:.0%}",
+                 f"{self.meter.fps:.1f} FPS  {ms:.0f} ms"]
+        return annotate(frame.image, roi, lines, GREEN if label in self.class_names else AMBER,
+                        list(zip(self.class_names, shown.tolist(), strict=True)),
+                        int(np.argmax(shown)) if label != NO_HAND else None)
 
     def on_key(self, key: int | None, frame: Frame) -> None:
         if key == SAVE_KEY:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import keras
 
-from rps import augment, backbones, heads
+from rps import augment, backbones, heads, landmarks
 from rps.config import Config
 from rps.errors import UserError
 from rps.images import square_resizer
@@ -23,6 +23,7 @@ from rps.images import square_resizer
 BACKBONE = "backbone"
 HEAD = "head"
 POOL = "pool"
+HAND_MODEL = "rps_hand_landmarks"  # the name of a landmark head: features in, logits out
 MODEL_FILE = "model.keras"
 CLASSES_FILE = "class_names.json"
 
@@ -34,7 +35,7 @@ class Classifier:
 
     train: keras.Model  # raw RGB -> logits, with the augment stage when the config has one
     inference: keras.Model  # the same without it: the model to save and serve
-    backbone: keras.Model  # frozen in stage 1, its top unfrozen in stage 2
+    backbone: keras.Model | None  # frozen in stage 1, its top unfrozen in stage 2
     head: keras.Model  # what stage 1 fits on cached features
     augment: keras.Sequential | None
 
@@ -47,7 +48,15 @@ class Classifier:
 
 def build(cfg: Config, num_classes: int) -> Classifier:
     """The augment stage is identity at inference, and its custom layers would make a saved
-    model need rps to reload: without them the inference model holds built-in layers only."""
+    model need rps to reload: without them the inference model holds built-in layers only.
+    For ``hand_landmarks`` the model is the head alone, on landmark features: the hand
+    finder runs outside Keras (rps.hands), in the predictor."""
+    if cfg.backbone.finds_hands:
+        head = heads.build(cfg.head, landmarks.SIZE, num_classes)
+        features = keras.Input((landmarks.SIZE,), name="landmark_features")
+        model = keras.Model(features, head(features), name=HAND_MODEL)
+        return Classifier(train=model, inference=model, backbone=None, head=head,
+                          augment=None)
     backbone = backbones.build(cfg.backbone)
     backbone.name = BACKBONE
     # Pooling keeps the backbone's channels: they are the head's features.
@@ -89,6 +98,8 @@ def average(members: Sequence[keras.Model], name: str = "rps_ensemble") -> keras
 
 def input_size(model: keras.Model) -> int:
     """The side of the square its backbone sees; an ensemble's largest member's."""
+    if model.name == HAND_MODEL:
+        return 0  # the hand finder takes images of any size as they are
     try:
         return model.get_layer(BACKBONE).input.shape[1]
     except ValueError:  # no backbone layer of its own: an ensemble of nested models

@@ -13,16 +13,29 @@ from pathlib import Path
 
 import numpy as np
 
-from rps import scores, tracking
+from rps import hands, landmarks, scores, tracking
 from rps.config import ModelChoice, StoreConfig, TrackingConfig
+from rps.images import fit
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
 class Predictor:
-    model: object  # a Keras model: raw RGB in, logits out
+    """A CNN model takes raw RGB and crops it itself; a landmark head
+    (``backbone=hand_landmarks``) takes the features of the hand the finder finds, and an
+    image with no hand gets a row of NaN: no class, never a guess."""
+
+    model: object  # a Keras model: raw RGB (or landmark features) in, logits out
     class_names: list[str]  # logit i is class_names[i]
+    finder: hands.HandFinder | None = None
+
+    @classmethod
+    def of(cls, model, class_names: list[str]) -> Predictor:
+        from rps import model as model_lib
+
+        finds_hands = model.name == model_lib.HAND_MODEL
+        return cls(model, class_names, hands.HandFinder() if finds_hands else None)
 
     @property
     def input_size(self) -> int:
@@ -30,11 +43,22 @@ class Predictor:
 
         return model_lib.input_size(self.model)
 
-    def probabilities(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """Class probabilities of a batch of equal-size images (N, H, W, 3)."""
-        logits = self.model.predict(np.asarray(images, np.float32), batch_size=batch_size,
-                                    verbose=0)
-        return scores.softmax(np.asarray(logits, np.float64))
+    def probabilities(self, images, batch_size: int = 32) -> np.ndarray:
+        """Class probabilities of images of any sizes, (N, classes); NaN rows: no hand."""
+        if self.finder is None:
+            batch = np.stack([image if image.shape[:2] == (self.input_size,) * 2
+                              else fit(image, self.input_size) for image in images])
+            logits = self.model.predict(batch.astype(np.float32), batch_size=batch_size,
+                                        verbose=0)
+            return scores.softmax(np.asarray(logits, np.float64))
+        points = hands.landmarks(self.finder, images)
+        found = ~np.isnan(points).any(axis=(1, 2))
+        probs = np.full((len(points), len(self.class_names)), np.nan)
+        if found.any():
+            logits = self.model.predict(landmarks.features(points[found]),
+                                        batch_size=batch_size, verbose=0)
+            probs[found] = scores.softmax(np.asarray(logits, np.float64))
+        return probs
 
     def frame(self, warm_size: int) -> Predict:
         """Class probabilities of one image, through a graph traced once and frozen.
@@ -56,18 +80,30 @@ class Predictor:
         )
 
         model = self.model
+        # One image, or for a landmark head one hand's features.
+        shape = [None, None, 3] if self.finder is None else [landmarks.SIZE]
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.float32)])
-        def probabilities(rgb):
-            return tf.nn.softmax(model(rgb[None], training=False))[0]
+        @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
+        def probabilities(x):
+            return tf.nn.softmax(model(x[None], training=False))[0]
 
         frozen = convert_variables_to_constants_v2(probabilities.get_concrete_function())
 
-        def predict(rgb: np.ndarray) -> np.ndarray:
-            return frozen(tf.constant(rgb, tf.float32))[0].numpy()
+        def run(x: np.ndarray) -> np.ndarray:
+            return frozen(tf.constant(x, tf.float32))[0].numpy()
 
-        predict(np.zeros((warm_size, warm_size, 3), dtype=np.uint8))  # optimise before timing
-        return predict
+        if self.finder is None:
+            run(np.zeros((warm_size, warm_size, 3), dtype=np.uint8))  # optimise before timing
+            return run
+        run(np.zeros(landmarks.SIZE, np.float32))
+
+        def from_hand(rgb: np.ndarray) -> np.ndarray:
+            found = self.finder.hands(rgb)
+            if not found:
+                return np.full(len(self.class_names), np.nan)
+            return run(landmarks.features(found[0].landmarks[None])[0])
+
+        return from_hand
 
 
 def load(choice: ModelChoice, store: StoreConfig, root: Path) -> Predictor:
@@ -76,7 +112,7 @@ def load(choice: ModelChoice, store: StoreConfig, root: Path) -> Predictor:
     if choice.model_path:
         from rps import model as model_lib  # imports TensorFlow: only once input is valid
 
-        return Predictor(*model_lib.load(Path(choice.model_path).expanduser()))
+        return Predictor.of(*model_lib.load(Path(choice.model_path).expanduser()))
     uri = tracking.store_uri(TrackingConfig(uri=store.uri), root)
-    return Predictor(*tracking.load_model(choice.run_id, model_uri=choice.model_uri,
-                                          tracking_uri=uri))
+    return Predictor.of(*tracking.load_model(choice.run_id, model_uri=choice.model_uri,
+                                             tracking_uri=uri))

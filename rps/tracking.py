@@ -206,15 +206,20 @@ class Run:
 
     def log_model(self, model, class_names: list[str], example: np.ndarray,
                   register: str | None) -> None:
-        """The whole image -> logits model, with a signature that accepts any image size."""
+        """The whole image -> logits model, with a signature that accepts any image size; a
+        landmark head (backbone=hand_landmarks) with one of landmark features."""
         if not self.active:
             return
         import mlflow
         from mlflow.models import ModelSignature
         from mlflow.types import Schema, TensorSpec
 
+        shape = tuple(-1 if d is None else d for d in model.input_shape)
+        if len(shape) == 2:
+            example = np.zeros((1, shape[1]), np.float32)
         signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, 3), "image")]),
+            inputs=Schema([TensorSpec(np.dtype(np.float32), shape,
+                                      "image" if len(shape) == 4 else "landmark_features")]),
             outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(class_names)),
                                        "logits")]),
         )

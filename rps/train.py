@@ -258,7 +258,8 @@ def build(cfg: Config, num_classes: int, strategy: tf.distribute.Strategy) -> Cl
     keras.utils.set_random_seed(cfg.trainer.seed)
     with strategy.scope():
         classifier = model_lib.build(cfg, num_classes)
-    backbones.freeze(classifier.backbone)
+    if classifier.backbone is not None:
+        backbones.freeze(classifier.backbone)
     return classifier
 
 
@@ -285,6 +286,7 @@ def fit(cfg: Config, classifier: Classifier, data: data_lib.Data,
     model = classifier.train
     best, epochs_log, saver = _bookkeeping(model, on_epoch, checkpoints, resume)
     n_train = len(data.train.labels)
+    no_hand = {}
 
     started = time.perf_counter() - (resume.seconds if resume is not None else 0.0)
     features_seconds = 0.0
@@ -296,10 +298,13 @@ def fit(cfg: Config, classifier: Classifier, data: data_lib.Data,
             unfrozen = backbones.unfreeze_top(classifier.backbone, cfg.finetune.layers)
             log.info("fine-tuning: %d backbone layers with weights unfrozen, lr x %g, %d epochs",
                      unfrozen, cfg.finetune.lr_factor, cfg.finetune.epochs)
-        on_features = stage == 1 and cache is not None
-        trained, train_ds, val_ds, seconds = _stage_inputs(cfg, classifier, data, cache,
-                                                           on_features)
-        features_seconds += seconds
+        # The landmark backbone trains on its features always, computed if not cached.
+        on_features = stage == 1 and (cache is not None or cfg.backbone.finds_hands)
+        trained, train_ds, val_ds, cached = _stage_inputs(cfg, classifier, data, cache,
+                                                          on_features)
+        if cached is not None:
+            features_seconds += cached.seconds
+            no_hand, n_train = cached.no_hand, len(cached.train_labels)
         # A step on cached features is so small that Python's per-step overhead dominates
         # it; but MirroredStrategy fails on several steps per call (keras-team/keras#19246).
         many = on_features and cfg.trainer.strategy is Strategy.default
@@ -336,6 +341,7 @@ def fit(cfg: Config, classifier: Classifier, data: data_lib.Data,
         "features_seconds": features_seconds,
         "history": epochs_log.history,
         "replicas": strategy.num_replicas_in_sync,
+        **({"no_hand": no_hand} if no_hand else {}),
     }, history=epochs_log.history)
 
 
@@ -367,17 +373,18 @@ def _bookkeeping(model: keras.Model, on_epoch: Callable[[dict], None] | None,
 
 def _stage_inputs(cfg: Config, classifier: Classifier, data: data_lib.Data,
                   cache: ArrayCache | None, on_features: bool,
-                  ) -> tuple[keras.Model, tf.data.Dataset, tf.data.Dataset, float]:
+                  ) -> tuple[keras.Model, tf.data.Dataset, tf.data.Dataset,
+                             features.Features | None]:
     """What a stage fits and on what: the head on cached features, or the whole model on
-    images. Also the seconds spent computing features."""
+    images. Also the features, when it fits on them."""
     num_classes, bs = len(data.class_names), cfg.trainer.batch_size
     images_ds = functools.partial(dataset, num_classes=num_classes, batch_size=bs)
     if not on_features:
         return (classifier.train,
                 images_ds(data.train.images, data.train.labels, shuffle_seed=cfg.trainer.seed),
-                images_ds(data.val.images, data.val.labels), 0.0)
+                images_ds(data.val.images, data.val.labels), None)
     cached = features.build(cfg, classifier, data, cache)
     return (classifier.head,
-            view_sampling_dataset(cached.train, data.train.labels, num_classes, bs,
+            view_sampling_dataset(cached.train, cached.train_labels, num_classes, bs,
                                   cfg.trainer.seed),
-            images_ds(cached.val, data.val.labels), cached.seconds)
+            images_ds(cached.val, cached.val_labels), cached)

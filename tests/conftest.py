@@ -18,6 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RPS_SHARED_DATA", Path(__file__).resolve().parents[2]
                              / "shared/data/rps"))
 
+# Real photos for evaluation only: never trained on, never used to choose anything.
+REAL_DEV = SHARED.parent / "rps-real-dev"
+
 CLASSES = ("paper", "rock", "scissors")
 # One clearly different colour per class, so a model can tell generated classes apart.
 _COLOURS = [(220, 40, 40), (40, 200, 60), (50, 70, 230), (230, 200, 40), (160, 50, 200),

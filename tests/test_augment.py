@@ -275,7 +275,8 @@ def test_inference_model_drops_augmentation_and_reloads_with_plain_keras(tmp_pat
 
 @pytest.mark.parametrize("option", OPTIONS)
 def test_on_images_says_whether_the_option_builds_any_transform(option):
-    aug = config.to_object(compose_cfg(f"aug={option}")).aug
+    landmarks = ["backbone=hand_landmarks", "finetune=none"] if option == "landmarks" else []
+    aug = config.to_object(compose_cfg(f"aug={option}", *landmarks)).aug
     assert aug.on_images == bool(augment.build(aug, 0).layers)
     for key in ("rotation", "blur", "skin_tone", "flip"):
         assert dataclasses.replace(AugConfig(), **{key: 1.0}).on_images

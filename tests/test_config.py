@@ -12,6 +12,10 @@ CONF = REPO / "conf"
 GROUPS = ["data", "backbone", "head", "aug", "optimizer", "finetune", "trainer", "tracking",
           "experiment", "sweep"]
 CLASSES = ["paper", "rock", "scissors"]
+# Options that apply to backbone=hand_landmarks alone, with what they need beside them.
+LANDMARK_OPTIONS = {("backbone", "hand_landmarks"): ["aug=landmarks", "finetune=none"],
+                    ("aug", "landmarks"): ["backbone=hand_landmarks", "finetune=none"],
+                    ("experiment", "hands"): []}
 
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
@@ -25,7 +29,8 @@ def test_every_group_has_a_folder_with_options():
 @pytest.mark.parametrize(
     "group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_option_composes_and_builds(group, option):
-    overrides = [f"{group}={option}", "backbone.weights=null"]
+    overrides = [f"{group}={option}", *LANDMARK_OPTIONS.get((group, option),
+                                                          ["backbone.weights=null"])]
     if group == "data" and option == "folder":
         overrides.append("data.root=/nonexistent")
     cfg = compose_cfg(*overrides)
@@ -111,7 +116,8 @@ def test_sweep_presets_cover_every_option_of_their_group(preset):
     cfg = config.compose(CONF, [f"sweep={preset}"], with_hydra=True)
     assert cfg.hydra.mode.name == "MULTIRUN"
     params = dict(cfg.hydra.sweeper.params)
-    assert sorted(params[preset].split(",")) == options(preset)
+    assert sorted(params[preset].split(",")) == [
+        o for o in options(preset) if (preset, o) not in LANDMARK_OPTIONS]
 
 
 def test_the_seeds_preset_sweeps_the_seed_alone():

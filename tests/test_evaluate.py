@@ -12,6 +12,7 @@ from PIL import Image
 from rps import data as data_lib
 from rps import evaluate
 from rps import model as model_lib
+from rps.images import fit
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,10 @@ def test_scores_match_the_model_and_are_logged_to_its_run(trained, tmp_path):
     result = json.loads((out / evaluate.RESULT_FILE).read_text())
     # The same images through the saved model, computed here directly.
     model, names = model_lib.load(trained["out"])
-    split, bad = data_lib.labelled(trained["folder"], names, model_lib.input_size(model))
-    predicted = model.predict(split.images.astype("float32"), verbose=0).argmax(1)
+    split, bad = data_lib.labelled(trained["folder"], names)
+    size = model_lib.input_size(model)
+    batch = np.stack([fit(image, size) for image in split.images]).astype("float32")
+    predicted = model.predict(batch, verbose=0).argmax(1)
     assert bad == [] and result["images"] == len(split) == 9
     assert result["accuracy"] == pytest.approx(float(np.mean(predicted == split.labels)))
     assert np.array(result["confusion_matrix"]).sum() == 9

@@ -19,6 +19,7 @@ from rps import data as data_lib
 from rps import model as model_lib
 from rps.augment import HELD_OUT_HUES
 from rps.config import FolderDataConfig, TfdsDataConfig
+from rps.predictor import Predictor
 
 SKIN = (205, 150, 120)
 TINY = ("backbone.weights=null", "backbone.input_size=32", "head=linear", "aug=none",
@@ -178,7 +179,8 @@ def test_evaluate_matches_a_direct_computation(tmp_path, capsys):
     loaded = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed)
     classifier, _ = fit(cfg, loaded)
     model_lib.save(classifier.inference, loaded.class_names, tmp_path / "model")
-    tested = scores.test(classifier.inference, loaded, cfg.trainer.batch_size)
+    tested = scores.test(Predictor.of(classifier.inference, loaded.class_names), loaded,
+                         cfg.trainer.batch_size)
     out = tmp_path / "out"
 
     main(["evaluate", "--model", str(tmp_path / "model"), "--data", str(data), "--out",

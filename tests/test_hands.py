@@ -1,0 +1,211 @@
+"""backbone=hand_landmarks: the model files, the palm and landmark decoding, landmark
+features and their augmentation, and training and scoring on real hands."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REAL_DEV, SHARED, compose_cfg, run_cli
+from PIL import Image
+
+from rps import config, hands, landmarks
+from rps.errors import ConfigError, WeightsError
+from rps.images import read_rgb
+
+RENDER = SHARED / "test" / "scissors"
+needs_renders = pytest.mark.skipif(not RENDER.is_dir(), reason=f"{SHARED} is absent")
+
+
+@pytest.fixture(scope="module")
+def finder() -> hands.HandFinder:
+    """The real models, fetched once per test session into its cache (RPS_CACHE_DIR)."""
+    return hands.HandFinder()
+
+
+def hand_like(n: int, seed: int = 0) -> np.ndarray:
+    """Random but hand-shaped landmarks: a wrist and five rays of four joints."""
+    rng = np.random.default_rng(seed)
+    points = np.zeros((n, 21, 3))
+    for finger, angle in enumerate(np.linspace(-0.9, 0.6, 5)):
+        lengths = np.cumsum(rng.uniform(0.2, 0.5, (n, 4)), axis=1)
+        bend = rng.uniform(-0.6, 0.6, (n, 1)) * np.arange(4)
+        points[:, 1 + 4 * finger:5 + 4 * finger, 0] = lengths * np.sin(angle + bend)
+        points[:, 1 + 4 * finger:5 + 4 * finger, 1] = -lengths * np.cos(angle + bend)
+    points[:, :, 2] = rng.normal(0, 0.05, (n, 21))
+    return points
+
+
+def test_anchors_are_the_palm_detectors_two_grids():
+    centres = hands.anchors()
+    assert centres.shape == (2016, 2)
+    np.testing.assert_allclose(centres[:2], [[1 / 48, 1 / 48]] * 2)
+    np.testing.assert_allclose(centres[1152:1158], [[1 / 24, 1 / 24]] * 6)
+    np.testing.assert_allclose(centres[-1], [23 / 24, 23 / 24])
+
+
+def test_weighted_nms_merges_overlaps_by_score_and_keeps_the_rest():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], float)
+    keypoints = np.zeros((3, 7, 2))
+    keypoints[1] += 1
+    kept = hands.weighted_nms(boxes, keypoints, np.array([0.9, 0.6, 0.8]))
+    assert [round(score, 2) for _, _, score in kept] == [0.9, 0.8]
+    np.testing.assert_allclose(kept[0][0], [0.4, 0.4, 10.4, 10.4])  # (0.9*0 + 0.6*1) / 1.5
+    np.testing.assert_allclose(kept[1][0], boxes[2])
+
+
+def test_features_ignore_position_size_rotation_and_mirror_but_not_the_pose():
+    points = hand_like(8)
+    turn = np.radians(130)
+    rotation = np.array([[np.cos(turn), -np.sin(turn), 0], [np.sin(turn), np.cos(turn), 0],
+                         [0, 0, 1]])
+    moved = points @ rotation.T * 3.5 + np.array([40.0, -7.0, 2.0])
+    mirrored = points * np.array([-1.0, 1.0, 1.0])
+    base = landmarks.features(points)
+    assert base.shape == (8, landmarks.SIZE) and base.dtype == np.float32
+    np.testing.assert_allclose(landmarks.features(moved), base, atol=1e-4)
+    np.testing.assert_allclose(landmarks.features(mirrored), base, atol=1e-4)
+    assert np.abs(landmarks.features(hand_like(8, seed=1)) - base).max() > 0.1
+
+
+def test_landmark_augmentation_is_seeded_and_moves_what_features_see():
+    points = hand_like(4)
+    same = landmarks.augmented(points, 0.0, 0.0, np.random.default_rng(0))
+    np.testing.assert_allclose(same, points, atol=1e-12)
+    views = [landmarks.augmented(points, 0.02, 30, np.random.default_rng(seed))
+             for seed in (0, 0, 1)]
+    np.testing.assert_array_equal(views[0], views[1])
+    assert np.abs(landmarks.features(views[0]) - landmarks.features(views[2])).max() > 0.01
+    size = np.linalg.norm(points[:, 9] - points[:, 0], axis=-1)
+    jittered = landmarks.augmented(points, 0.02, 0.0, np.random.default_rng(0)) - points
+    assert 0.005 < np.abs(jittered).mean() / size.mean() < 0.05
+
+
+def test_a_damaged_model_file_is_one_paragraph(tmp_path):
+    for member, _ in hands.MODELS.values():
+        (tmp_path / member.rsplit("/", 1)[1]).write_bytes(b"not a model")
+    with pytest.raises(WeightsError, match="does not have the SHA-256") as err:
+        hands.model_files(tmp_path)
+    assert "Delete it" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_models_missing_while_offline_is_one_paragraph(tmp_path):
+    """An index that refuses connections stands in for no network."""
+    env = {**os.environ, "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_NO_CACHE_DIR": "1",
+           "PIP_RETRIES": "0", "PIP_TIMEOUT": "3"}
+    script = ("import sys; from pathlib import Path; from rps import hands\n"
+              "from rps.errors import WeightsError\n"
+              "try:\n    hands.model_files(Path(sys.argv[1]))\n"
+              "except WeightsError as err:\n    print(err)\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "models")], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert "could not fetch MediaPipe's hand models" in proc.stdout, proc.stderr[-2000:]
+    assert "run once with network access" in proc.stdout
+    assert not list((tmp_path / "models").glob("*.tflite"))
+
+
+def test_config_refuses_what_does_not_apply_to_landmarks():
+    with pytest.raises(ConfigError, match="aug=landmarks"):
+        config.to_object(compose_cfg("backbone=hand_landmarks"))  # aug=background, finetune=top
+    with pytest.raises(ConfigError, match="only backbone=hand_landmarks reads"):
+        config.to_object(compose_cfg("aug=landmarks", "finetune=none"))
+    with pytest.raises(ConfigError, match="weights=mediapipe"):
+        config.to_object(compose_cfg("backbone=hand_landmarks", "aug=landmarks",
+                                     "finetune=none", "backbone.weights=imagenet"))
+    conf = config.to_object(compose_cfg("experiment=hands"))
+    assert conf.backbone.finds_hands and conf.aug.on_landmarks and not conf.aug.on_images
+
+
+@needs_renders
+def test_finder_reads_a_render_and_follows_it_when_turned(finder):
+    rgb = read_rgb(sorted(RENDER.iterdir())[0])
+    (hand,) = finder.hands(rgb)
+    assert hand.score > 0.5 and hand.landmarks.shape == (21, 3)
+    height, width = rgb.shape[:2]
+    assert (hand.landmarks[:, 0] >= -5).all() and (hand.landmarks[:, 0] <= width + 5).all()
+    turned = np.ascontiguousarray(np.rot90(rgb))  # 90 degrees anticlockwise
+    (again,) = finder.hands(turned)
+    # A point (x, y) of the image is at (y, width - 1 - x) once turned.
+    expected = np.stack([hand.landmarks[:, 1], width - 1 - hand.landmarks[:, 0]], axis=1)
+    assert np.abs(again.landmarks[:, :2] - expected).mean() < 0.03 * width
+    np.testing.assert_allclose(landmarks.features(again.landmarks[None]),
+                               landmarks.features(hand.landmarks[None]), atol=0.25)
+
+
+def test_finder_finds_no_hand_in_a_blank_or_noisy_image(finder):
+    assert finder.hands(np.full((240, 320, 3), 255, np.uint8)) == []
+    noise = np.random.default_rng(0).integers(0, 256, (200, 200, 3)).astype(np.uint8)
+    points = hands.landmarks(finder, [noise, np.zeros((64, 64, 3), np.uint8)])
+    assert points.shape == (2, 21, 3) and np.isnan(points).all()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.skipif(not (SHARED / "train").is_dir() or not REAL_DEV.is_dir(),
+                    reason="the renders or the real photos are absent")
+def test_trained_on_renders_it_reads_real_hands(tmp_path):
+    """The whole product path: train on the renders only, then score the real photos with
+    evaluate.py, where an image with no hand found counts as wrong."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_cli("data=folder", f"data.root={SHARED}", "experiment=hands",
+                   f"tracking.uri={uri}", f"hydra.run.dir={tmp_path / 'run'}", timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.99
+    assert "hands: no hand found in" in proc.stdout + proc.stderr
+    out = tmp_path / "eval"
+    proc = run_cli(f"model_path={tmp_path / 'run'}", f"data.root={REAL_DEV}",
+                   f"hydra.run.dir={out}", script="evaluate.py", timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "evaluation.json").read_text())
+    print({k: result[k] for k in ("accuracy", "no_hand", "recall")})
+    assert result["images"] == 724 and result["accuracy"] >= 0.97
+    wrong = [m for m in result["misclassified"] if m["predicted"] == "no hand"]
+    assert len(wrong) == result["no_hand"]
+
+    # live.py on a few of those photos and a blank frame: the hands are read, the blank
+    # frame says "no hand".
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for source in sorted((REAL_DEV / "paper").iterdir())[:5]:
+        Image.open(source).save(frames / f"{source.stem}.png")
+    Image.new("RGB", (300, 200), (255, 255, 255)).save(frames / "zz_blank.png")
+    proc = run_cli(f"model_path={tmp_path / 'run'}", f"source={frames}", "headless=true",
+                   "roi.size=200", f"hydra.run.dir={tmp_path / 'live'}", script="live.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "live" / "predictions.csv", newline="") as f:
+        labels = [row["class"] for row in csv.DictReader(f)]
+    assert labels[-1] == "no hand" and labels[:-1].count("paper") >= 4
+
+
+def test_an_image_folder_without_any_hand_is_one_paragraph(tmp_path):
+    root = tmp_path / "data"
+    for split, count in (("train", 2), ("test", 1)):
+        for name in ("rock", "paper"):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (64, 64), (255, 255, 255)).save(
+                    root / split / name / f"{name}_{i}.png")
+    proc = run_cli("data=folder", f"data.root={root}", "experiment=hands",
+                   "data.val_groups=false", "data.val_fraction=0.5",
+                   f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2
+    assert "no hand was found in any training image" in proc.stderr.replace("\n", " ")
+    assert "Traceback" not in proc.stderr
+
+
+def test_no_hand_counts_as_wrong_and_live_says_so():
+    from rps import scores
+    from rps.live import NO_HAND, decide
+
+    nan = np.nan
+    probs = np.array([[0.9, 0.05, 0.05], [nan, nan, nan], [0.1, 0.8, 0.1]])
+    scored = scores.summary(probs, np.array([0, 0, 1]), ["paper", "rock", "scissors"])
+    assert scored["accuracy"] == pytest.approx(2 / 3) and scored["no_hand"] == 1
+    assert scored["per_class"]["paper"]["recall"] == 0.5
+    assert scored["per_class"]["paper"]["no_hand"] == 1
+    assert np.array(scored["confusion_matrix"]).sum() == 2 and scored["predicted"][1] == -1
+    assert decide(probs[1], ["paper", "rock", "scissors"], 0.5) == (NO_HAND, 0.0)
