@@ -154,12 +154,6 @@ class Hand:
         return replace(self, landmarks=self.landmarks + np.array([dx, dy, 0.0]),
                        centre=(self.centre[0] + dx, self.centre[1] + dy))
 
-    def box(self) -> np.ndarray:
-        """The crop's four corners, in pixels (for drawing)."""
-        half = self.side / 2
-        corners = np.array([[-half, -half], [half, -half], [half, half], [-half, half]])
-        return corners @ _rotation(self.angle).T + np.array(self.centre)
-
 
 def _rotation(angle: float) -> np.ndarray:
     c, s = math.cos(angle), math.sin(angle)
