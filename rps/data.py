@@ -218,18 +218,11 @@ def labelled(folder: Path, class_names: list[str]) -> tuple[Photos, list[BadImag
                         "them: add images, or point data.root at the folder that has them.")
     labels = np.array([class_names.index(found[label]) for label in labels], dtype=np.int32)
     with ThreadPoolExecutor() as pool:
-        decoded = list(pool.map(_read_whole, paths))
+        decoded = list(pool.map(_read, paths))
     ok = [not isinstance(d, BadImage) for d in decoded]
     return (Photos([d for d, good in zip(decoded, ok, strict=True) if good], labels[ok],
                    [str(p) for p, good in zip(paths, ok, strict=True) if good]),
             [d for d in decoded if isinstance(d, BadImage)])
-
-
-def _read_whole(path: Path) -> np.ndarray | BadImage:
-    try:
-        return read_rgb(path)
-    except BadImage as bad:
-        return bad
 
 
 def _split_dirs(root: Path) -> dict[str, Path]:
@@ -301,9 +294,11 @@ def _require_images(root: Path, labels: dict[str, np.ndarray], class_names: list
         )
 
 
-def _read(path: Path, size: int) -> np.ndarray | BadImage:
+def _read(path: Path, size: int | None = None) -> np.ndarray | BadImage:
+    """The decoded image, with the crop policy at ``size`` unless it is None."""
     try:
-        return fit(read_rgb(path), size)
+        image = read_rgb(path)
+        return image if size is None else fit(image, size)
     except BadImage as bad:
         return bad
 

@@ -81,7 +81,7 @@ def load_members(conf: EnsembleConfig, uri: str) -> list[Member]:
             tracking.run_config(run, uri, given, "leave this run out of the ensemble"))
         members.append(Member(run_id, model, class_names, cfg,
                               run.data.metrics.get("test/accuracy"), run.info.experiment_id))
-    hand_runs = [m.run_id for m in members if m.model.name == model_lib.HAND_MODEL]
+    hand_runs = [m.run_id for m in members if model_lib.reads_landmarks(m.model)]
     if hand_runs:
         raise UserError(
             f"run(s) {', '.join(hand_runs)} trained backbone=hand_landmarks, whose models "

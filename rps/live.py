@@ -30,12 +30,12 @@ from rps.config import LiveConfig, LiveMode, RoiConfig
 from rps.crop import centre_square
 from rps.errors import UserError, reported
 from rps.predictor import Predict
+from rps.scores import NO_HAND
 from rps.video import Frame, OutputError, SourceError, VideoSink, open_source
 
 log = logging.getLogger("rps")
 
 UNCERTAIN = "uncertain"
-NO_HAND = "no hand"
 TITLE = "rps live (q: quit)"
 QUIT_KEYS = {ord("q"), 27}  # 27 is Esc
 SAVE_KEY = ord("s")

@@ -96,9 +96,14 @@ def average(members: Sequence[keras.Model], name: str = "rps_ensemble") -> keras
     return keras.Model(image, keras.layers.Average(name="mean_logits")(logits), name=name)
 
 
+def reads_landmarks(model: keras.Model) -> bool:
+    """Whether a saved model is a landmark head (backbone=hand_landmarks), not an image model."""
+    return model.name == HAND_MODEL
+
+
 def input_size(model: keras.Model) -> int:
     """The side of the square its backbone sees; an ensemble's largest member's."""
-    if model.name == HAND_MODEL:
+    if reads_landmarks(model):
         return 0  # the hand finder takes images of any size as they are
     try:
         return model.get_layer(BACKBONE).input.shape[1]

@@ -34,8 +34,8 @@ class Predictor:
     def of(cls, model, class_names: list[str]) -> Predictor:
         from rps import model as model_lib
 
-        finds_hands = model.name == model_lib.HAND_MODEL
-        return cls(model, class_names, hands.HandFinder() if finds_hands else None)
+        finder = hands.HandFinder() if model_lib.reads_landmarks(model) else None
+        return cls(model, class_names, finder)
 
     @property
     def input_size(self) -> int:
@@ -46,8 +46,9 @@ class Predictor:
     def probabilities(self, images, batch_size: int = 32) -> np.ndarray:
         """Class probabilities of images of any sizes, (N, classes); NaN rows: no hand."""
         if self.finder is None:
-            batch = np.stack([image if image.shape[:2] == (self.input_size,) * 2
-                              else fit(image, self.input_size) for image in images])
+            size = self.input_size
+            batch = np.stack([image if image.shape[:2] == (size, size) else fit(image, size)
+                              for image in images])
             logits = self.model.predict(batch.astype(np.float32), batch_size=batch_size,
                                         verbose=0)
             return scores.softmax(np.asarray(logits, np.float64))
