@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 # `make mlflow-server`: where the server listens and keeps its runs and artifacts.
 PORT ?= 5000
 SERVER_DIR ?= mlflow-server
@@ -17,19 +18,24 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[test]'
+	$(BIN)/python -m pip install -e .
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install rps with its test extras
+# The tests and the cluster launchers they cover (Ray, SLURM) come with the test extras.
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $(TEST_STAMP)
+
+install: $(STAMP)  ## create .venv and install what running rps needs
 
 train: $(STAMP)  ## train the default config (ARGS="head=deep aug=strong" to override)
 	$(BIN)/python run.py $(ARGS)
 
 # Two workers: many tests wait on a fresh process importing TensorFlow, which one core does.
-test: $(STAMP)  ## run every test, the real-data ones included when ../shared/data/rps exists
+test: $(TEST_STAMP)  ## run every test, the real-data ones included when ../shared/data/rps exists
 	$(BIN)/python -m pytest -n 2 --dist loadfile $(ARGS)
 
-test-fast: $(STAMP)  ## skip the slow tests (real-data training, parallel sweeps, servers)
+test-fast: $(TEST_STAMP)  ## skip the slow tests (real-data training, parallel sweeps, servers)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow" $(ARGS)
 
 mlflow-server: $(STAMP)  ## MLflow tracking server on http://127.0.0.1:5000 (PORT=5001 moves it)

@@ -73,21 +73,23 @@ def call_styles(model_dir: Path) -> dict[str, float]:
     model, class_names = model_lib.load(model_dir)
     crop = np.random.default_rng(0).integers(0, 256, (300, 300, 3)).astype(np.float32)
     batch = crop[None]
+    frozen = Predictor(model, class_names).frame(300)
     traced = tf.function(lambda x: model(x, training=False),
                          input_signature=[tf.TensorSpec([1, None, None, 3])])
     return {
         "predict": median_ms(lambda _: model.predict(batch, verbose=0), crop),
         "eager": median_ms(lambda _: model(batch, training=False).numpy(), crop),
         "tf.function": median_ms(lambda _: traced(batch).numpy(), crop),
-        "frozen": median_ms(Predictor(model, class_names).frame(300), crop),
+        "frozen": median_ms(lambda x: frozen(x, None), crop),
     }
 
 
 def bench_live(model_dir: Path, video: Path, out: Path):
-    from rps.config import LiveConfig
+    from rps.config import LiveConfig, RoiConfig, RoiFind
     from rps.live import run
 
     conf = LiveConfig(model_path=str(model_dir), source=str(video), headless=True,
+                      roi=RoiConfig(find=RoiFind.fixed),
                       output=str(out / "annotated.mp4"), predictions=str(out / "p.csv"))
     return run(conf, out, REPO)
 

@@ -100,10 +100,10 @@ def main() -> None:
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     cache = args.out / "cache"
-    # A frozen backbone, where the cache does its work: the default config fine-tunes, and
-    # stage 2 runs end to end whatever the cache holds.
-    base = ["data=folder", f"data.root={args.data}", f"cache.dir={cache}", "aug=light",
-            "finetune=none"]
+    # A frozen image backbone, where the cache does its work: the image recipe fine-tunes,
+    # and stage 2 runs end to end whatever the cache holds.
+    base = ["data=folder", f"data.root={args.data}", f"cache.dir={cache}", "experiment=cnn",
+            "aug=light", "finetune=none"]
 
     def run(name: str, *overrides: str, multirun: bool = False) -> dict:
         where = (f"hydra.sweep.dir={args.out / name}" if multirun

@@ -75,10 +75,10 @@ def main() -> None:
     if not (args.data / "train").is_dir():
         sys.exit(f"no dataset at {args.data}: pass --data /path/with/train/and/test")
     shutil.rmtree(args.out, ignore_errors=True)
-    # A frozen backbone, so the warm cache leaves each job seconds of work and the launchers'
-    # own costs show; the default config fine-tunes, minutes per job whatever the launcher.
+    # A frozen image backbone, so the warm cache leaves each job seconds of work and the
+    # launchers' own costs show; fine-tuning costs minutes per job whatever the launcher.
     base = ["data=folder", f"data.root={args.data}", f"cache.dir={args.out / 'cache'}",
-            "aug=light", "finetune=none", *args.overrides]
+            "experiment=cnn", "aug=light", "finetune=none", *args.overrides]
 
     warm = run(args.out, "warm-up", *base, f"head.units={args.units.split(',')[0]}",
                f"hydra.run.dir={args.out / 'warm-up' / 'run'}")

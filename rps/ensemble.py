@@ -1,11 +1,10 @@
 """``ensemble.py``: one model that averages the logits of finished runs.
 
-One fine-tuned run moves by several points on new hands and backgrounds from one seed to the
-next (README, Robustness), and the seed that will lose is not known in advance. The average
-of a few runs' logits scores about as well as their mean or better, and the worst run no
-longer decides. Each member nests whole inside the ensemble, with its own crop,
-preprocessing and backbone, so the ensemble takes raw RGB like any rps model, members may
-differ in backbone and input size, and it reloads with plain Keras.
+One run moves by several points from one seed to the next, and the seed that will lose is
+not known in advance. The average of a few runs' logits scores about as well as their mean
+or better, and the worst run no longer decides. Each member nests whole inside the
+ensemble, so the ensemble takes what its members take (raw RGB, or for landmark heads the
+hand's features) and classifies through the same predictor as any rps model.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import keras
 from omegaconf import DictConfig
 
 from rps import cache as cache_lib
-from rps import config, outputs, scores, tracking
+from rps import config, logged_model, outputs, scores, tracking
 from rps import data as data_lib
 from rps import model as model_lib
 from rps.config import Config, EnsembleConfig, FolderDataConfig, TrackingConfig
@@ -76,17 +75,11 @@ def load_members(conf: EnsembleConfig, uri: str) -> list[Member]:
     members = []
     for run in member_runs(conf, uri):
         run_id = run.info.run_id
-        model, class_names = tracking.load_model(run_id, tracking_uri=uri)
+        loaded = logged_model.load(run_id, tracking_uri=uri)
         cfg = config.to_object(
             tracking.run_config(run, uri, given, "leave this run out of the ensemble"))
-        members.append(Member(run_id, model, class_names, cfg,
+        members.append(Member(run_id, loaded.model, loaded.class_names, cfg,
                               run.data.metrics.get("test/accuracy"), run.info.experiment_id))
-    hand_runs = [m.run_id for m in members if model_lib.reads_landmarks(m.model)]
-    if hand_runs:
-        raise UserError(
-            f"run(s) {', '.join(hand_runs)} trained backbone=hand_landmarks, whose models "
-            "take landmark features, not images: ensemble.py averages image models only, so "
-            "leave those runs out.")
     first = members[0]
     for member in members[1:]:
         if member.class_names != first.class_names:
@@ -115,10 +108,13 @@ def run(conf: EnsembleConfig, output_dir: Path, root: Path) -> dict:
     members = load_members(conf, uri)
     model = model_lib.average([m.model for m in members])
     first = members[0].cfg
-    data = data_lib.load(first.data, model_lib.input_size(model), first.trainer.seed,
-                         cache_lib.of(first.cache))
+    # Images load at the input size the largest image member crops to, or, for landmark
+    # members, the size their hand finder trained on.
+    size = (first.backbone.input_size if model_lib.reads_landmarks(model)
+            else model_lib.input_size(model))
+    data = data_lib.load(first.data, size, first.trainer.seed, cache_lib.of(first.cache))
     accuracies = [m.test_accuracy for m in members if m.test_accuracy is not None]
-    metrics = {**scores.test(Predictor(model, members[0].class_names), data,
+    metrics = {**scores.test(Predictor.of(model, members[0].class_names), data,
                              first.trainer.batch_size),
                "members": [m.run_id for m in members], "members_test_accuracy": accuracies,
                "num_test": len(data.test.labels)}

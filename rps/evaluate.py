@@ -16,9 +16,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from rps import config, plots, predictor, scores, tracking
+from rps import config, logged_model, plots, scores, tracking
 from rps import data as data_lib
-from rps.config import EvaluateConfig, TrackingConfig
+from rps.config import EvaluateConfig, RoiFind, TrackingConfig
 from rps.errors import reported
 
 log = logging.getLogger("rps")
@@ -28,7 +28,9 @@ RESULT_FILE = "evaluation.json"
 
 def run(conf: EvaluateConfig, output_dir: Path, root: Path) -> dict:
     """Load the model first (a bad id fails before any image is read), then the folder."""
-    model = predictor.load(conf, conf.tracking, root)
+    model = logged_model.chosen(conf, conf.tracking, root)
+    if conf.roi.find == RoiFind.hand:
+        model = model.finding_hands()
     folder = Path(conf.data.root).expanduser()
     split, bad = data_lib.labelled(folder, model.class_names)
     probs = model.probabilities(split.images, conf.batch_size)

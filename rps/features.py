@@ -90,23 +90,12 @@ def build(cfg: Config, classifier: Classifier, data: Data, cache: ArrayCache) ->
 
 
 def _hand_features(cfg: Config, data: Data, cache: ArrayCache | None) -> Features:
-    """Each image's landmarks, found once and cached (the finder's models, its version and
-    the images' bytes key them); then, per view, their features, from landmarks moved by the
-    landmark augmentation with the view's seed. Images without a hand are left out."""
-    finder = None
-    key = digest(VERSION, hands.VERSION, [sha for _, sha in hands.MODELS.values()])
+    """Each image's landmarks, found once and cached; then, per view, their features, from
+    landmarks moved by the landmark augmentation with the view's seed. Images without a hand
+    are left out."""
     points, spent, saved = {}, 0.0, 0.0
-
-    def find(images):
-        nonlocal finder
-        finder = finder or hands.HandFinder()
-        return hands.landmarks(finder, images)
-
     for name in ("train", "val"):
-        images = getattr(data, name).images
-        points[name], cost, hit = _cached(cache, digest(key, name, digest(images)),
-                                          f"{name} landmarks", lambda i=images: find(i),
-                                          HAND_KIND)
+        points[name], cost, hit = cached_landmarks(getattr(data, name).images, name, cache)
         spent, saved = (spent, saved + cost) if hit else (spent + cost, saved)
     found = {name: ~np.isnan(p).any(axis=(1, 2)) for name, p in points.items()}
     no_hand = {name: int((~f).sum()) for name, f in found.items()}
@@ -129,6 +118,17 @@ def _hand_features(cfg: Config, data: Data, cache: ArrayCache | None) -> Feature
     return Features(np.stack(views_), landmarks.features(points["val"][found["val"]]), spent,
                     saved, data.train.labels[found["train"]], data.val.labels[found["val"]],
                     no_hand)
+
+
+def cached_landmarks(images: np.ndarray, name: str, cache: ArrayCache | None,
+                     finder: hands.HandFinder | None = None) -> tuple[np.ndarray, float, bool]:
+    """The landmarks of a split's images (NaN: no hand), found once and cached: the finder's
+    models, its version and the images' bytes key them. Also the seconds the search took,
+    and whether it came from the cache."""
+    key = digest(VERSION, hands.VERSION, [sha for _, sha in hands.MODELS.values()], name,
+                 digest(images))
+    return _cached(cache, key, f"{name} landmarks",
+                   lambda: hands.landmarks(finder or hands.HandFinder(), images), HAND_KIND)
 
 
 def _cached(cache: ArrayCache | None, key: str, label: str, compute,

@@ -17,6 +17,7 @@ from rps import cache as cache_lib
 from rps import (
     checkpoint,
     config,
+    features,
     interrupt,
     outputs,
     resume,
@@ -88,6 +89,9 @@ def run(cfg: DictConfig, ctx: JobContext) -> dict:
                                checkpoints=ctx.output_dir, resume=state)
 
         tested = Predictor.of(classifier.inference, data.class_names)
+        if tested.finder is not None:
+            tested.locate = lambda images: features.cached_landmarks(
+                images, "test", store, tested.finder)[0]
         metrics = {**scores.test(tested, data, conf.trainer.batch_size),
                    **fitted.metrics, "seed": conf.trainer.seed,
                    # After a resume, the time counts the work kept, not the epochs lost.

@@ -25,13 +25,14 @@ import cv2
 import numpy as np
 from omegaconf import DictConfig
 
-from rps import config, predictor
-from rps.config import LiveConfig, LiveMode, RoiConfig
-from rps.crop import centre_square
+from rps import config, logged_model
+from rps.config import LiveConfig, LiveMode, RoiConfig, RoiFind
+from rps.crop import centre_square, cut, hand_square
 from rps.errors import UserError, reported
-from rps.predictor import Predict
+from rps.hands import Hand, HandFinder
+from rps.predictor import Predictor
 from rps.scores import NO_HAND
-from rps.video import Frame, OutputError, SourceError, VideoSink, open_source
+from rps.video import FolderSource, Frame, OutputError, SourceError, VideoSink, open_source
 
 log = logging.getLogger("rps")
 
@@ -44,6 +45,10 @@ RECORD_KEY = ord(" ")
 GREEN, AMBER, RED = (60, 200, 60), (0, 170, 255), (40, 40, 230)
 GREY, WHITE, BLACK = (150, 150, 150), (255, 255, 255), (0, 0, 0)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+REDETECT_EVERY = 15  # frames: half a second at 30 FPS
+# The landmark chains drawn: thumb, four fingers from the wrist, and the knuckles.
+FINGERS = ((0, 1, 2, 3, 4), (0, 5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16),
+           (0, 17, 18, 19, 20), (5, 9, 13, 17))
 
 
 class DisplayError(UserError):
@@ -110,17 +115,26 @@ def decide(probabilities: np.ndarray, class_names: Sequence[str],
 
 # --- drawing -------------------------------------------------------------------------------
 
-def annotate(frame: np.ndarray, roi: Roi, lines: Sequence[str], colour: tuple[int, int, int],
-             bars: Sequence[tuple[str, float]] = (), chosen: int | None = None) -> np.ndarray:
-    """A copy of the frame with the ROI box, text lines at the top and one bar per class at
-    the bottom. Pure, so the window shows exactly what the video records."""
+def annotate(frame: np.ndarray, roi: Roi | None, lines: Sequence[str],
+             colour: tuple[int, int, int], bars: Sequence[tuple[str, float]] = (),
+             chosen: int | None = None, points: np.ndarray | None = None) -> np.ndarray:
+    """A copy of the frame with the box the model saw, the hand's landmarks (frame pixels),
+    text lines at the top and one bar per class at the bottom. Pure, so the window shows
+    exactly what the video records."""
     out = frame.copy()
     height, width = out.shape[:2]
     scale = min(max(height / 600, 0.4), 2.0)
     thick = max(1, round(2 * scale))
     step = round(32 * scale)
-    cv2.rectangle(out, (roi.x, roi.y), (roi.x + roi.size - 1, roi.y + roi.size - 1), colour,
-                  thick)
+    if roi is not None:
+        cv2.rectangle(out, (roi.x, roi.y), (roi.x + roi.size - 1, roi.y + roi.size - 1),
+                      colour, thick)
+    if points is not None:
+        xy = np.round(points).astype(np.int32)
+        for finger in FINGERS:
+            cv2.polylines(out, [xy[list(finger)]], False, WHITE, max(1, thick - 1))
+        for x, y in xy:
+            cv2.circle(out, (int(x), int(y)), thick + 1, colour, -1)
     margin = round(8 * scale)
     for i, line in enumerate(lines):
         _text(out, line, (margin, margin + step * (i + 1)), scale,
@@ -294,26 +308,31 @@ class Mode(Protocol):
 
 
 class Classifier:
-    """Each frame: crop, predict, smooth, decide, log a row; ``s`` saves the crop."""
+    """Each frame: find the hand or take the fixed square, predict, smooth, decide, log a
+    row; ``s`` saves the square the model saw."""
 
     done = False
 
-    def __init__(self, predict: Predict, class_names: list[str], conf: LiveConfig,
-                 rows: PredictionLog, crops: CropWriter, meter: Meter):
-        self.predict = predict
-        self.class_names = class_names
+    def __init__(self, model: Predictor, conf: LiveConfig, rows: PredictionLog,
+                 crops: CropWriter, meter: Meter, video: bool = True):
+        self.predict = model.frame(conf.roi.size)
+        self.hands = Hands(model.finder, follow=video) if model.finder else None
+        self.class_names = model.class_names
         self.roi = conf.roi
         self.threshold = conf.threshold
         self.smoother = Smoother(conf.smooth)
         self.rows = rows
         self.crops = crops
         self.meter = meter
+        self.box: Roi | None = None
 
     def step(self, frame: Frame) -> np.ndarray:
-        roi = place_roi(self.roi, frame.image.shape)
-        rgb = cv2.cvtColor(roi.crop(frame.image), cv2.COLOR_BGR2RGB)
+        fixed = None if self.roi.find == RoiFind.hand else place_roi(self.roi, frame.image.shape)
+        seen = frame.image if fixed is None else fixed.crop(frame.image)
+        rgb = cv2.cvtColor(seen, cv2.COLOR_BGR2RGB)
         started = time.perf_counter()
-        raw = self.predict(rgb)
+        found = self.hands(rgb) if self.hands else []
+        raw = self.predict(rgb, found[0] if found else None)
         ms = 1000 * (time.perf_counter() - started)
         self.meter.model_ms.append(ms)
         probabilities = self.smoother(raw)
@@ -321,19 +340,57 @@ class Classifier:
         self.rows.write({
             "frame": frame.index, "file": frame.name, "class": label,
             "probability": round(probability, 6), "latency_ms": round(ms, 3),
+            **({"hands": len(found)} if self.hands else {}),
             **{f"p_{name}": round(float(p), 6)
                for name, p in zip(self.class_names, probabilities, strict=True)}})
+        offset = np.zeros(2) if fixed is None else np.array([fixed.x, fixed.y])
+        points = found[0].landmarks[:, :2] + offset if found else None
+        self.box = fixed
+        if fixed is None and found:
+            top, left, side = hand_square(points)
+            self.box = Roi(left, top, side)
         shown = np.nan_to_num(probabilities)
         lines = [label if label == NO_HAND else f"{label} {probability:.0%}",
                  f"{self.meter.fps:.1f} FPS  {ms:.0f} ms"]
-        return annotate(frame.image, roi, lines, GREEN if label in self.class_names else AMBER,
+        if len(found) > 1:
+            lines.append(f"{len(found)} hands: reading the one drawn, the surest")
+        return annotate(frame.image, self.box, lines,
+                        GREEN if label in self.class_names else AMBER,
                         list(zip(self.class_names, shown.tolist(), strict=True)),
-                        int(np.argmax(shown)) if label != NO_HAND else None)
+                        int(np.argmax(shown)) if label != NO_HAND else None, points)
 
     def on_key(self, key: int | None, frame: Frame) -> None:
-        if key == SAVE_KEY:
-            path = self.crops.save(place_roi(self.roi, frame.image.shape).crop(frame.image))
-            log.info("saved %s", path)
+        if key != SAVE_KEY:
+            return
+        if self.box is None:
+            log.info("no hand in this frame: nothing saved")
+            return
+        path = self.crops.save(cut(frame.image, self.box.y, self.box.x, self.box.size))
+        log.info("saved %s", path)
+
+
+class Hands:
+    """The hands in each frame. In a video the first hand is followed from frame to frame
+    by its landmarks alone, and the palm detector runs only when it is lost, or every
+    ``REDETECT_EVERY`` frames to see new hands: the detector is most of a frame's cost. In
+    a folder of photos every image is searched afresh, as evaluate.py searches it."""
+
+    def __init__(self, finder: HandFinder, follow: bool):
+        self.finder = finder
+        self.follow = follow
+        self.found: list[Hand] = []
+        self.since_detection = 0
+
+    def __call__(self, rgb: np.ndarray) -> list[Hand]:
+        self.since_detection += 1
+        followed = (self.finder.follow(rgb, self.found[0])
+                    if self.follow and self.found and self.since_detection < REDETECT_EVERY
+                    else None)
+        if followed is None:
+            self.found, self.since_detection = self.finder.hands(rgb), 0
+        else:
+            self.found = [followed, *self.found[1:]]
+        return self.found
 
 
 class Capturer:
@@ -412,7 +469,8 @@ def run(conf: LiveConfig, output_dir: Path, root: Path) -> Summary:
                 "video may be empty or in a codec this OpenCV build cannot decode (convert it "
                 "to .mp4); an image folder may hold only unreadable files."
             )
-        _warn_if_roi_does_not_fit(conf.roi, first.image.shape)
+        if conf.mode == LiveMode.capture or conf.roi.find == RoiFind.fixed:
+            _warn_if_roi_does_not_fit(conf.roi, first.image.shape)
         video = None
         if conf.output or conf.headless:
             video = VideoSink(_path(conf.output, output_dir / "annotated.mp4"), source.fps)
@@ -425,9 +483,11 @@ def run(conf: LiveConfig, output_dir: Path, root: Path) -> Summary:
         else:
             rows = PredictionLog(_path(conf.predictions, output_dir / "predictions.csv"))
             stack.callback(rows.close)
-            model = predictor.load(conf, conf.tracking, root)
-            mode = Classifier(model.frame(conf.roi.size), model.class_names, conf, rows,
-                              CropWriter(output_dir / "crops", "crop"), meter)
+            model = logged_model.chosen(conf, conf.tracking, root)
+            if conf.roi.find == RoiFind.hand:
+                model = model.finding_hands()
+            mode = Classifier(model, conf, rows, CropWriter(output_dir / "crops", "crop"), meter,
+                              video=not isinstance(source, FolderSource))
         loop(chain([first], frames), mode, view, video, meter)
     summary = meter.summary()
     _report(summary, source.what, conf, mode, video)

@@ -83,17 +83,26 @@ def _chain(stages: list[keras.Layer], name: str) -> keras.Model:
     return keras.Model(images, x, name=name)
 
 
-def average(members: Sequence[keras.Model], name: str = "rps_ensemble") -> keras.Model:
-    """Raw RGB in, the mean of the members' logits out. Each member nests whole, with its own
-    crop, preprocessing and backbone, so members may differ in backbone and input size."""
+def average(members: Sequence[keras.Model]) -> keras.Model:
+    """The mean of the members' logits, on what they all take: raw RGB, where each member
+    nests whole with its own crop, preprocessing and backbone (so members may differ in
+    backbone and input size), or landmark features, where the members are landmark heads."""
     if len(members) < 2:
         raise UserError(f"an ensemble needs two or more members, but got {len(members)}.")
-    image = keras.Input((None, None, 3), name="image")
+    kinds = {reads_landmarks(member) for member in members}
+    if len(kinds) > 1:
+        raise UserError(
+            "an ensemble averages one kind of model, but these mix landmark runs "
+            "(backbone=hand_landmarks) with image runs: list runs of one kind.")
+    hands = kinds == {True}
+    given = (keras.Input((landmarks.SIZE,), name="landmark_features") if hands
+             else keras.Input((None, None, 3), name="image"))
     logits = []
     for index, member in enumerate(members):
         member.name = f"member_{index}"  # nested models need distinct names to be saved
-        logits.append(member(image))
-    return keras.Model(image, keras.layers.Average(name="mean_logits")(logits), name=name)
+        logits.append(member(given))
+    return keras.Model(given, keras.layers.Average(name="mean_logits")(logits),
+                       name=HAND_MODEL if hands else "rps_ensemble")
 
 
 def reads_landmarks(model: keras.Model) -> bool:

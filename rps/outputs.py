@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rps import logged_model, plots, scores
 from rps import model as model_lib
-from rps import plots, scores
 
 if TYPE_CHECKING:
     import keras
@@ -54,4 +54,4 @@ def publish(folder: Path, mlrun: Run, model: keras.Model, metrics: dict, data: D
     mlrun.log_metrics(final_metrics(metrics))
     mlrun.log_artifact(folder / METRICS_FILE)
     mlrun.log_artifact(folder / PLOTS_DIR, PLOTS_DIR)
-    mlrun.log_model(model, data.class_names, data.test.images[:1, ::4, ::4], register)
+    logged_model.log(mlrun, model, data.class_names, data.test.images[:1, ::4, ::4], register)

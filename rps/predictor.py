@@ -1,34 +1,41 @@
 """The one predictor: raw RGB images of any size in, class probabilities out.
 
-Every app that uses a trained model loads it here, by run id, model URI or file, so that
-live.py and evaluate.py see the same model the same way. The model crops and resizes inside
-(its first layer applies the training crop policy), so images go in untouched.
+The job's test pass, evaluate.py, live.py, ensemble.py and the logged MLflow model
+(rps.logged_model) all classify through it, so they see a model the same way. The model
+crops and resizes inside (its first layer applies the training crop policy), so images go
+in untouched.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from rps import hands, landmarks, scores, tracking
-from rps.config import ModelChoice, StoreConfig, TrackingConfig
+from rps import hands, landmarks, scores
+from rps.crop import cut, hand_square
 from rps.images import fit
 
-Predict = Callable[[np.ndarray], np.ndarray]
+# One image, and the hand found in it if the predictor reads hands -> class probabilities.
+Predict = Callable[[np.ndarray, "hands.Hand | None"], np.ndarray]
 
 
 @dataclass
 class Predictor:
-    """A CNN model takes raw RGB and crops it itself; a landmark head
-    (``backbone=hand_landmarks``) takes the features of the hand the finder finds, and an
-    image with no hand gets a row of NaN: no class, never a guess."""
+    """An image model takes raw RGB and crops it itself; a landmark head
+    (``backbone=hand_landmarks``) takes the features of the hand the finder finds. With a
+    finder, an image model sees the square around the hand instead (``roi.find=hand``).
+    Whenever a finder is used, an image with no hand gets a row of NaN: no class, never a
+    guess."""
 
     model: object  # a Keras model: raw RGB (or landmark features) in, logits out
     class_names: list[str]  # logit i is class_names[i]
     finder: hands.HandFinder | None = None
+    # Images -> their landmarks (N, 21, 3), NaN where no hand: the finder's search unless a
+    # caller has them cached (the training job's test pass).
+    locate: Callable[[np.ndarray], np.ndarray] | None = None
 
     @classmethod
     def of(cls, model, class_names: list[str]) -> Predictor:
@@ -36,6 +43,16 @@ class Predictor:
 
         finder = hands.HandFinder() if model_lib.reads_landmarks(model) else None
         return cls(model, class_names, finder)
+
+    def finding_hands(self) -> Predictor:
+        """This predictor with a hand finder, for ``roi.find=hand``."""
+        return self if self.finder else replace(self, finder=hands.HandFinder())
+
+    @property
+    def reads_landmarks(self) -> bool:
+        from rps import model as model_lib
+
+        return model_lib.reads_landmarks(self.model)
 
     @property
     def input_size(self) -> int:
@@ -46,23 +63,29 @@ class Predictor:
     def probabilities(self, images, batch_size: int = 32) -> np.ndarray:
         """Class probabilities of images of any sizes, (N, classes); NaN rows: no hand."""
         if self.finder is None:
-            size = self.input_size
-            batch = np.stack([image if image.shape[:2] == (size, size) else fit(image, size)
-                              for image in images])
-            logits = self.model.predict(batch.astype(np.float32), batch_size=batch_size,
-                                        verbose=0)
-            return scores.softmax(np.asarray(logits, np.float64))
-        points = hands.landmarks(self.finder, images)
+            return self._logits_to_probs(self._fitted(images), batch_size)
+        points = (self.locate or functools.partial(hands.landmarks, self.finder))(images)
         found = ~np.isnan(points).any(axis=(1, 2))
         probs = np.full((len(points), len(self.class_names)), np.nan)
         if found.any():
-            logits = self.model.predict(landmarks.features(points[found]),
-                                        batch_size=batch_size, verbose=0)
-            probs[found] = scores.softmax(np.asarray(logits, np.float64))
+            inputs = (landmarks.features(points[found]) if self.reads_landmarks
+                      else self._fitted([cut(np.asarray(images[i]), *hand_square(points[i]))
+                                         for i in np.flatnonzero(found)]))
+            probs[found] = self._logits_to_probs(inputs, batch_size)
         return probs
 
+    def _fitted(self, images) -> np.ndarray:
+        size = self.input_size
+        return np.stack([image if image.shape[:2] == (size, size) else fit(image, size)
+                         for image in images]).astype(np.float32)
+
+    def _logits_to_probs(self, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+        logits = self.model.predict(inputs, batch_size=batch_size, verbose=0)
+        return scores.softmax(np.asarray(logits, np.float64))
+
     def frame(self, warm_size: int) -> Predict:
-        """Class probabilities of one image, through a graph traced once and frozen.
+        """Class probabilities of one image and the hand the caller found in it (with a
+        finder; without one the hand is ignored), through a graph traced once and frozen.
 
         ``model.predict`` builds a dataset and an iterator on every call, which costs more
         than the network itself on one frame; an eager ``model(x)`` still runs Python per
@@ -81,8 +104,9 @@ class Predictor:
         )
 
         model = self.model
+        reads_landmarks = self.reads_landmarks
         # One image, or for a landmark head one hand's features.
-        shape = [None, None, 3] if self.finder is None else [landmarks.SIZE]
+        shape = [landmarks.SIZE] if reads_landmarks else [None, None, 3]
 
         @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
         def probabilities(x):
@@ -93,27 +117,17 @@ class Predictor:
         def run(x: np.ndarray) -> np.ndarray:
             return frozen(tf.constant(x, tf.float32))[0].numpy()
 
-        if self.finder is None:
-            run(np.zeros((warm_size, warm_size, 3), dtype=np.uint8))  # optimise before timing
-            return run
-        run(np.zeros(landmarks.SIZE, np.float32))
+        # Optimise before timing.
+        run(np.zeros(shape[:1] if reads_landmarks else (warm_size, warm_size, 3), np.float32))
+        missing = np.full(len(self.class_names), np.nan)
 
-        def from_hand(rgb: np.ndarray) -> np.ndarray:
-            found = self.finder.hands(rgb)
-            if not found:
-                return np.full(len(self.class_names), np.nan)
-            return run(landmarks.features(found[0].landmarks[None])[0])
+        def predict(rgb: np.ndarray, hand: hands.Hand | None) -> np.ndarray:
+            if self.finder is None:
+                return run(rgb)
+            if hand is None:
+                return missing
+            if reads_landmarks:
+                return run(landmarks.features(hand.landmarks[None])[0])
+            return run(cut(rgb, *hand_square(hand.landmarks)))
 
-        return from_hand
-
-
-def load(choice: ModelChoice, store: StoreConfig, root: Path) -> Predictor:
-    """The model ``choice`` names, through the loaders training wrote it for. A run id or a
-    model URI is looked up in ``store`` (null: the store training uses, under ``root``)."""
-    if choice.model_path:
-        from rps import model as model_lib  # imports TensorFlow: only once input is valid
-
-        return Predictor.of(*model_lib.load(Path(choice.model_path).expanduser()))
-    uri = tracking.store_uri(TrackingConfig(uri=store.uri), root)
-    return Predictor.of(*tracking.load_model(choice.run_id, model_uri=choice.model_uri,
-                                             tracking_uri=uri))
+        return predict

@@ -13,14 +13,12 @@ import os
 import subprocess
 import tempfile
 import traceback
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -32,7 +30,6 @@ log = logging.getLogger("rps")
 URI_ENV = "MLFLOW_TRACKING_URI"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
-MODEL_NAME = "model"
 # MLflow's limits: 100 params per batch call, 6000 characters per param value.
 PARAMS_PER_BATCH = 100
 PARAM_VALUE_CHARS = 6000
@@ -204,62 +201,9 @@ class Run:
         if self.active:
             self.client.log_text(self.run_id, text, name)
 
-    def log_model(self, model, class_names: list[str], example: np.ndarray,
-                  register: str | None) -> None:
-        """The whole image -> logits model, with a signature that accepts any image size; a
-        landmark head (backbone=hand_landmarks) with one of landmark features."""
-        if not self.active:
-            return
-        import mlflow
-        from mlflow.models import ModelSignature
-        from mlflow.types import Schema, TensorSpec
-
-        shape = tuple(-1 if d is None else d for d in model.input_shape)
-        if len(shape) == 2:
-            example = np.zeros((1, shape[1]), np.float32)
-        signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), shape,
-                                      "image" if len(shape) == 4 else "landmark_features")]),
-            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(class_names)),
-                                       "logits")]),
-        )
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_experiment(experiment_id=self.experiment_id)  # where the model is filed
-        with warnings.catch_warnings():
-            # MLflow checks the example by calling the model with a one-element list.
-            warnings.filterwarnings("ignore", message="The structure of `inputs`")
-            mlflow.models.Model.log(
-                artifact_path=None, name=MODEL_NAME, flavor=_KerasFlavor,
-                flavor_name="mlflow.keras", run_id=self.run_id, model=model,
-                signature=signature, input_example=example.astype(np.float32),
-                registered_model_name=register, metadata={"class_names": class_names},
-                pip_requirements=_requirements())
-        self.log_text(json.dumps(class_names), "class_names.json")
-
     def finish(self, status: str) -> None:
         if self.active:
             self.client.set_terminated(self.run_id, status=status)
-
-
-def _requirements() -> list[str]:
-    """Pinned explicitly: the model needs only TensorFlow and Keras, and MLflow's inference
-    of requirements runs the model and warns."""
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name)}" for name in ("tensorflow", "keras", "numpy")]
-
-
-class _KerasFlavor:
-    """``mlflow.keras``, but its folder exists before the input example is written into it:
-    mlflow.keras.log_model fails on an input example otherwise (mlflow/mlflow#16183). The
-    pin mlflow>=3.17,<3.18 (pyproject.toml) guards this workaround; recheck it on upgrade."""
-
-    @staticmethod
-    def save_model(path: str, **kwargs: Any) -> None:
-        import mlflow
-
-        os.makedirs(path, exist_ok=True)
-        mlflow.keras.save_model(path=path, **kwargs)
 
 
 def _now_ms() -> int:
@@ -331,37 +275,6 @@ def _closing(tracked: Run) -> Iterator[None]:
         raise
     else:
         tracked.finish("FINISHED")
-
-
-def load_model(run_id: str | None = None, *, model_uri: str | None = None,
-               tracking_uri: str | None = None):
-    """The Keras model and its class names, from a run id or any MLflow model URI
-    (``models:/rps/3``)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    if (run_id is None) == (model_uri is None):
-        raise TrackingError("give exactly one of run_id or model_uri")
-    # The download would draw a progress bar per model between the callers' log lines.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    uri = model_uri or f"runs:/{run_id}/{MODEL_NAME}"
-    try:
-        if run_id is not None:
-            client_for(mlflow.get_tracking_uri()).get_run(run_id)
-        info = mlflow.models.get_model_info(uri)
-        model = mlflow.keras.load_model(uri)
-    except (MlflowException, OSError) as err:
-        what = f"run {run_id}" if run_id else f"model {model_uri}"
-        raise TrackingError(
-            f"cannot load the model of {what} from the tracking store "
-            f"{mlflow.get_tracking_uri()}: {first_line(err)}. Check the id in `mlflow ui` "
-            "(started in the project root); if the run lives in another store, point "
-            "tracking.uri (or MLFLOW_TRACKING_URI) at it; and make sure the run finished "
-            "(a failed run has no model)."
-        ) from None
-    return model, list((info.metadata or {})["class_names"])
 
 
 def run_config(run, uri: str, given: Sequence[str], fix: str) -> DictConfig:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -98,6 +103,53 @@ def kill_after_checkpoint(overrides: Sequence[str], folder: Path, epoch: int):
         proc.kill()
     proc.wait(timeout=60)
     return checkpoint.load(folder)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served_model(model_uri: str, tracking_uri: str,
+                 env: dict[str, str] | None = None) -> Iterator[str]:
+    """``mlflow models serve`` of a logged model, as the README shows it; yields its URL."""
+    port = free_port()
+    bin_dir = Path(sys.executable).parent  # as in an activated venv: mlflow runs uvicorn
+    env = {**os.environ, **(env or {}), "MLFLOW_TRACKING_URI": tracking_uri,
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    server = subprocess.Popen(
+        [str(bin_dir / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+         "-h", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read()[-3000:]
+                assert time.monotonic() < deadline, "server did not start in 120 s"
+                time.sleep(1)
+        yield url
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def post_images(url: str, images: np.ndarray) -> list[dict]:
+    """The served model's rows for a batch of same-size RGB images."""
+    request = urllib.request.Request(
+        f"{url}/invocations", data=json.dumps({"inputs": images.astype(float).tolist()}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read())["predictions"]
 
 
 def run_cli(*overrides: str, script: str = "run.py", cwd: Path = REPO,

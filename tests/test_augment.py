@@ -15,10 +15,13 @@ from PIL import Image
 from rps import augment, config, features, tensorboard, train
 from rps import data as data_lib
 from rps import model as model_lib
-from rps.augment import HELD_OUT_HUES, HandComposite, RandomBlur, WhiteBalance
+from rps.augment import HandComposite, RandomBlur, WhiteBalance
 from rps.cache import ArrayCache
 from rps.config import AugConfig
 from rps.errors import ConfigError
+
+# Image augmentation needs an image backbone: the default reads hands.
+IMAGE = ("backbone=efficientnet_lite0",)
 
 OPTIONS = sorted(path.stem for path in (REPO / "conf" / "aug").glob("*.yaml"))
 
@@ -70,7 +73,7 @@ def test_probability_zero_keeps_the_white_and_skin_tone_recolours_only_the_hand(
 
 
 def test_every_layer_is_identity_at_inference_and_seeded_in_training():
-    cfg = config.to_object(compose_cfg("aug=background")).aug
+    cfg = config.to_object(compose_cfg(*IMAGE, "aug=background")).aug
     images = np.stack([render(BROWN), render(PALE)] * 2)
     layer = augment.build(cfg, 3)
     np.testing.assert_array_equal(np.asarray(layer(images, training=False)), images)
@@ -82,7 +85,7 @@ def test_every_layer_is_identity_at_inference_and_seeded_in_training():
     assert first.min() >= 0 and first.max() <= 255
 
 
-def test_background_colours_avoid_the_held_out_hues():
+def test_background_colours_span_the_hue_circle():
     generator = keras.random.SeedGenerator(0)
 
     def uniform(shape, low=0.0, high=1.0):
@@ -91,10 +94,8 @@ def test_background_colours_avoid_the_held_out_hues():
     rgb = augment.random_colours(uniform, 20000)[:, 0, 0, :] / 255.0
     hsv = np.asarray(tf.image.rgb_to_hsv(rgb))
     hue = hsv[hsv[:, 1] > 0.05, 0]  # hue means nothing for near-greys
-    low, high = HELD_OUT_HUES
-    assert not ((hue > low + 1e-3) & (hue < high - 1e-3)).any()
-    assert hue.min() < 0.05 and hue.max() > 0.95
-    assert ((hue > low - 0.05) & (hue < low)).any() and ((hue > high) & (hue < high + 0.05)).any()
+    counts, _ = np.histogram(hue, bins=10, range=(0, 1))
+    assert counts.min() > 0.5 * counts.mean()
 
 
 def test_generated_backgrounds_vary_within_and_between_images():
@@ -111,16 +112,12 @@ def test_generated_backgrounds_vary_within_and_between_images():
     assert np.unique(out.mean(axis=(1, 2)).round(), axis=0).shape[0] == 64
 
 
-def test_bundled_photos_load_without_the_held_out_hues():
+def test_bundled_photos_load_as_pictures():
     canvas, sizes = augment.photos()
     assert len(sizes) == len(augment.PHOTOS) and (sizes >= 400).all()
     for image, (h, w) in zip(canvas, sizes, strict=True):
         photo = image[:h, :w].astype("float32") / 255.0
         assert photo.std() > 0.1  # a real picture, not a blank canvas
-        hsv = np.asarray(tf.image.rgb_to_hsv(photo)).reshape(-1, 3)
-        hue = hsv[hsv[:, 1] > 0.2, 0]
-        low, high = HELD_OUT_HUES
-        assert ((hue > low + 0.01) & (hue < high - 0.01)).mean() < 1e-3
 
 
 def test_photo_crops_are_scaled_and_mirrored_crops_of_the_photos():
@@ -202,7 +199,8 @@ def test_a_bad_background_dir_is_one_paragraph_before_training(tmp_path, problem
     if problem == "corrupt":
         Image.new("RGB", (64, 64), CYAN).save(folder / "ok.png")
         (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
-    cfg = config.to_object(compose_cfg("aug=background", f"aug.background_dir={folder}"))
+    cfg = config.to_object(compose_cfg(*IMAGE, "aug=background",
+                                       f"aug.background_dir={folder}"))
     expected = {"missing": "is not a folder", "empty": "has no images",
                 "corrupt": r"1 file\(s\) that are not readable images: broken.jpg"}[problem]
     with pytest.raises(ConfigError, match=expected) as err:
@@ -251,6 +249,7 @@ def test_range_checks(key, value):
 
 def test_inference_model_drops_augmentation_and_reloads_with_plain_keras(tmp_path):
     cfg = config.to_object(compose_cfg("aug=background", "backbone=mobilenet_v2",
+                                       "backbone=efficientnet_lite0",
                                        "backbone.weights=null", "backbone.input_size=32",
                                        "head=linear"))
     classifier = model_lib.build(cfg, 3)
@@ -275,8 +274,8 @@ def test_inference_model_drops_augmentation_and_reloads_with_plain_keras(tmp_pat
 
 @pytest.mark.parametrize("option", OPTIONS)
 def test_on_images_says_whether_the_option_builds_any_transform(option):
-    landmarks = ["backbone=hand_landmarks", "finetune=none"] if option == "landmarks" else []
-    aug = config.to_object(compose_cfg(f"aug={option}", *landmarks)).aug
+    aug = config.to_object(compose_cfg(f"aug={option}",
+                                       *([] if option == "landmarks" else IMAGE))).aug
     assert aug.on_images == bool(augment.build(aug, 0).layers)
     for key in ("rotation", "blur", "skin_tone", "flip"):
         assert dataclasses.replace(AugConfig(), **{key: 1.0}).on_images
@@ -286,6 +285,7 @@ def test_trains_on_cached_background_views_and_shows_them_in_tensorboard(tmp_pat
     root = make_folder_dataset(tmp_path / "data", n_train=6, n_test=2)
     cfg = config.to_object(compose_cfg(
         "data=folder", f"data.root={root}", "aug=background", "backbone=mobilenet_v2",
+        "backbone=efficientnet_lite0",
         "backbone.weights=null", "backbone.input_size=32", "head=linear", "trainer.epochs=1",
         "trainer.batch_size=8", "finetune=none"))
     store = ArrayCache(tmp_path / "cache")

@@ -90,7 +90,8 @@ def test_views_are_distinct_augmented_draws(root, weights, tmp_path):
     assert np.abs(first - second).max() > 0.01 * np.abs(first).max(), "views must differ"
     _, data, plain = job(root, weights, store, "aug=none")
     assert plain.train.shape[0] == 1, "no augmentation: one view is all there is"
-    assert features.views(config.to_object(compose_cfg("aug=light"))) == features.AUTO_VIEWS
+    assert features.views(config.to_object(compose_cfg("experiment=cnn", "aug=light"))) == \
+        features.AUTO_VIEWS
 
 
 def test_decoded_images_come_back_identical_from_the_cache(root, tmp_path, caplog):

@@ -11,18 +11,20 @@ import pytest
 from conftest import REPO, compose_cfg, make_folder_dataset, run_cli
 from mlflow.tracking import MlflowClient
 
-from rps import config, ensemble, outputs, tracking
+from rps import config, ensemble, landmarks, logged_model, outputs, tracking
 from rps import model as model_lib
 from rps.errors import ConfigError, UserError
 from rps.images import fit, read_rgb
 
-SMALL = ["backbone.input_size=64", "trainer.batch_size=8", "head=linear", "aug=none",
+SMALL = ["backbone=efficientnet_lite0",
+         "backbone.input_size=64", "trainer.batch_size=8", "head=linear", "aug=none",
          "finetune=none", "trainer.epochs=2"]
 
 
 def tiny(size: int, seed: int):
     """An untrained classifier: the bundled backbone weights, a head drawn from ``seed``."""
-    cfg = config.to_object(compose_cfg(f"backbone.input_size={size}", "head=linear", "aug=none",
+    cfg = config.to_object(compose_cfg("backbone=efficientnet_lite0",
+                                       f"backbone.input_size={size}", "head=linear", "aug=none",
                                        "data=folder", "data.root=unused"))
     keras.utils.set_random_seed(seed)
     return model_lib.build(cfg, 3).inference
@@ -50,6 +52,22 @@ def test_average_averages_members_of_any_input_size_and_reloads_in_a_fresh_proce
 def test_one_member_is_not_an_ensemble():
     with pytest.raises(UserError, match="two or more"):
         model_lib.average([tiny(32, 1)])
+
+
+def test_landmark_heads_average_on_features_and_do_not_mix_with_image_models():
+    def head(seed: int) -> keras.Model:
+        keras.utils.set_random_seed(seed)
+        return model_lib.build(config.to_object(compose_cfg("head=linear")), 3).inference
+
+    members = [head(1), head(2)]
+    features = np.random.default_rng(0).normal(size=(5, landmarks.SIZE)).astype("float32")
+    combined = model_lib.average(members)
+    assert model_lib.reads_landmarks(combined)
+    np.testing.assert_allclose(combined.predict(features, verbose=0),
+                               np.mean([m.predict(features, verbose=0) for m in members],
+                                       axis=0), atol=1e-5)
+    with pytest.raises(UserError, match="mix landmark runs"):
+        model_lib.average([head(3), tiny(32, 1)])
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -115,11 +133,12 @@ def test_ensemble_of_tracked_runs_is_tested_logged_and_served(swept, tmp_path, m
     assert run.data.metrics["members/test_accuracy_min"] == pytest.approx(min(members_accuracy))
     # The logged model, as live.py loads it, is the members' mean. The test images are
     # decoded and cropped as the ensemble's test decodes them.
-    model, names = tracking.load_model(run.info.run_id, tracking_uri=swept["uri"])
+    loaded = logged_model.load(run.info.run_id, tracking_uri=swept["uri"])
+    model, names = loaded.model, loaded.class_names
     assert names == ["paper", "rock", "scissors"]
     files = sorted((swept["root"] / "test").glob("*/*.png"))
     images = np.stack([fit(read_rgb(p), 64) for p in files]).astype(np.float32)
-    expected = np.mean([tracking.load_model(r, tracking_uri=swept["uri"])[0]
+    expected = np.mean([logged_model.load(r, tracking_uri=swept["uri"]).model
                         .predict(images, verbose=0) for r in metrics["members"]], axis=0)
     logits = model.predict(images, verbose=0)
     np.testing.assert_allclose(logits, expected, atol=1e-4)

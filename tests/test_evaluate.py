@@ -21,7 +21,8 @@ def trained(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("trained")
     root = make_folder_dataset(folder / "data", n_train=8, n_test=3)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    proc = run_cli("data=folder", f"data.root={root}", "backbone.input_size=64", "head=linear",
+    proc = run_cli("data=folder", f"data.root={root}", "backbone=efficientnet_lite0",
+                   "backbone.input_size=64", "head=linear",
                    "aug=none", "finetune=none", "trainer.epochs=2", "trainer.batch_size=8",
                    f"tracking.uri={uri}", f"hydra.run.dir={folder / 'run'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -37,8 +38,10 @@ def evaluate_cli(*overrides: str):
 
 def test_scores_match_the_model_and_are_logged_to_its_run(trained, tmp_path):
     out = tmp_path / "eval"
+    # Generated images hold no hand: the model's own crop of the whole image.
     proc = evaluate_cli(f"run_id={trained['run_id']}", f"tracking.uri={trained['uri']}",
-                        f"data.root={trained['folder']}", f"hydra.run.dir={out}")
+                        f"data.root={trained['folder']}", "roi.find=fixed",
+                        f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / evaluate.RESULT_FILE).read_text())
     # The same images through the saved model, computed here directly.
@@ -77,6 +80,9 @@ def test_a_model_file_and_a_folder_of_some_classes_with_an_unreadable_image(trai
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / evaluate.RESULT_FILE).read_text())
     assert result["images"] == 6 and set(result["recall"]) == {"rock", "paper"}
+    # By default the model sees the hand the palm detector finds: these images have none.
+    assert result["no_hand"] == 6 and result["accuracy"] == 0
+    assert "no hand found in 6 image(s)" in proc.stdout
     assert [Path(b["source"]).name for b in result["unreadable"]] == ["broken.jpg"]
     assert "1 unreadable file(s) not scored: broken.jpg" in proc.stdout
 

@@ -9,7 +9,8 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REAL_DEV, SHARED, compose_cfg, run_cli
+from conftest import REAL_DEV, SHARED, compose_cfg, post_images, run_cli, served_model
+from mlflow import MlflowClient
 from PIL import Image
 
 from rps import config, hands, landmarks
@@ -109,13 +110,15 @@ def test_models_missing_while_offline_is_one_paragraph(tmp_path):
 
 def test_config_refuses_what_does_not_apply_to_landmarks():
     with pytest.raises(ConfigError, match="aug=landmarks"):
-        config.to_object(compose_cfg("backbone=hand_landmarks"))  # aug=background, finetune=top
+        config.to_object(compose_cfg("aug=background"))  # the default backbone reads hands
+    with pytest.raises(ConfigError, match="aug=landmarks"):
+        config.to_object(compose_cfg("finetune=top"))
     with pytest.raises(ConfigError, match="only backbone=hand_landmarks reads"):
-        config.to_object(compose_cfg("aug=landmarks", "finetune=none"))
+        config.to_object(compose_cfg("backbone=efficientnet_lite0", "aug=landmarks",
+                                     "finetune=none"))
     with pytest.raises(ConfigError, match="weights=mediapipe"):
-        config.to_object(compose_cfg("backbone=hand_landmarks", "aug=landmarks",
-                                     "finetune=none", "backbone.weights=imagenet"))
-    conf = config.to_object(compose_cfg("experiment=hands"))
+        config.to_object(compose_cfg("backbone.weights=imagenet"))
+    conf = config.to_object(compose_cfg())
     assert conf.backbone.finds_hands and conf.aug.on_landmarks and not conf.aug.on_images
 
 
@@ -135,6 +138,41 @@ def test_finder_reads_a_render_and_follows_it_when_turned(finder):
                                landmarks.features(hand.landmarks[None]), atol=0.25)
 
 
+@pytest.mark.skipif(not REAL_DEV.is_dir(), reason="the real photos are absent")
+def test_a_followed_hand_reads_as_a_detected_one_and_is_lost_when_gone(finder):
+    rgb = np.asarray(Image.open(sorted((REAL_DEV / "scissors").iterdir())[0]).convert("RGB"))
+    (hand,) = finder.hands(rgb)
+    moved = np.ascontiguousarray(np.roll(rgb, (6, -8), axis=(0, 1)))  # the next frame
+    (detected,) = finder.hands(moved)
+    followed = finder.follow(moved, hand)
+    side = max(rgb.shape[:2])
+    assert np.abs(followed.landmarks[:, :2] - detected.landmarks[:, :2]).mean() < 0.01 * side
+    np.testing.assert_allclose(landmarks.features(followed.landmarks[None]),
+                               landmarks.features(detected.landmarks[None]), atol=0.25)
+    assert finder.follow(np.full_like(rgb, 255), hand) is None
+
+
+def test_live_runs_the_palm_detector_only_to_find_a_lost_hand_or_new_ones(finder):
+    from rps.live import REDETECT_EVERY, Hands
+
+    rgb = read_rgb(sorted(RENDER.iterdir())[0]) if RENDER.is_dir() else None
+    if rgb is None:
+        pytest.skip(f"{SHARED} is absent")
+    calls = []
+    palms = finder.palms
+    finder.palms = lambda image: calls.append(1) or palms(image)
+    try:
+        video, photos = Hands(finder, follow=True), Hands(finder, follow=False)
+        assert all(len(video(rgb)) == 1 for _ in range(2 * REDETECT_EVERY))
+        assert len(calls) == 2  # the first frame, and REDETECT_EVERY frames later
+        # Lost: the detector looks again, as the frame is and then padded.
+        assert video(np.full_like(rgb, 255)) == [] and len(calls) == 4
+        calls.clear()
+        assert all(len(photos(rgb)) == 1 for _ in range(3)) and len(calls) == 3
+    finally:
+        del finder.palms
+
+
 def test_finder_finds_no_hand_in_a_blank_or_noisy_image(finder):
     assert finder.hands(np.full((240, 320, 3), 255, np.uint8)) == []
     noise = np.random.default_rng(0).integers(0, 256, (200, 200, 3)).astype(np.uint8)
@@ -150,7 +188,7 @@ def test_trained_on_renders_it_reads_real_hands(tmp_path):
     """The whole product path: train on the renders only, then score the real photos with
     evaluate.py, where an image with no hand found counts as wrong."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = run_cli("data=folder", f"data.root={SHARED}", "experiment=hands",
+    proc = run_cli("data=folder", f"data.root={SHARED}",
                    f"tracking.uri={uri}", f"hydra.run.dir={tmp_path / 'run'}", timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -172,13 +210,56 @@ def test_trained_on_renders_it_reads_real_hands(tmp_path):
     frames.mkdir()
     for source in sorted((REAL_DEV / "paper").iterdir())[:5]:
         Image.open(source).save(frames / f"{source.stem}.png")
+    pair = [Image.open(p).convert("RGB").resize((320, 240))
+            for p in sorted((REAL_DEV / "rock").iterdir())[:2]]
+    two = Image.new("RGB", (640, 240))
+    two.paste(pair[0], (0, 0))
+    two.paste(pair[1], (320, 0))
+    two.save(frames / "zy_two_hands.png")
     Image.new("RGB", (300, 200), (255, 255, 255)).save(frames / "zz_blank.png")
     proc = run_cli(f"model_path={tmp_path / 'run'}", f"source={frames}", "headless=true",
-                   "roi.size=200", f"hydra.run.dir={tmp_path / 'live'}", script="live.py")
+                   f"hydra.run.dir={tmp_path / 'live'}", script="live.py")
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(tmp_path / "live" / "predictions.csv", newline="") as f:
-        labels = [row["class"] for row in csv.DictReader(f)]
-    assert labels[-1] == "no hand" and labels[:-1].count("paper") >= 4
+        rows = list(csv.DictReader(f))
+    labels = [row["class"] for row in rows]
+    assert labels[-1] == "no hand" and labels[:5].count("paper") >= 4
+    assert (labels[-2], rows[-2]["hands"]) == ("rock", "2")
+
+    # The logged model, served: it carries the hand models, so it answers raw images with
+    # an empty cache and no package index to fetch from.
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("rps").experiment_id])
+    photos = [np.asarray(Image.open(p).convert("RGB").resize((320, 240)))
+              for p in sorted((REAL_DEV / "scissors").iterdir())[:4]]
+    offline = {"RPS_CACHE_DIR": str(tmp_path / "empty"), "PIP_INDEX_URL": "http://127.0.0.1:9"}
+    with served_model(f"runs:/{run.info.run_id}/model", uri, offline) as url:
+        rows = post_images(url, np.stack([*photos, np.full_like(photos[0], 255)]))
+    assert [row["label"] for row in rows[:-1]].count("scissors") >= 3
+    assert rows[-1]["label"] == "no hand"
+    assert sum(rows[0][name] for name in ("paper", "rock", "scissors")) == pytest.approx(1)
+
+    # An ensemble of two seeds (the landmarks come from the cache the first job filled).
+    proc = run_cli("data=folder", f"data.root={SHARED}", "trainer.seed=1",
+                   f"tracking.uri={uri}", f"hydra.run.dir={tmp_path / 'seed1'}", timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    second = json.loads((tmp_path / "seed1" / "metrics.json").read_text())
+    runs = [r.info.run_id for r in client.search_runs([run.info.experiment_id])]
+    proc = run_cli(f"runs=[{','.join(runs)}]", f"tracking.uri={uri}",
+                   f"hydra.run.dir={tmp_path / 'ensemble'}", script="ensemble.py",
+                   timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    combined = json.loads((tmp_path / "ensemble" / "metrics.json").read_text())
+    assert combined["test_accuracy"] >= min(metrics["test_accuracy"],
+                                            second["test_accuracy"]) - 0.01
+    proc = run_cli(f"model_path={tmp_path / 'ensemble'}", f"data.root={REAL_DEV}",
+                   f"hydra.run.dir={tmp_path / 'eval-ensemble'}", script="evaluate.py",
+                   timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scored = json.loads((tmp_path / "eval-ensemble" / "evaluation.json").read_text())
+    print({"ensemble": scored["accuracy"], "members": [metrics["test_accuracy"],
+                                                       second["test_accuracy"]]})
+    assert scored["accuracy"] >= 0.97
 
 
 def test_an_image_folder_without_any_hand_is_one_paragraph(tmp_path):
@@ -189,7 +270,7 @@ def test_an_image_folder_without_any_hand_is_one_paragraph(tmp_path):
             for i in range(count):
                 Image.new("RGB", (64, 64), (255, 255, 255)).save(
                     root / split / name / f"{name}_{i}.png")
-    proc = run_cli("data=folder", f"data.root={root}", "experiment=hands",
+    proc = run_cli("data=folder", f"data.root={root}",
                    "data.val_groups=false", "data.val_fraction=0.5",
                    f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 2

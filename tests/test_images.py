@@ -162,3 +162,19 @@ def test_data_and_live_paths_crop_a_300x200_photo_to_the_same_unsquashed_square(
     assert rows[-1] - rows[0] == cols[-1] - cols[0]  # as tall as wide: not squashed
     centre = ((rows[0] + rows[-1]) / 2, (cols[0] + cols[-1]) / 2)
     assert centre == pytest.approx((31.5, 31.5), abs=0.5)  # the centre square
+
+
+def test_the_hand_square_centres_the_hand_and_repeats_edges_past_the_image():
+    from rps.crop import HAND_SCALE, cut, hand_square
+
+    points = np.array([[40.0, 10.0, 0.0], [60.0, 50.0, 0.0]])  # 20 wide, 40 tall
+    top, left, side = hand_square(points)
+    assert side == round(HAND_SCALE * 40) and (left + side / 2, top + side / 2) == (50, 30)
+    image = np.arange(60 * 80 * 3, dtype=np.uint8).reshape(60, 80, 3)
+    inside = cut(image, 5, 10, 20)
+    np.testing.assert_array_equal(inside, image[5:25, 10:30])
+    beyond = cut(image, -3, 70, 20)
+    assert beyond.shape == (20, 20, 3)
+    np.testing.assert_array_equal(beyond[3:, :10], image[:17, 70:80])
+    np.testing.assert_array_equal(beyond[0, :10], image[0, 70:80])  # the top row repeated
+    np.testing.assert_array_equal(beyond[3:, 10], image[:17, 79])  # the last column repeated

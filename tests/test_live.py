@@ -17,6 +17,7 @@ from rps.config import (
     LiveConfig,
     LiveMode,
     RoiConfig,
+    RoiFind,
     RootConfig,
 )
 from rps.errors import ConfigError
@@ -121,7 +122,8 @@ def trained(tmp_path_factory) -> dict:
     root = make_folder_dataset(folder / "data", n_train=8, n_test=2)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     out = folder / "run"
-    proc = run_cli("data=folder", f"data.root={root}", "backbone.input_size=64", "head=linear",
+    proc = run_cli("data=folder", f"data.root={root}", "backbone=efficientnet_lite0",
+                   "backbone.input_size=64", "head=linear",
                    "aug=none", "finetune=none", "trainer.epochs=2", "trainer.batch_size=8",
                    f"tracking.uri={uri}", "tracking.register=rps_live",
                    f"hydra.run.dir={out}")
@@ -260,13 +262,22 @@ def clip(n: int) -> list[Frame]:
     return [Frame(i, np.full((HEIGHT, WIDTH, 3), 10 * i, np.uint8)) for i in range(n)]
 
 
+class Constant:
+    """A predictor that always answers the same: the key handling alone is under test."""
+
+    finder = None
+    class_names = ["a", "b"]
+
+    def frame(self, warm_size):
+        return lambda rgb, hand: np.array([0.2, 0.8])
+
+
 def test_keys_save_the_crop_on_screen_and_quit(tmp_path):
-    conf = LiveConfig(model_path="m", roi=RoiConfig(size=64))
+    conf = LiveConfig(model_path="m", roi=RoiConfig(size=64, find=RoiFind.fixed))
     rows = PredictionLog(tmp_path / "p.csv")
     crops = CropWriter(tmp_path / "crops", "crop")
     meter = Meter()
-    classify = Classifier(lambda rgb: np.array([0.2, 0.8]), ["a", "b"], conf, rows, crops,
-                          meter)
+    classify = Classifier(Constant(), conf, rows, crops, meter)
     view = ScriptedView({1: "s", 3: "q"})
     loop(clip(10), classify, view, None, meter)
     rows.close()
@@ -294,7 +305,7 @@ def test_capture_starts_paused_with_a_window_and_space_toggles(tmp_path):
 def test_headless_video_with_model_path(trained, video, tmp_path):
     out, predictions = tmp_path / "annotated.avi", tmp_path / "predictions.csv"
     proc = live(tmp_path, f"model_path={trained['out']}", f"source={video}", "headless=true",
-                "roi.size=200", "roi.x=20", "roi.y=40", f"output={out}",
+                "roi.find=fixed", "roi.size=200", "roi.x=20", "roi.y=40", f"output={out}",
                 f"predictions={predictions}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     annotated = read_video(out)
@@ -315,7 +326,7 @@ def test_headless_video_with_a_tracked_model_from_the_default_store(key, trained
     model = trained["run_id"] if key == "run_id" else "models:/rps_live/1"
     predictions = tmp_path / "predictions.jsonl"
     proc = live(tmp_path, f"{key}={model}", f"source={video}", "headless=true",
-                f"predictions={predictions}")
+                "roi.find=fixed", f"predictions={predictions}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     annotated = read_video(tmp_path / "live" / "annotated.mp4")  # the default output
     assert len(annotated) == FRAMES and annotated[0].shape == (HEIGHT, WIDTH, 3)
@@ -373,6 +384,45 @@ def assert_user_error(proc, *fragments: str) -> None:
     paragraph = " ".join(proc.stderr.split())
     for fragment in fragments:
         assert fragment in paragraph, paragraph
+
+
+def test_by_default_an_image_model_sees_the_hand_square_as_evaluate_does(trained, tmp_path):
+    """roi.find=hand: the palm detector places the square, a frame without a hand reads
+    "no hand", and each frame's probabilities are those evaluate.py's predictor gives."""
+    from rps import model as model_lib
+    from rps.images import read_rgb
+    from rps.predictor import Predictor
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, photo in enumerate(photos(3)):
+        cv2.imwrite(str(folder / f"{i}.png"), on_canvas(photo))
+    cv2.imwrite(str(folder / "9_blank.png"), np.full((HEIGHT, WIDTH, 3), 255, np.uint8))
+    predictions = tmp_path / "predictions.csv"
+    proc = live(tmp_path, f"model_path={trained['out']}", f"source={folder}", "headless=true",
+                "threshold=0", f"predictions={predictions}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with predictions.open() as f:
+        rows = list(csv.DictReader(f))
+    predictor = Predictor.of(*model_lib.load(trained["out"])).finding_hands()
+    expected = predictor.probabilities([read_rgb(p) for p in sorted(folder.iterdir())])
+    assert [row["class"] == "no hand" for row in rows] == list(np.isnan(expected[:, 0]))
+    assert rows[-1]["class"] == "no hand" and int(rows[-1]["hands"]) == 0
+    if SHARED.is_dir():  # the renders: a hand in each
+        assert [int(row["hands"]) for row in rows[:3]] == [1, 1, 1]
+    got = np.array([[float(row[f"p_{n}"]) for n in predictor.class_names] for row in rows])
+    found = ~np.isnan(expected[:, 0])
+    # Live resizes the square inside the model; evaluate first rounds it to 8 bits, as
+    # training's loader does.
+    np.testing.assert_allclose(got[found], expected[found], atol=0.02)
+
+
+def test_annotate_draws_the_hand():
+    frame = np.zeros((HEIGHT, WIDTH, 3), dtype=np.uint8)
+    points = np.stack([np.linspace(100, 200, 21), np.linspace(50, 250, 21)], axis=1)
+    out = annotate(frame, None, ["paper 90%"], (0, 255, 0), points=points)
+    assert tuple(out[50, 100]) == (0, 255, 0) and tuple(out[250, 200]) == (0, 255, 0)
+    assert not out[300:, 300:].any()  # no box without a hand square
 
 
 def test_camera_that_cannot_open(tmp_path):

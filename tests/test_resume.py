@@ -10,7 +10,7 @@ from conftest import REPO, compose_cfg, fit, kill_after_checkpoint, make_folder_
 from mlflow.tracking import MlflowClient
 
 from rps import cache as cache_lib
-from rps import checkpoint, config, resume, tracking, train
+from rps import checkpoint, config, logged_model, resume, tracking, train
 from rps import data as data_lib
 from rps.errors import ConfigError, UserError
 
@@ -67,8 +67,8 @@ def test_a_killed_sweep_job_resumes_into_its_run(root, tmp_path, mlflow_store):
     local = json.loads((out / "metrics.json").read_text())
     assert [h["epoch"] for h in local["history"]] == list(range(total))
     assert local["history"][:killed.epoch + 1] == killed.history
-    _, names = tracking.load_model(run.info.run_id, tracking_uri=mlflow_store)
-    assert names == ["paper", "rock", "scissors"]
+    loaded = logged_model.load(run.info.run_id, tracking_uri=mlflow_store)
+    assert loaded.class_names == ["paper", "rock", "scissors"]
     assert not checkpoint.path(out).exists()
 
     with pytest.raises(UserError, match="is FINISHED"):

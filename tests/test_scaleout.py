@@ -12,19 +12,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, make_folder_dataset, run_cli
+from conftest import REPO, free_port, make_folder_dataset, run_cli
 from mlflow.tracking import MlflowClient
-from test_tracking import free_port
 
-from rps import tracking
+from rps import logged_model, tracking
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> list[str]:
     root = make_folder_dataset(tmp_path_factory.mktemp("data"))
-    return ["data=folder", f"data.root={root}", "backbone.weights=null",
-            "backbone.input_size=32", "trainer.epochs=1", "trainer.batch_size=8", "aug=none",
-            "finetune=none"]
+    return ["data=folder", f"data.root={root}", "backbone=efficientnet_lite0",
+            "backbone.weights=null", "backbone.input_size=32", "trainer.epochs=1",
+            "trainer.batch_size=8", "aug=none", "finetune=none"]
 
 
 def sweep_runs(uri: str):
@@ -95,7 +94,7 @@ def test_optuna_preset_maximises_validation_accuracy_with_a_seeded_sampler():
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler"
     assert sweeper.sampler.seed is not None
     assert set(sweeper.params) == {"head.units", "head.depth", "head.dropout", "optimizer.lr",
-                                   "optimizer.label_smoothing", "aug"}
+                                   "optimizer.label_smoothing"}
 
 
 @pytest.mark.slow
@@ -186,10 +185,11 @@ def test_a_job_logs_to_the_tracking_server_model_included(tiny, tmp_path, server
     assert run.data.metrics["test/accuracy"] >= 0 and "val/best_accuracy" in run.data.metrics
     assert "metrics.json" in {f.path for f in client.list_artifacts(run.info.run_id)}
     try:
-        model, names = tracking.load_model(run.info.run_id, tracking_uri=server)
+        loaded = logged_model.load(run.info.run_id, tracking_uri=server)
     finally:
         mlflow.set_tracking_uri(None)  # back to this test session's own store
-    assert names == ["paper", "rock", "scissors"] and model.output_shape == (None, 3)
+    assert loaded.class_names == ["paper", "rock", "scissors"]
+    assert loaded.model.output_shape == (None, 3)
 
 
 @pytest.mark.parametrize("multirun", [False, True], ids=["run", "sweep"])

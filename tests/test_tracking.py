@@ -1,27 +1,26 @@
 """MLflow and TensorBoard tracking on a real SQLite store, with tiny generated data."""
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, make_folder_dataset, run_cli
+from conftest import REPO, make_folder_dataset, post_images, run_cli, served_model
 from mlflow.tracking import MlflowClient
 
+from rps import logged_model, sweep, tracking
 from rps import model as model_lib
-from rps import sweep, tracking
 from rps.config import TrackingConfig
+from rps.predictor import Predictor
 
 # A real pretrained backbone (its weights install with rps) on small inputs: it learns the
 # colour-coded classes in a few epochs, so served predictions can be checked for the class.
-SMALL = ["backbone.input_size=64", "trainer.batch_size=8", "head=linear", "aug=none",
+SMALL = ["backbone=efficientnet_lite0",
+         "backbone.input_size=64", "trainer.batch_size=8", "head=linear", "aug=none",
          "finetune=none"]
 
 
@@ -54,8 +53,9 @@ def test_run_has_params_tags_and_per_epoch_metrics(single, root):
     run, client = single["run"], single["client"]
     assert run.info.status == "FINISHED"
     assert run.info.run_name == (  # what was chosen; file locations are left out
-        "data=folder,backbone.input_size=64,trainer.batch_size=8,head=linear,aug=none,"
-        "finetune=none,trainer.epochs=3,trainer.patience=null,head.dropout=0.1")
+        "data=folder,backbone=efficientnet_lite0,backbone.input_size=64,trainer.batch_size=8,"
+        "head=linear,aug=none,finetune=none,trainer.epochs=3,trainer.patience=null,"
+        "head.dropout=0.1")
     params = run.data.params
     assert params["head.units"] == "256" and params["backbone.name"] == "efficientnet_lite0"
     assert params["trainer.epochs"] == "3" and params["data.root"] == str(root)
@@ -91,8 +91,8 @@ def test_run_artifacts(single):
 
 
 def test_logged_model_loads_with_class_names_and_matches_the_local_one(single):
-    model, class_names = tracking.load_model(single["run"].info.run_id,
-                                             tracking_uri=single["uri"])
+    loaded = logged_model.load(single["run"].info.run_id, tracking_uri=single["uri"])
+    model, class_names = loaded.model, loaded.class_names
     local, local_names = model_lib.load(single["out"])
     assert class_names == local_names == ["paper", "rock", "scissors"]
     images = np.random.default_rng(0).uniform(0, 255, (3, 50, 70, 3)).astype("float32")
@@ -103,13 +103,13 @@ def test_logged_model_loads_with_class_names_and_matches_the_local_one(single):
 def test_model_is_registered(single):
     versions = single["client"].search_model_versions("name='rps_test'")
     assert [v.run_id for v in versions] == [single["run"].info.run_id]
-    _, names = tracking.load_model(model_uri="models:/rps_test/1", tracking_uri=single["uri"])
-    assert names == ["paper", "rock", "scissors"]
+    loaded = logged_model.load(model_uri="models:/rps_test/1", tracking_uri=single["uri"])
+    assert loaded.class_names == ["paper", "rock", "scissors"]
 
 
 def test_unknown_run_id_is_a_clear_error(single):
     with pytest.raises(tracking.TrackingError, match="cannot load the model of run 0123"):
-        tracking.load_model("0123456789abcdef", tracking_uri=single["uri"])
+        logged_model.load("0123456789abcdef", tracking_uri=single["uri"])
 
 
 def test_tensorboard_holds_epoch_scalars_and_augmented_images(single):
@@ -124,51 +124,16 @@ def test_tensorboard_holds_epoch_scalars_and_augmented_images(single):
     assert "augmented_training_images" in images.Tags()["tensors"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_mlflow_models_serve_classifies_raw_rgb(single, root):
-    port = free_port()
-    bin_dir = Path(sys.executable).parent  # as in an activated venv: mlflow runs uvicorn
-    env = {**os.environ, "MLFLOW_TRACKING_URI": single["uri"],
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    server = subprocess.Popen(
-        [str(bin_dir / "mlflow"), "models", "serve", "-m",
-         f"runs:/{single['run'].info.run_id}/model", "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read()[-3000:]
-                assert time.monotonic() < deadline, "server did not start in 120 s"
-                time.sleep(1)
-        from PIL import Image
+    from PIL import Image
 
-        image = np.asarray(Image.open(root / "test" / "rock" / "rock_000.png").convert("RGB"))
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations",
-            data=json.dumps({"inputs": image[None].astype(float).tolist()}).encode(),
-            headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            logits = np.array(json.loads(response.read())["predictions"])
-        local, names = model_lib.load(single["out"])
-        np.testing.assert_allclose(logits, local.predict(image[None].astype("float32"),
-                                                         verbose=0), atol=1e-4)
-        assert names[int(logits.argmax())] == "rock"
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    image = np.asarray(Image.open(root / "test" / "rock" / "rock_000.png").convert("RGB"))
+    with served_model(f"runs:/{single['run'].info.run_id}/model", single["uri"]) as url:
+        (row,) = post_images(url, image[None])
+    local = Predictor.of(*model_lib.load(single["out"]))
+    names, (expected,) = local.class_names, local.probabilities(image[None])
+    np.testing.assert_allclose([row[name] for name in names], expected, atol=1e-4)
+    assert row["label"] == names[int(expected.argmax())]
 
 
 def test_sweep_has_a_parent_with_children_and_a_summary(root, tmp_path, mlflow_store):

@@ -129,6 +129,7 @@ def test_weights_that_do_not_fit_fail_before_training(tiny_root, tmp_path):
     weights = tmp_path / "mobilenet.weights.h5"
     source.save_weights(weights)
     proc = run_cli("data=folder", f"data.root={tiny_root}", "backbone=efficientnet_b0",
+                   "backbone=efficientnet_lite0",
                    f"backbone.weights={weights}", "backbone.input_size=32",
                    f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 2

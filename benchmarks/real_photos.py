@@ -1,0 +1,150 @@
+"""The real-photo table: each config trained on the renders, scored on real photos, timed.
+
+    python benchmarks/real_photos.py --renders ../shared/data/rps \
+        --real ../shared/data/rps-real-dev [--out /tmp/rps-real] [--write docs/results.md]
+
+Every config trains with `python run.py data=folder data.root=<renders>`. The configs of
+one backbone kind share a fresh cache, so the first of them times a cold job; the default
+then runs again, warm. Each model is scored with
+`python evaluate.py` on the real photos, with `roi.find=hand` (the default) and, for image
+backbones, `roi.find=fixed`; then `live.py` runs it headless on a 640x480 video of real
+photos, each held for 10 frames. Prints a markdown table; --write also writes it, with the
+date, the commit and the machine, into the results page (regenerated, never appended to).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+# name: (overrides, whether it reads hands with the landmark model)
+CONFIGS = {
+    "default": ([], True),
+    "default, aug=none": (["aug=none"], True),
+    "default, head=linear": (["head=linear"], True),
+    "experiment=cnn, 3 + 1 epochs": (["experiment=cnn", "trainer.epochs=3",
+                                      "finetune.epochs=1"], False),
+    "experiment=cnn finetune=none, 3 epochs": (["experiment=cnn", "finetune=none",
+                                                "trainer.epochs=3"], False),
+}
+HOLD = 10  # frames each photo stays in the live video
+
+
+def run(script: str, *overrides: str, log: Path) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(REPO / script), *overrides], cwd=REPO,
+                          capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    log.write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        sys.exit(f"{script} {' '.join(overrides)} failed (exit {proc.returncode}): see {log}")
+    return seconds
+
+
+def video(real: Path, path: Path, photos: int = 30) -> Path:
+    files = sorted(p for p in real.rglob("*") if p.suffix.lower() in {".jpg", ".png"})
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (640, 480))
+    for file in files[::max(1, len(files) // photos)][:photos]:
+        image = cv2.imread(str(file))
+        scale = min(600 / image.shape[1], 440 / image.shape[0])
+        image = cv2.resize(image, (int(image.shape[1] * scale), int(image.shape[0] * scale)))
+        for k in range(HOLD):  # held, drifting two pixels a frame, as a hand would
+            frame = np.zeros((480, 640, 3), np.uint8)
+            top = (480 - image.shape[0]) // 2
+            left = min(640 - image.shape[1], max(0, (640 - image.shape[1]) // 2 + 2 * k - 10))
+            frame[top:top + image.shape[0], left:left + image.shape[1]] = image
+            writer.write(frame)
+    writer.release()
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--renders", type=Path, required=True)
+    parser.add_argument("--real", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/rps-real"))
+    parser.add_argument("--write", type=Path)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    clip = video(args.real, args.out / "real640.mp4")
+    rows = []
+    for i, (name, (overrides, hands)) in enumerate(CONFIGS.items()):
+        folder = args.out / f"config{i}"
+        # Configs of one backbone share a cache: its first job is the cold one.
+        cache = args.out / f"cache-{'hands' if hands else 'cnn'}"
+        fresh = not cache.exists()
+        os.environ["RPS_CACHE_DIR"] = str(cache)
+        common = ["data=folder", f"data.root={args.renders}", *overrides,
+                  f"tracking.uri=sqlite:///{folder}/mlflow.db"]
+        folder.mkdir(parents=True, exist_ok=True)
+        cold = run("run.py", *common, f"hydra.run.dir={folder}/run", log=folder / "cold.log")
+        warm = (run("run.py", *common, f"hydra.run.dir={folder}/warm", log=folder / "warm.log")
+                if i == 0 else None)
+        tested = json.loads((folder / "run" / "metrics.json").read_text())["test_accuracy"]
+        scores, seconds = {}, {}
+        for find in ("hand",) if hands else ("hand", "fixed"):
+            seconds[find] = run("evaluate.py", f"model_path={folder}/run", f"data.root={args.real}",
+                f"roi.find={find}", f"hydra.run.dir={folder}/eval-{find}",
+                log=folder / f"eval-{find}.log")
+            scores[find] = json.loads((folder / f"eval-{find}" / "evaluation.json").read_text())
+        run("live.py", f"model_path={folder}/run", f"source={clip}", "headless=true",
+            f"hydra.run.dir={folder}/live", log=folder / "live.log")
+        fps = re.search(r"([0-9.]+) FPS", (folder / "live.log").read_text()).group(1)
+        rows.append((name, overrides, tested, scores, cold if fresh else None, warm, fps,
+                     seconds["hand"]))
+        print(f"{name}: done", file=sys.stderr)
+    table = render(rows, args)
+    print(table)
+    if args.write:
+        args.write.write_text(table)
+
+
+def render(rows, args) -> str:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                            capture_output=True, text=True, check=False).stdout.strip()
+    lines = [
+        "# Results",
+        "",
+        f"Regenerated by `python benchmarks/real_photos.py --renders <renders> --real "
+        f"<real photos> --write docs/results.md` on {date.today()}, commit {commit}, "
+        f"{platform.machine()} with {os.cpu_count()} cores, no GPU. Each config trained with "
+        f"`python run.py data=folder data.root=<renders> <overrides>` (seed 42) on the "
+        f"{args.renders.name} renders alone, then `python evaluate.py model_path=<run> "
+        f"data.root=<real photos> roi.find=<hand|fixed>` scored it on "
+        f"{args.real.name}; `live.py` ran it headless on a 640x480 video of those photos.",
+        "",
+        "| config | overrides | render test | real photos, `roi.find=hand` | no hand | "
+        "real photos, `roi.find=fixed` | cold job | warm job | live.py FPS | evaluate.py |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, overrides, tested, scores, cold, warm, fps, evaluated in rows:
+        hand, fixed = scores["hand"], scores.get("fixed")
+        lines.append(
+            f"| {name} | `{' '.join(overrides) or '(none)'}` | {tested:.3f} | "
+            f"{hand['accuracy']:.3f} | {hand['no_hand']} of {hand['images']} | "
+            f"{'' if fixed is None else format(fixed['accuracy'], '.3f')} | "
+            f"{'' if cold is None else f'{cold / 60:.1f} min'} | "
+            f"{'' if warm is None else f'{warm:.0f} s'} | {fps} | {evaluated:.0f} s |")
+    lines += ["", "Recall per class on the real photos (`roi.find=hand`):", "",
+              "| config | " + " | ".join(rows[0][3]["hand"]["recall"]) + " |",
+              "|---|" + "---|" * len(rows[0][3]["hand"]["recall"])]
+    for name, _, _, scores, *_ in rows:
+        lines.append(f"| {name} | " + " | ".join(
+            f"{v:.3f}" for v in scores["hand"]["recall"].values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
