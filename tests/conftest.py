@@ -111,6 +111,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for(url: str, server: subprocess.Popen, seconds: float = 120) -> None:
+    """Until ``url`` answers; fails with the server's output if it exits first."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:
+            assert server.poll() is None, server.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, f"server did not start in {seconds:.0f} s"
+            time.sleep(1)
+
+
 @contextlib.contextmanager
 def served_model(model_uri: str, tracking_uri: str,
                  env: dict[str, str] | None = None) -> Iterator[str]:
@@ -125,15 +138,7 @@ def served_model(model_uri: str, tracking_uri: str,
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/ping", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read()[-3000:]
-                assert time.monotonic() < deadline, "server did not start in 120 s"
-                time.sleep(1)
+        wait_for(f"{url}/ping", server)
         yield url
     finally:
         server.send_signal(signal.SIGINT)

@@ -7,12 +7,11 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, free_port, make_folder_dataset, run_cli
+from conftest import REPO, free_port, make_folder_dataset, run_cli, wait_for
 from mlflow.tracking import MlflowClient
 
 from rps import logged_model, tracking
@@ -147,15 +146,7 @@ def server(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2).close()
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read()[-3000:]
-                assert time.monotonic() < deadline, "server did not start in 120 s"
-                time.sleep(1)
+        wait_for(f"{uri}/health", proc)
         yield uri
     finally:
         stop(proc)
