@@ -5,7 +5,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from rps import config, ensemble
+from rps import config
 
 config.register()
 config.register_ensemble()
@@ -13,6 +13,8 @@ config.register_ensemble()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="ensemble")
 def main(cfg: DictConfig) -> None:
+    from rps import ensemble  # TensorFlow loads here, so that --help answers at once
+
     # The project root holds conf/ and mlflow.db: the tracking store that training uses.
     ensemble.main(cfg, Path(__file__).resolve().parent)
 

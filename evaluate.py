@@ -5,13 +5,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from rps import config, evaluate
+from rps import config
 
 config.register_evaluate()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
+    from rps import evaluate  # TensorFlow loads here, so that --help answers at once
+
     # The project root holds conf/ and mlflow.db: the tracking store that training uses.
     evaluate.main(cfg, Path(__file__).resolve().parent)
 

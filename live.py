@@ -5,13 +5,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from rps import config, live
+from rps import config
 
 config.register_live()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="live")
 def main(cfg: DictConfig) -> None:
+    from rps import live  # TensorFlow loads here, so that --help answers at once
+
     # The project root holds conf/ and mlflow.db: the tracking store that training uses.
     live.main(cfg, Path(__file__).resolve().parent)
 

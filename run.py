@@ -3,13 +3,15 @@
 import hydra
 from omegaconf import DictConfig
 
-from rps import config, job
+from rps import config
 
 config.register()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
+    from rps import job  # TensorFlow loads here, so that --help answers at once
+
     return job.main(cfg)
 
 

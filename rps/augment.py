@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rps.config import AugConfig
+from rps.config import ImageAugConfig
 from rps.errors import ConfigError
 from rps.images import BadImage, read_rgb
 
@@ -48,9 +48,9 @@ PHOTO_CROP = (0.25, 1.0)  # a crop's side, as a share of its photo's shorter sid
 USER_PHOTO_SIDE = 640
 
 
-def build(cfg: AugConfig, seed: int) -> keras.Sequential:
+def build(cfg: ImageAugConfig, seed: int) -> keras.Sequential:
     """Random transforms on 0..255 RGB, none when every transform is off (which
-    ``cfg.enabled`` tells without building them)."""
+    ``cfg.on_images`` tells without building them)."""
     hand = cfg.background > 0 or cfg.skin_tone > 0
     # With a hand mask, what geometry uncovers must be white, so the mask calls it background.
     fill = {"fill_mode": "constant", "fill_value": WHITE} if hand else {}

@@ -7,6 +7,7 @@ OmegaConf checks types but not values.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -32,7 +33,8 @@ class BadImagePolicy(str, Enum):
 
 @dataclass
 class DataConfig:
-    """Where images come from; validation is never the test split.
+    """Where images come from; validation is never the test split. ``limit`` keeps the
+    first n images of each class in each split (``debug=default``: a quick check).
 
     ``val_groups`` holds out whole groups of training files rather than single files: a
     group is the files whose names differ only in their last number (one hand model of the
@@ -43,10 +45,13 @@ class DataConfig:
     val_fraction: float = 0.15
     val_groups: bool = False
     on_bad_image: BadImagePolicy = BadImagePolicy.fail
+    limit: int | None = None
 
     def __post_init__(self) -> None:
         _check(0.0 < self.val_fraction < 1.0, "data.val_fraction", self.val_fraction,
                "between 0 and 1 (exclusive)")
+        _check(self.limit is None or self.limit >= 2, "data.limit", self.limit,
+               "at least 2 images per class, or null for all")
 
 
 @dataclass
@@ -99,21 +104,45 @@ class BackboneConfig:
 
 @dataclass
 class HeadConfig:
-    """``depth`` hidden Dense layers of ``units`` each, every Dense preceded by Dropout."""
+    """A logistic regression on the features (``head=linear``): Dropout, then the logits."""
 
-    units: int = 256
-    depth: int = 1
     dropout: float = 0.2
 
     def __post_init__(self) -> None:
-        _check(self.units >= 1, "head.units", self.units, "a positive integer")
-        _check(0 <= self.depth <= 16, "head.depth", self.depth, "between 0 and 16")
         _check(0.0 <= self.dropout < 1.0, "head.dropout", self.dropout, "in [0, 1)")
 
 
 @dataclass
+class DenseHeadConfig(HeadConfig):
+    """``depth`` hidden Dense layers of ``units`` each, every Dense preceded by Dropout."""
+
+    units: int = 256
+    depth: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.units >= 1, "head.units", self.units, "a positive integer")
+        _check(1 <= self.depth <= 16, "head.depth", self.depth,
+               "between 1 and 16 (head=linear has none)")
+
+
+@dataclass
 class AugConfig:
-    """Random transforms applied in training only; 0 turns a transform off.
+    """No augmentation (``aug=none``): the options below have their own schemas, so a
+    config holds the keys of its kind of backbone alone."""
+
+    @property
+    def on_images(self) -> bool:
+        return False
+
+    @property
+    def on_landmarks(self) -> bool:
+        return False
+
+
+@dataclass
+class ImageAugConfig(AugConfig):
+    """Random transforms of the image backbones' training images; 0 turns one off.
 
     Factors follow the Keras preprocessing layers: ``rotation`` is a fraction of a full
     turn, ``translation`` a fraction of the image side, ``zoom_in`` and ``zoom_out`` the most
@@ -144,8 +173,6 @@ class AugConfig:
     skin_tone: float = 0.0
     white_balance: float = 0.0
     blur: float = 0.0
-    landmark_jitter: float = 0.0
-    landmark_tilt: float = 0.0
 
     def __post_init__(self) -> None:
         for key in ("rotation", "translation", "brightness", "contrast",
@@ -157,17 +184,12 @@ class AugConfig:
                "at least 0 and below 1")
         _check(0.0 <= self.zoom_out <= 2.0, "aug.zoom_out", self.zoom_out, "between 0 and 2")
         _check(0.0 <= self.blur <= 5.0, "aug.blur", self.blur, "between 0 and 5 pixels")
-        _check(0.0 <= self.landmark_jitter <= 0.5, "aug.landmark_jitter", self.landmark_jitter,
-               "between 0 and 0.5 (of the hand's size)")
-        _check(0.0 <= self.landmark_tilt <= 90.0, "aug.landmark_tilt", self.landmark_tilt,
-               "between 0 and 90 degrees")
         if self.background_dir is not None and not (self.background and self.background_photos):
             raise ConfigError(
                 f"aug.background_dir={self.background_dir!r} would never be used: photos are "
                 "cropped only for the share aug.background of images that get a new "
                 "background, times aug.background_photos. Set both above 0 (aug=background "
                 "does), or drop aug.background_dir.")
-
 
     @property
     def on_images(self) -> bool:
@@ -176,6 +198,22 @@ class AugConfig:
         return any(getattr(self, key) for key in (
             "flip", "rotation", "zoom_in", "zoom_out", "translation", "brightness", "contrast",
             "saturation", "hue", "background", "skin_tone", "white_balance", "blur"))
+
+
+@dataclass
+class LandmarkAugConfig(AugConfig):
+    """``backbone=hand_landmarks``'s augmentation: ``landmark_jitter`` moves each landmark by
+    noise (a share of the palm's size), ``landmark_tilt`` turns the hand out of the image
+    plane (degrees)."""
+
+    landmark_jitter: float = 0.0
+    landmark_tilt: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.landmark_jitter <= 0.5, "aug.landmark_jitter", self.landmark_jitter,
+               "between 0 and 0.5 (of the hand's size)")
+        _check(0.0 <= self.landmark_tilt <= 90.0, "aug.landmark_tilt", self.landmark_tilt,
+               "between 0 and 90 degrees")
 
     @property
     def on_landmarks(self) -> bool:
@@ -227,26 +265,25 @@ class SGDConfig(OptimizerConfig):
 
 @dataclass
 class FinetuneConfig:
-    """Stage 2: after the head trains on a frozen backbone, unfreeze its top ``layers``.
+    """No stage 2 (``finetune=none``): the backbone stays frozen; only the head trains."""
 
-    ``layers: null`` unfreezes the whole backbone; ``epochs: 0`` skips stage 2.
-    """
 
-    epochs: int = 0
-    layers: int | None = 0
+@dataclass
+class UnfreezeConfig(FinetuneConfig):
+    """Stage 2: after the head trains on a frozen backbone, unfreeze its top ``layers`` (null:
+    all of them) for ``epochs`` more, at ``lr_factor`` times the learning rate."""
+
+    epochs: int = 8
+    layers: int | None = 100
     lr_factor: float = 0.1
 
     def __post_init__(self) -> None:
-        _check(self.epochs >= 0, "finetune.epochs", self.epochs, "0 or more")
-        _check(self.layers is None or self.layers >= 0, "finetune.layers", self.layers,
-               "0 or more, or null for the whole backbone")
+        _check(self.epochs >= 1, "finetune.epochs", self.epochs,
+               "at least 1 (finetune=none has no stage 2)")
+        _check(self.layers is None or self.layers >= 1, "finetune.layers", self.layers,
+               "1 or more, or null for the whole backbone (finetune=none unfreezes nothing)")
         _check(0.0 < self.lr_factor <= 10.0, "finetune.lr_factor", self.lr_factor,
                "positive (and at most 10)")
-        if self.epochs > 0 and self.layers == 0:
-            raise ConfigError(
-                f"finetune.epochs={self.epochs} but finetune.layers=0 unfreezes nothing: set "
-                "finetune.layers to a positive count (or null for all), or use finetune=none."
-            )
 
 
 class Strategy(str, Enum):
@@ -322,26 +359,27 @@ class Config:
     def __post_init__(self) -> None:
         if not isinstance(self.backbone, BackboneConfig):
             return  # a schema with MISSING groups: nothing to check yet
-        if self.backbone.finds_hands and (self.aug.on_images or self.finetune.epochs):
+        if self.backbone.finds_hands and (isinstance(self.aug, ImageAugConfig)
+                                          or isinstance(self.finetune, UnfreezeConfig)):
             raise ConfigError(
                 "backbone=hand_landmarks reads hands with a fixed pretrained model and trains "
                 "its head on their landmarks, so image augmentation and fine-tuning do not "
                 "apply: use aug=landmarks (or aug=none) and finetune=none.")
-        if not self.backbone.finds_hands and self.aug.on_landmarks:
+        if not self.backbone.finds_hands and isinstance(self.aug, LandmarkAugConfig):
             raise ConfigError(
-                f"aug.landmark_jitter and aug.landmark_tilt move hand landmarks, which only "
-                f"backbone=hand_landmarks reads, but backbone={self.backbone.name.value}: drop "
-                "them, or use backbone=hand_landmarks.")
+                f"aug=landmarks moves hand landmarks, which only backbone=hand_landmarks "
+                f"reads, but backbone={self.backbone.name.value}: use an image option (aug=none, "
+                "light, strong or background), or backbone=hand_landmarks.")
 
 
 # Schemas a YAML option extends through its defaults list: one per group, or per subclass.
 SCHEMAS = {
     "data": {"tfds": TfdsDataConfig, "folder": FolderDataConfig},
     "backbone": {"backbone": BackboneConfig},
-    "head": {"head": HeadConfig},
-    "aug": {"aug": AugConfig},
+    "head": {"linear": HeadConfig, "dense": DenseHeadConfig},
+    "aug": {"none": AugConfig, "images": ImageAugConfig, "landmarks": LandmarkAugConfig},
     "optimizer": {"adam": AdamConfig, "adamw": AdamWConfig, "sgd": SGDConfig},
-    "finetune": {"finetune": FinetuneConfig},
+    "finetune": {"frozen": FinetuneConfig, "unfreeze": UnfreezeConfig},
     "trainer": {"trainer": TrainerConfig},
     "tracking": {"tracking": TrackingConfig},
     "cache": {"cache": CacheConfig},
@@ -349,12 +387,33 @@ SCHEMAS = {
 
 
 def register() -> None:
-    """Make the schemas visible to Hydra as ``<group>/schema_<name>``."""
+    """Make the schemas visible to Hydra as ``<group>/schema_<name>``, and run.py's help."""
+    OmegaConf.register_new_resolver("rps_groups", _groups_help, replace=True)
     store = ConfigStore.instance()
     store.store(name="schema_config", node=Config)
     for group, schemas in SCHEMAS.items():
         for name, node in schemas.items():
             store.store(group=group, name=f"schema_{name}", node=node)
+
+
+def _groups_help() -> str:
+    """``--help``'s list of config groups: each option, the chosen one first; the schemas,
+    which are no option of their own, left out."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from rps.context import project_root
+
+    hc = HydraConfig.get()
+    conf = project_root(hc) / "conf"
+    lines = []
+    for group in sorted(p.name for p in conf.iterdir() if p.is_dir() and p.name != "hydra"):
+        options = sorted(p.stem for p in (conf / group).glob("*.yaml"))
+        chosen = hc.runtime.choices.get(group)
+        first = [chosen] if chosen in options else []
+        rest = [o for o in options if o != chosen]
+        lines.append(f"  {group:<15} " + " | ".join(
+            part for part in (", ".join(first), ", ".join(rest)) if part))
+    return "\n".join(lines) + "\n"
 
 
 def compose(conf_dir: Path, overrides: Sequence[str] = (), name: str = "config",
@@ -375,7 +434,26 @@ def compose(conf_dir: Path, overrides: Sequence[str] = (), name: str = "config",
 
 def to_object(cfg: DictConfig) -> Config:
     """Resolve and instantiate the schema dataclasses, running their range checks."""
+    _refuse_unknown(cfg)
     return _instantiate(cfg)
+
+
+def _refuse_unknown(node: DictConfig, prefix: str = "") -> None:
+    """A key that no schema has, added with Hydra's ``+``, would be dropped unread: refused."""
+    schema = node._metadata.object_type
+    known = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) \
+        else None
+    for key in node.keys():
+        name = f"{prefix}{key}"
+        if known is not None and key not in known:
+            where = prefix.rstrip(".") or "the config"
+            raise ConfigError(
+                f"{name} is not a key of {where}, whose keys are {', '.join(sorted(known))}: "
+                "nothing would read it (a leading + adds a key, it does not make one used). "
+                "Spell it as one of those keys, without the +.")
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            _refuse_unknown(child, f"{name}.")
 
 
 def tracking_of(cfg: DictConfig) -> TrackingConfig:
@@ -532,8 +610,9 @@ class LiveConfig(ModelChoice):
         if not self.label or self.label != self.label.strip() or "/" in self.label \
                 or "\\" in self.label or self.label.startswith("."):
             raise ConfigError(
-                f"mode=capture needs label=<class name>, a folder name such as label=rock "
-                f"(no slashes, no leading dot), but label={self.label!r}."
+                "mode=capture needs label=<class name>, a folder name such as label=rock "
+                "(no slashes, no leading dot), but "
+                + ("no label is set." if self.label is None else f"label is {self.label!r}.")
             )
         if not self.data.root:
             raise ConfigError(

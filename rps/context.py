@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+from rps.errors import UserError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -33,3 +40,21 @@ def project_root(hydra_cfg) -> Path:
         if source.provider == "main" and source.path.startswith("file://"):
             return Path(source.path.removeprefix("file://")).resolve().parent
     return Path.cwd()
+
+
+def validated(check: Callable[[], T], output_dir: Path, root: Path) -> T:
+    """``check()``; where it refuses the config or its input, the output folder that Hydra
+    made before the app ran (its config and log, nothing of the app's) is removed with the
+    folders it leaves empty below ``root``: a typo leaves nothing behind."""
+    try:
+        return check()
+    except UserError:
+        if output_dir.is_dir() and all(p.name == ".hydra" or p.suffix == ".log"
+                                       for p in output_dir.iterdir()):
+            shutil.rmtree(output_dir)
+            for parent in output_dir.parents:
+                if parent == root or not parent.is_relative_to(root) or any(parent.iterdir()):
+                    break
+                parent.rmdir()
+        raise
+

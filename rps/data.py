@@ -77,14 +77,13 @@ def load(cfg: DataConfig, image_size: int, seed: int, cache: ArrayCache | None =
     so the next job skips decoding unless a file changed.
     """
     start = time.perf_counter()
-    if cfg.val_groups and not isinstance(cfg, FolderDataConfig):
-        raise ConfigError("data.val_groups=true groups training files by name, and a tfds "
-                          "dataset has no file names: use data=folder, or set "
-                          "data.val_groups=false.")
+    check(cfg)
     if isinstance(cfg, FolderDataConfig):
         class_names, splits = _load_folder(cfg, image_size, cache)
     elif isinstance(cfg, TfdsDataConfig):
-        class_names, splits = _load_tfds(cfg, image_size)
+        class_names, loaded = _load_tfds(cfg, image_size)
+        splits = {split: part.subset(_first(part.labels, cfg.limit))
+                  for split, part in loaded.items()}
     else:
         raise TypeError(f"no loader for data config {type(cfg).__name__}")
     if "val" not in splits:
@@ -95,6 +94,47 @@ def load(cfg: DataConfig, image_size: int, seed: int, cache: ArrayCache | None =
              ", ".join(f"{len(getattr(data, s))} {s}" for s in SPLITS), image_size,
              image_size, time.perf_counter() - start)
     return data
+
+
+def check(cfg: DataConfig) -> None:
+    """Refuse what ``load`` would refuse about the config or a folder's layout, from a
+    listing of its files: a job checks this before it writes anything."""
+    if cfg.val_groups and not isinstance(cfg, FolderDataConfig):
+        raise ConfigError("data.val_groups=true groups training files by name, and a tfds "
+                          "dataset has no file names: use data=folder, or set "
+                          "data.val_groups=false.")
+    if isinstance(cfg, FolderDataConfig):
+        _listed(_root_of(cfg), cfg.limit)
+
+
+def _root_of(cfg: FolderDataConfig) -> Path:
+    return Path(cfg.root).expanduser().absolute()  # sources must outlive a change of cwd
+
+
+def _listed(root: Path, limit: int | None
+            ) -> tuple[dict[str, Path], list[str], dict[str, tuple]]:
+    """The split folders, the class names and each split's files and labels (the first
+    ``limit`` of each class)."""
+    dirs = _split_dirs(root)
+    class_names = _class_names(root, dirs)
+    listings = {}
+    for split, folder in dirs.items():
+        paths, labels = _list_files(folder, class_names)
+        kept = _first(labels, limit)
+        listings[split] = [paths[i] for i in kept], labels[kept]
+    _require_images(root, {split: labels for split, (_, labels) in listings.items()},
+                    class_names, "no images", "add images")
+    return dirs, class_names, listings
+
+
+def _first(labels: np.ndarray, limit: int | None) -> np.ndarray:
+    """The indices of the first ``limit`` items of each label, in order; all without one."""
+    if limit is None:
+        return np.arange(len(labels))
+    rank = np.zeros(len(labels), dtype=np.int64)
+    for label in np.unique(labels):
+        rank[labels == label] = np.arange(np.sum(labels == label))
+    return np.flatnonzero(rank < limit)
 
 
 def group_of(source: str) -> str:
@@ -139,12 +179,8 @@ def _hold_out(train: Split, class_names: list[str], fraction: float, seed: int,
 
 def _load_folder(cfg: FolderDataConfig, size: int,
                  cache: ArrayCache | None) -> tuple[list[str], dict[str, Split]]:
-    root = Path(cfg.root).expanduser().absolute()  # sources must outlive a change of cwd
-    dirs = _split_dirs(root)
-    class_names = _class_names(root, dirs)
-    listings = {split: _list_files(folder, class_names) for split, folder in dirs.items()}
-    _require_images(root, {split: labels for split, (_, labels) in listings.items()},
-                    class_names, "no images", "add images")
+    root = _root_of(cfg)
+    dirs, class_names, listings = _listed(root, cfg.limit)
     if "val" in dirs:
         log.info("data: validating on %s (data.val_fraction and val_groups are not used)",
                  dirs["val"])

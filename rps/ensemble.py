@@ -17,12 +17,12 @@ from pathlib import Path
 import keras
 from omegaconf import DictConfig
 
+from rps import app, config, logged_model, outputs, scores, tracking
 from rps import cache as cache_lib
-from rps import config, logged_model, outputs, scores, tracking
 from rps import data as data_lib
 from rps import model as model_lib
 from rps.config import Config, EnsembleConfig, FolderDataConfig, TrackingConfig
-from rps.errors import UserError, reported
+from rps.errors import UserError
 from rps.predictor import Predictor
 
 log = logging.getLogger("rps")
@@ -138,7 +138,4 @@ def run(conf: EnsembleConfig, output_dir: Path, root: Path) -> dict:
 
 def main(cfg: DictConfig, root: Path) -> dict:
     """The Hydra task."""
-    from hydra.core.hydra_config import HydraConfig
-
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    return reported(lambda: run(config.to_object(cfg), output_dir, root))
+    return app.main(cfg, root, run)

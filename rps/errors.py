@@ -40,12 +40,23 @@ def report(err: UserError) -> str:
     return text
 
 
+PARAGRAPH = "rps_paragraph"  # a log record's flag: the user reads it as a paragraph
+
+
+class NotOnConsole(logging.Filter):
+    """Keeps off the console a log record that the user reads as a paragraph on stderr, so
+    each error is printed once (the apps' console log handler: conf/hydra/job_logging)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, PARAGRAPH, False)
+
+
 def reported(task: Callable[[], T]) -> T:
-    """``task()``, for an app's Hydra task: a UserError ends it with its paragraph (in the
-    log, and on stderr) and exit status 2, as run.py's."""
+    """``task()``, for an app's Hydra task: a UserError ends it with its paragraph (on
+    stderr, and in the run's log file) and exit status 2."""
     try:
         return task()
     except UserError as err:
-        logging.getLogger("rps").error("%s", err)
+        logging.getLogger("rps").error("%s", err, extra={PARAGRAPH: True})
         report(err)
         raise SystemExit(2) from None

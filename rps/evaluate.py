@@ -16,10 +16,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from rps import config, logged_model, plots, scores, tracking
+from rps import app, logged_model, plots, scores, tracking
 from rps import data as data_lib
 from rps.config import EvaluateConfig, RoiFind, TrackingConfig
-from rps.errors import reported
 
 log = logging.getLogger("rps")
 
@@ -103,7 +102,4 @@ def metric_name(folder: Path) -> str:
 
 def main(cfg: DictConfig, root: Path) -> dict:
     """The Hydra task."""
-    from hydra.core.hydra_config import HydraConfig
-
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    return reported(lambda: run(config.to_object(cfg), output_dir, root))
+    return app.main(cfg, root, run)

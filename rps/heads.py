@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import keras
 
-from rps.config import HeadConfig
+from rps.config import DenseHeadConfig, HeadConfig
 
 
 def build(cfg: HeadConfig, num_features: int, num_classes: int) -> keras.Model:
-    """``depth`` hidden ReLU layers, each Dense preceded by Dropout, then a logits layer.
+    """A dense head's ``depth`` hidden ReLU layers, each Dense preceded by Dropout, then a
+    logits layer (the one layer of a linear head).
 
     A model of its own, so it can be trained alone on cached features and then reused
     inside the full image model.
     """
     features = keras.Input((num_features,), name="features")
     x = features
-    for index in range(cfg.depth):
+    for index in range(cfg.depth if isinstance(cfg, DenseHeadConfig) else 0):
         x = keras.layers.Dropout(cfg.dropout, name=f"dropout_{index}")(x)
         x = keras.layers.Dense(cfg.units, activation="relu", name=f"dense_{index}")(x)
     x = keras.layers.Dropout(cfg.dropout, name="dropout_logits")(x)

@@ -29,7 +29,7 @@ from rps import (
 )
 from rps import data as data_lib
 from rps.config import Config
-from rps.context import JobContext
+from rps.context import JobContext, validated
 from rps.errors import UserError, reported
 from rps.predictor import Predictor
 
@@ -65,7 +65,7 @@ def run(cfg: DictConfig, ctx: JobContext) -> dict:
     if resumed is not None:
         log.info("resuming run %s into %s", resumed.run_id, resumed.output_dir)
         cfg, ctx = resumed.cfg, replace(ctx, output_dir=resumed.output_dir)
-    conf = config.to_object(cfg)  # a value out of range opens no run
+    conf = validated(lambda: _checked(cfg), ctx.output_dir, ctx.root)
     # The lock comes first: a run whose process is still alive is not reopened.
     with checkpoint.lock(ctx.output_dir), _tracked(cfg, conf, ctx, resumed) as (mlrun, tb_dir):
         started = time.perf_counter()
@@ -105,6 +105,14 @@ def run(cfg: DictConfig, ctx: JobContext) -> dict:
              metrics["test_accuracy"], metrics["test_loss"], metrics["best_val_accuracy"],
              ctx.output_dir)
     return metrics
+
+
+def _checked(cfg: DictConfig) -> Config:
+    """The config, refused (before any run opens) where a value is out of range or the data
+    folder is not a dataset."""
+    conf = config.to_object(cfg)
+    data_lib.check(conf.data)
+    return conf
 
 
 @contextmanager

@@ -25,10 +25,10 @@ import cv2
 import numpy as np
 from omegaconf import DictConfig
 
-from rps import config, logged_model
+from rps import app, logged_model
 from rps.config import LiveConfig, LiveMode, RoiConfig, RoiFind
 from rps.crop import centre_square, cut, hand_square
-from rps.errors import UserError, reported
+from rps.errors import UserError
 from rps.hands import Hand, HandFinder
 from rps.predictor import Predictor
 from rps.scores import NO_HAND
@@ -454,11 +454,14 @@ def loop(frames: Iterable[Frame], mode: Mode, view: Window | NoWindow,
 
 
 def run(conf: LiveConfig, output_dir: Path, root: Path) -> Summary:
-    """Check what is cheap to check (display, source, first frame, ROI, output names), then
-    load the model and loop; sources and sinks close however it ends."""
+    """Check the model, then the source and its first frame, then the display, so each
+    mistake is reported as itself; then loop. Sources and sinks close however it ends."""
     with ExitStack() as stack:
-        view = NoWindow() if conf.headless else Window()
-        stack.callback(view.close)
+        model = None
+        if conf.mode == LiveMode.classify:
+            model = logged_model.chosen(conf, conf.tracking, root)
+            if conf.roi.find == RoiFind.hand:
+                model = model.finding_hands()
         source = open_source(conf.source)
         stack.callback(source.close)
         frames = iter(source)
@@ -469,6 +472,8 @@ def run(conf: LiveConfig, output_dir: Path, root: Path) -> Summary:
                 "video may be empty or in a codec this OpenCV build cannot decode (convert it "
                 "to .mp4); an image folder may hold only unreadable files."
             )
+        view = NoWindow() if conf.headless else Window()
+        stack.callback(view.close)
         if conf.mode == LiveMode.capture or conf.roi.find == RoiFind.fixed:
             _warn_if_roi_does_not_fit(conf.roi, first.image.shape)
         video = None
@@ -476,16 +481,13 @@ def run(conf: LiveConfig, output_dir: Path, root: Path) -> Summary:
             video = VideoSink(_path(conf.output, output_dir / "annotated.mp4"), source.fps)
             stack.callback(video.close)
         meter = Meter()
-        if conf.mode == LiveMode.capture:
+        if model is None:
             folder = Path(conf.data.root).expanduser() / conf.capture.split.value / conf.label
             mode: Mode = Capturer(conf, CropWriter(folder, conf.label), meter,
                                   recording=conf.headless)
         else:
             rows = PredictionLog(_path(conf.predictions, output_dir / "predictions.csv"))
             stack.callback(rows.close)
-            model = logged_model.chosen(conf, conf.tracking, root)
-            if conf.roi.find == RoiFind.hand:
-                model = model.finding_hands()
             mode = Classifier(model, conf, rows, CropWriter(output_dir / "crops", "crop"), meter,
                               video=not isinstance(source, FolderSource))
         loop(chain([first], frames), mode, view, video, meter)
@@ -533,7 +535,4 @@ def _report(summary: Summary, what: str, conf: LiveConfig, mode: Mode,
 
 def main(cfg: DictConfig, root: Path) -> Summary:
     """The Hydra task."""
-    from hydra.core.hydra_config import HydraConfig
-
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    return reported(lambda: run(config.to_object(cfg), output_dir, root))
+    return app.main(cfg, root, run)

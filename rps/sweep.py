@@ -212,7 +212,7 @@ class SweepCallback(Callback):
         failures = [job for job in jobs if job["failed"]]
         if self.parent is not None:
             self._summarise(sweep_dir, jobs, len(failures))
-            self._close("FINISHED")
+            self._close("FAILED" if jobs and len(failures) == len(jobs) else "FINISHED")
         if failures:
             print(f"{len(failures)} of {len(jobs)} sweep jobs failed; see the log above "
                   "and each failed run's error.txt in MLflow.")

@@ -38,7 +38,8 @@ METRICS_PER_BATCH = 1000
 EPOCH_METRICS = {"loss": "train/loss", "accuracy": "train/accuracy", "val_loss": "val/loss",
                  "val_accuracy": "val/accuracy", "lr": "lr"}
 # Overrides that locate files rather than choose a variant: left out of run names.
-PATH_KEYS = ("data.root", "data.tfds_dir", "cache.dir", "tracking.", "hydra.")
+DATA_KEYS = ("data.root", "data.tfds_dir")
+PATH_KEYS = (*DATA_KEYS, "cache.dir", "tracking.", "hydra.")
 SERVER_TIMEOUT_S = 5
 # Where a run keeps its config: in its output folder, and logged with it.
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
@@ -117,13 +118,13 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def run_name(overrides: list[str], varying: list[str] | None = None) -> str:
-    """What varies, e.g. ``head=deep,aug=strong``: in a sweep, the swept keys only;
-    otherwise every override but those that locate files."""
+    """What the job ran, e.g. ``head=deep,aug=strong``: in a sweep, the swept keys;
+    otherwise, or where none varies, the overrides but those that locate files; where
+    those are all there is, the data's location (``data.root=/x``)."""
     pairs = [o.lstrip("+~") for o in overrides]
-    if varying is not None:
-        kept = [p for p in pairs if p.split("=", 1)[0] in varying]
-    else:
-        kept = [p for p in pairs if not p.startswith(PATH_KEYS)]
+    kept = ([p for p in pairs if p.split("=", 1)[0] in (varying or ())]
+            or [p for p in pairs if not p.startswith(PATH_KEYS)]
+            or [p for p in pairs if p.startswith(DATA_KEYS)])
     return ",".join(kept) or "defaults"
 
 

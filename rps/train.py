@@ -18,7 +18,7 @@ from rps import backbones, checkpoint, features, optim
 from rps import data as data_lib
 from rps import model as model_lib
 from rps.cache import ArrayCache, digest
-from rps.config import Config, Strategy
+from rps.config import Config, Strategy, UnfreezeConfig
 from rps.errors import ConfigError, UserError
 from rps.model import Classifier
 
@@ -246,7 +246,7 @@ def _compile(model: keras.Model, cfg: Config, base_lr: float, epochs: int, n_tra
 def _stages(cfg: Config) -> list[tuple[int, int, float]]:
     """(stage, epochs, learning rate): the head on a frozen backbone, then fine-tuning."""
     stages = [(1, cfg.trainer.epochs, cfg.optimizer.lr)]
-    if cfg.finetune.epochs > 0:
+    if isinstance(cfg.finetune, UnfreezeConfig):
         stages.append((2, cfg.finetune.epochs, cfg.optimizer.lr * cfg.finetune.lr_factor))
     return stages
 

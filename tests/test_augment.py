@@ -17,7 +17,7 @@ from rps import data as data_lib
 from rps import model as model_lib
 from rps.augment import HandComposite, RandomBlur, WhiteBalance
 from rps.cache import ArrayCache
-from rps.config import AugConfig
+from rps.config import ImageAugConfig
 from rps.errors import ConfigError
 
 # Image augmentation needs an image backbone: the default reads hands.
@@ -232,7 +232,7 @@ def test_blur_keeps_each_image_mean_and_white_balance_tints_per_image():
 def test_zoom_in_and_out_bound_how_large_the_hand_gets(zoom_in, zoom_out, narrowest, widest):
     squares = np.full((32, 64, 64, 3), 255.0, dtype="float32")
     squares[:, 16:48, 16:48] = 0.0  # a 32-pixel "hand" in the middle of white
-    layer = augment.build(AugConfig(zoom_in=zoom_in, zoom_out=zoom_out), seed=0)
+    layer = augment.build(ImageAugConfig(zoom_in=zoom_in, zoom_out=zoom_out), seed=0)
     zoomed = np.asarray(layer(squares, training=True))
     widths = (zoomed[:, 32, :, 0] < 128).sum(axis=1)
     assert widths.min() >= np.floor(narrowest) - 1 and widths.max() <= np.ceil(widest) + 1
@@ -244,7 +244,7 @@ def test_zoom_in_and_out_bound_how_large_the_hand_gets(zoom_in, zoom_out, narrow
                                        ("white_balance", 2.0), ("blur", 6.0)])
 def test_range_checks(key, value):
     with pytest.raises(ConfigError, match=f"aug.{key}"):
-        AugConfig(**{key: value})
+        ImageAugConfig(**{key: value})
 
 
 def test_inference_model_drops_augmentation_and_reloads_with_plain_keras(tmp_path):
@@ -276,9 +276,12 @@ def test_inference_model_drops_augmentation_and_reloads_with_plain_keras(tmp_pat
 def test_on_images_says_whether_the_option_builds_any_transform(option):
     aug = config.to_object(compose_cfg(f"aug={option}",
                                        *([] if option == "landmarks" else IMAGE))).aug
-    assert aug.on_images == bool(augment.build(aug, 0).layers)
+    if isinstance(aug, ImageAugConfig):
+        assert aug.on_images == bool(augment.build(aug, 0).layers)
+    else:  # aug=none, aug=landmarks: no image key at all
+        assert not aug.on_images and not hasattr(aug, "rotation")
     for key in ("rotation", "blur", "skin_tone", "flip"):
-        assert dataclasses.replace(AugConfig(), **{key: 1.0}).on_images
+        assert dataclasses.replace(ImageAugConfig(), **{key: 1.0}).on_images
 
 
 def test_trains_on_cached_background_views_and_shows_them_in_tensorboard(tmp_path):

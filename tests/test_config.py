@@ -1,17 +1,21 @@
 """Every option of every config group composes, validates and builds a model."""
 
+import dataclasses
+
 import pytest
 from conftest import REPO, compose_cfg, run_cli
+from omegaconf import OmegaConf
 
 from rps import config
 from rps import model as model_lib
-from rps.config import AdamWConfig, FolderDataConfig, SGDConfig
+from rps.config import AdamWConfig, FolderDataConfig, ImageAugConfig, SGDConfig
 from rps.errors import ConfigError
 
 CONF = REPO / "conf"
 GROUPS = ["data", "backbone", "head", "aug", "optimizer", "finetune", "trainer", "tracking",
           "experiment", "sweep"]
 CLASSES = ["paper", "rock", "scissors"]
+IMAGE_AUG_KEYS = {f.name for f in dataclasses.fields(ImageAugConfig)} - {"flip", "background_dir"}
 # Options that apply to backbone=hand_landmarks (the default) alone.
 LANDMARK_OPTIONS = {("backbone", "hand_landmarks"), ("aug", "landmarks")}
 # Options of the image backbones alone, tried on the one the image presets use.
@@ -54,14 +58,38 @@ def test_schema_subclasses_survive_composition():
     assert isinstance(conf.optimizer, AdamWConfig)
 
 
-def test_seed_experiment_is_the_course_exercise():
-    conf = config.to_object(compose_cfg("experiment=seed"))
-    assert conf.experiment == "seed"
-    assert conf.backbone.name.value == "resnet50" and conf.backbone.input_size == 300
-    assert conf.backbone.weights == "imagenet"
-    assert (conf.head.depth, conf.finetune.epochs, conf.trainer.epochs) == (2, 0, 50)
-    assert conf.aug.zoom_in > 0 and conf.aug.zoom_out > 0
-    assert conf.aug.rotation > 0 and not conf.aug.flip
+def test_seed_experiment_is_the_course_exercise_value_by_value():
+    cfg = compose_cfg("experiment=seed")
+    recipe = {group: OmegaConf.to_container(cfg[group], resolve=True)
+              for group in ("backbone", "head", "aug", "optimizer", "finetune")}
+    assert recipe == {
+        "backbone": {"name": "resnet50", "input_size": 300, "weights": "imagenet"},
+        "head": {"dropout": 0.3, "units": 512, "depth": 2},  # 3 Dropout + Dense, logits last
+        "aug": {**{key: 0.0 for key in IMAGE_AUG_KEYS}, "flip": False, "background_dir": None,
+                "rotation": 0.1, "zoom_in": 0.2, "zoom_out": 0.2},
+        "optimizer": {"lr": 1e-3, "schedule": "constant", "label_smoothing": 0.0},
+        "finetune": {},  # frozen
+    }
+    assert (cfg.trainer.epochs, cfg.trainer.patience) == (50, None)  # best epoch restored
+    assert config.to_object(cfg).experiment == "seed"
+
+
+def test_options_that_do_not_apply_are_absent():
+    assert set(compose_cfg("head=linear").head) == {"dropout"}
+    assert set(compose_cfg("finetune=none", "backbone=resnet50").finetune) == set()
+    assert set(compose_cfg().aug) == {"landmark_jitter", "landmark_tilt"}  # hand_landmarks
+    assert "landmark_tilt" not in compose_cfg("backbone=resnet50").aug
+    with pytest.raises(Exception, match="units"):
+        compose_cfg("head=linear", "head.units=8")
+    with pytest.raises(Exception, match="rotation"):
+        compose_cfg("aug.rotation=0.5")  # the default backbone reads landmarks
+
+
+@pytest.mark.parametrize("override", ["+head.unit=128", "+foo=1", "+trainer.epoch=3"])
+def test_keys_added_with_plus_are_refused(override):
+    key = override.lstrip("+").split("=")[0]
+    with pytest.raises(ConfigError, match=f"{key} is not a key of"):
+        config.to_object(compose_cfg(override))
 
 
 def test_overrides_reach_the_schema():
@@ -78,15 +106,17 @@ def test_overrides_reach_the_schema():
     ("trainer.batch_size=0", "trainer.batch_size"),
     ("aug.zoom_in=1", "aug.zoom_in"),
     ("aug.zoom_out=2.5", "aug.zoom_out"),
+    ("aug.landmark_tilt=91", "aug.landmark_tilt"),
 ])
 def test_out_of_range_values_name_the_key(override, key):
+    image = key.startswith("aug.") and "landmark" not in key
     with pytest.raises(ConfigError, match=key):
-        config.to_object(compose_cfg(override))
+        config.to_object(compose_cfg(override, *(["backbone=resnet50"] if image else [])))
 
 
 def test_finetune_that_unfreezes_nothing_is_rejected():
     with pytest.raises(ConfigError, match="finetune.layers"):
-        config.to_object(compose_cfg("finetune=top", "finetune.layers=0"))
+        config.to_object(compose_cfg("backbone=resnet50", "finetune=top", "finetune.layers=0"))
 
 
 @pytest.mark.parametrize("override", [

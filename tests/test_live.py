@@ -2,6 +2,11 @@
 
 import csv
 import json
+import os
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -425,14 +430,26 @@ def test_annotate_draws_the_hand():
     assert not out[300:, 300:].any()  # no box without a hand square
 
 
-def test_camera_that_cannot_open(tmp_path):
-    proc = live(tmp_path, "source=99", "headless=true", "model_path=unused")
+def test_camera_that_cannot_open(trained, tmp_path):
+    proc = live(tmp_path, "source=99", "headless=true", f"model_path={trained['out']}",
+                "roi.find=fixed")
     assert_user_error(proc, "cannot open camera 99", "source=1", "headless machine")
 
 
-def test_missing_video_file(tmp_path):
+def test_missing_video_file(trained, tmp_path):
     proc = live(tmp_path, f"source={tmp_path / 'nope.mp4'}", "headless=true",
-                "model_path=unused")
+                f"model_path={trained['out']}", "roi.find=fixed")
+    assert_user_error(proc, "no such video file or image folder")
+
+
+def test_the_model_is_checked_first_then_the_source_then_the_display(trained, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    missing = f"source={tmp_path / 'nope.mp4'}"
+    proc = live(tmp_path, missing, "run_id=0123456789abcdef")
+    assert_user_error(proc, "cannot load the model of run 0123456789abcdef")
+    proc = live(tmp_path, missing, f"model_path={trained['out']}", "roi.find=fixed")
     assert_user_error(proc, "no such video file or image folder")
 
 
@@ -466,8 +483,55 @@ def test_missing_model_path_and_no_model_at_all(video, tmp_path):
     assert_user_error(proc, "classify mode needs exactly one model")
 
 
-def test_window_without_a_display(video, tmp_path, monkeypatch):
+def test_window_without_a_display(trained, video, tmp_path, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    proc = live(tmp_path, f"source={video}", "model_path=unused")
+    proc = live(tmp_path, f"source={video}", f"model_path={trained['out']}", "roi.find=fixed")
     assert_user_error(proc, "no display", "headless=true")
+
+
+@pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("xdotool")),
+                    reason="the window test needs Xvfb and xdotool (apt-get install xvfb xdotool)")
+def test_window_mode_shows_the_labelled_frame_and_quits_with_q(trained, tmp_path):
+    """live.py as a user runs it, in a window (on a virtual display): the window shows the
+    annotated frame the video records, and q ends it before the stream does."""
+    from PIL import ImageGrab
+
+    frames, still = 3000, on_canvas(photos(1)[0])
+    moving = [still.copy() for _ in range(frames)]
+    for i, frame in enumerate(moving):  # a dot along the bottom row: no two frames alike
+        frame[-1, i % WIDTH] = 255
+    clip = write_video(tmp_path / "long.avi", moving)
+    display = f":{90 + os.getpid() % 9}"
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1024x768x24"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "DISPLAY": display}
+    rows = tmp_path / "rows.csv"
+    app = subprocess.Popen(
+        [sys.executable, str(REPO / "live.py"), f"model_path={trained['out']}", f"source={clip}",
+         "roi.find=fixed", f"output={tmp_path / 'shown.avi'}", f"predictions={rows}",
+         f"hydra.run.dir={tmp_path / 'live'}"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        window = ""
+        deadline = time.monotonic() + 120
+        while not window or not rows.exists() or rows.read_text().count("\n") < 30:
+            assert app.poll() is None, app.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "no window with frames in 120 s"
+            time.sleep(0.5)
+            window = subprocess.run(["xdotool", "search", "--name", "rps live"], env=env,
+                                    capture_output=True, text=True).stdout.split()
+            window = window[0] if window else ""
+        screen = cv2.cvtColor(np.asarray(ImageGrab.grab(xdisplay=display)), cv2.COLOR_RGB2BGR)
+        subprocess.run(["xdotool", "windowfocus", "--sync", window, "key", "q"], env=env,
+                       check=True, timeout=30)
+        _, stderr = app.communicate(timeout=60)
+    finally:
+        app.kill()
+        xvfb.kill()
+    assert app.returncode == 0, stderr[-3000:]
+    shown = read_video(tmp_path / "shown.avi")
+    assert 30 <= len(shown) < frames  # q ended it, not the end of the video
+    labelled, raw = shown[len(shown) // 2], still
+    match = lambda image: cv2.matchTemplate(screen, image, cv2.TM_CCOEFF_NORMED).max()  # noqa: E731
+    assert match(labelled) > 0.9 > match(raw) + 0.02, (match(labelled), match(raw))

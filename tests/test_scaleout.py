@@ -131,7 +131,7 @@ def test_an_optuna_search_whose_every_trial_failed_ends_in_its_summary(
     assert "1 of 1 sweep jobs failed" in proc.stdout and "Traceback" not in proc.stderr
     assert "head.units=-1 is out of range" in proc.stdout + proc.stderr
     parent, children = sweep_runs(mlflow_store)
-    assert (parent.info.status, children) == ("FINISHED", [])
+    assert (parent.info.status, children) == ("FAILED", [])
     assert "| 0 | FAILED |" in (tmp_path / "sweep" / "summary.md").read_text()
 
 

@@ -57,7 +57,8 @@ def test_run_has_params_tags_and_per_epoch_metrics(single, root):
         "head=linear,aug=none,finetune=none,trainer.epochs=3,trainer.patience=null,"
         "head.dropout=0.1")
     params = run.data.params
-    assert params["head.units"] == "256" and params["backbone.name"] == "efficientnet_lite0"
+    assert params["head.dropout"] == "0.1" and params["backbone.name"] == "efficientnet_lite0"
+    assert "head.units" not in params and not any(k.startswith("finetune.") for k in params)
     assert params["trainer.epochs"] == "3" and params["data.root"] == str(root)
     tags = run.data.tags
     assert json.loads(tags["overrides"])[0] == "data=folder"
@@ -182,12 +183,16 @@ def test_a_config_that_does_not_validate_opens_no_run(root, tmp_path, mlflow_sto
     assert runs(mlflow_store) == []
 
 
-def test_a_job_that_fails_after_validating_is_failed_in_mlflow(root, tmp_path, mlflow_store):
-    proc = run_cli("data=folder", f"data.root={root / 'missing'}",
+def test_a_job_that_fails_after_validating_is_failed_in_mlflow(tmp_path, mlflow_store):
+    # An unreadable image shows only when decoding, after the run opened.
+    root = make_folder_dataset(tmp_path / "data", n_train=4, n_test=2)
+    (root / "train" / "rock" / "broken.png").write_bytes(b"not a png")
+    proc = run_cli("data=folder", f"data.root={root}", *SMALL,
                    f"hydra.run.dir={tmp_path / 'run'}")
-    assert proc.returncode == 2 and "is not a folder" in proc.stderr
+    assert proc.returncode == 2 and "not readable images" in " ".join(proc.stderr.split())
     (run,) = runs(mlflow_store)
-    assert run.info.status == "FAILED" and "is not a folder" in run.data.tags["error"]
+    assert run.info.status == "FAILED" and "broken.png" in run.data.tags["error"]
+    assert (tmp_path / "run").is_dir()  # the failed run's folder stays, as its log says
 
 
 def test_ctrl_c_marks_the_run_killed(root, tmp_path, mlflow_store):
@@ -246,9 +251,21 @@ def test_run_names_keep_choices_and_drop_locations():
     assert tracking.run_name(["head=deep", "data.root=/x", "+aug=strong",
                               "tracking.uri=sqlite:///x", "hydra.run.dir=y"]) == \
         "head=deep,aug=strong"
-    assert tracking.run_name(["data.root=/x"]) == "defaults"
+    assert tracking.run_name(["hydra.run.dir=y"]) == "defaults"
     assert tracking.run_name(["head=deep", "head.units=8"], varying=["head.units"]) == \
         "head.units=8"
+    # Where nothing else says what ran, the data it ran on does.
+    assert tracking.run_name(["data.root=/x", "hydra.run.dir=y"]) == "data.root=/x"
+    assert tracking.run_name(["data.root=/x", "head=deep"], varying=[]) == "head=deep"
+
+
+def test_a_sweep_whose_every_job_failed_has_a_failed_parent(tmp_path, mlflow_store):
+    proc = run_cli("-m", "data=folder", f"data.root={tmp_path / 'nowhere'}", "head.units=8,16",
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert proc.returncode == 1 and "2 of 2 sweep jobs failed" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    (parent,) = runs(mlflow_store)  # the jobs' data folder was refused before any opened a run
+    assert parent.info.status == "FAILED"
 
 
 def test_best_child_is_chosen_on_validation_not_test():

@@ -1,0 +1,90 @@
+"""First contact with the entry points: their help, and a config typo that leaves nothing."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, make_folder_dataset, run_cli
+from mlflow.tracking import MlflowClient
+
+APPS = ["run.py", "live.py", "evaluate.py", "ensemble.py"]
+HEAVY = ("tensorflow", "keras", "mlflow", "cv2")
+# --help in a fresh process, reporting the heavy modules it imported.
+HELP = """
+import atexit, json, runpy, sys
+atexit.register(lambda: print(json.dumps([m for m in {heavy} if m in sys.modules])))
+sys.argv = [{script!r}, "--help"]
+runpy.run_path({script!r}, run_name="__main__")
+"""
+
+
+def help_of(app: str) -> tuple[str, list[str]]:
+    code = HELP.format(heavy=HEAVY, script=str(REPO / app))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    *text, imported = proc.stdout.rstrip().splitlines()
+    return "\n".join(text), json.loads(imported)
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_help_is_the_apps_own_and_imports_no_tensorflow(app):
+    text, imported = help_of(app)
+    assert text.startswith(f"{app}: ") and "powered by Hydra" not in text
+    assert "== Examples" in text and f"python {app}" in text and "Exit status" in text
+    assert "schema_" not in text
+    assert imported == []
+
+
+def test_run_help_lists_every_group_and_option_the_chosen_first():
+    text, _ = help_of("run.py")
+    for group in sorted(p for p in (REPO / "conf").iterdir() if p.is_dir() and p.name != "hydra"):
+        (line,) = [line for line in text.splitlines() if line.split()[:1] == [group.name]]
+        listed = line.split(None, 1)[1].replace("|", ",").replace(" ", "").split(",")
+        assert sorted(listed) == sorted(p.stem for p in group.glob("*.yaml")), line
+    assert "  backbone        hand_landmarks | " in text  # the default, first
+    assert "  aug             landmarks | " in text  # what the default backbone brings
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["optimizer.lr=-1"], "optimizer.lr=-1.0 is out of range"),
+    (["data=folder"], "data.root has no value"),
+    (["data=folder", "data.root=/nonexistent"], "data.root=/nonexistent is not a folder"),
+    (["+head.unit=128"], "head.unit is not a key of head"),
+    (["backbone=resnet50", "+aug.rotatoin=0.5"], "aug.rotatoin is not a key of aug"),
+])
+def test_a_config_typo_leaves_no_output_folder_and_no_run(overrides, message, tmp_path,
+                                                          mlflow_store):
+    out = tmp_path / "outputs" / "runs" / "now"
+    proc = run_cli(*overrides, f"hydra.run.dir={out}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    said = " ".join((proc.stdout + proc.stderr).split())
+    assert said.count(message) == 1, said  # printed once: the paragraph, not a log line too
+    assert not out.exists()
+    assert MlflowClient(mlflow_store).search_experiments(filter_string="name = 'rps'") == []
+
+
+def test_the_other_apps_leave_no_output_folder_either(tmp_path):
+    out = tmp_path / "evaluation"
+    proc = run_cli("model_path=x", "data.root=y", "batch_size=0", f"hydra.run.dir={out}",
+                   script="evaluate.py")
+    assert proc.returncode == 2 and "batch_size=0 is out of range" in proc.stderr
+    assert not out.exists()
+
+
+def test_debug_runs_a_config_end_to_end_on_a_few_images(tmp_path, mlflow_store):
+    root = make_folder_dataset(tmp_path / "data", n_train=12, n_test=10)
+    out = tmp_path / "run"
+    proc = run_cli("debug=default", "data=folder", f"data.root={root}",
+                   "backbone=efficientnet_lite0", "backbone.input_size=64",
+                   f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train, val, test = map(int, re.search(r"(\d+) train, (\d+) val, (\d+) test",
+                                          proc.stdout).groups())
+    assert (train + val, test) == (3 * 8, 3 * 8)  # the first 8 of each class in each split
+    assert json.loads((out / "metrics.json").read_text())["test_accuracy"] >= 0
+    client = MlflowClient(mlflow_store)
+    (run,) = client.search_runs([client.get_experiment_by_name("debug").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["trainer.epochs"] == "1"
