@@ -1,9 +1,9 @@
 """The real rock/paper/scissors images, end to end: one model trained in this module, judged
 by training's own test pass and by live.py on the same test folder.
 
-The model is the image recipe (`experiment=cnn`) with a frozen backbone (`finetune=none`)
-and `aug=strong`: its stage 2 fine-tunes end to end for minutes on 2 cores, too long for
-every CI run. The default (the hand landmarks) is trained on the renders and scored on real
+The model is EfficientNet-Lite0 with a frozen backbone (`finetune=none`) and `aug=strong`:
+`experiment=cnn`'s stage 2 fine-tunes end to end for minutes on 2 cores, too long for every
+CI run. The default (the hand landmarks) is trained on the renders and scored on real
 photos in tests/test_hands.py.
 """
 
@@ -21,8 +21,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration,
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("real")
-    proc = run_cli("data=folder", f"data.root={SHARED}", "experiment=cnn", "finetune=none",
-                   "aug=strong",
+    proc = run_cli("data=folder", f"data.root={SHARED}", "backbone=efficientnet_lite0",
+                   "finetune=none", "aug=strong",
                    f"hydra.run.dir={folder / 'run'}",
                    f"tracking.uri=sqlite:///{folder / 'mlflow.db'}", timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
