@@ -77,7 +77,7 @@ def load(cfg: DataConfig, image_size: int, seed: int, cache: ArrayCache | None =
     so the next job skips decoding unless a file changed.
     """
     start = time.perf_counter()
-    check(cfg)
+    _check_val_groups(cfg)  # the folder's layout is checked as _load_folder lists it
     if isinstance(cfg, FolderDataConfig):
         class_names, splits = _load_folder(cfg, image_size, cache)
     elif isinstance(cfg, TfdsDataConfig):
@@ -99,12 +99,16 @@ def load(cfg: DataConfig, image_size: int, seed: int, cache: ArrayCache | None =
 def check(cfg: DataConfig) -> None:
     """Refuse what ``load`` would refuse about the config or a folder's layout, from a
     listing of its files: a job checks this before it writes anything."""
+    _check_val_groups(cfg)
+    if isinstance(cfg, FolderDataConfig):
+        _listed(_root_of(cfg), cfg.limit)
+
+
+def _check_val_groups(cfg: DataConfig) -> None:
     if cfg.val_groups and not isinstance(cfg, FolderDataConfig):
         raise ConfigError("data.val_groups=true groups training files by name, and a tfds "
                           "dataset has no file names: use data=folder, or set "
                           "data.val_groups=false.")
-    if isinstance(cfg, FolderDataConfig):
-        _listed(_root_of(cfg), cfg.limit)
 
 
 def _root_of(cfg: FolderDataConfig) -> Path:
