@@ -5,7 +5,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from rps import config
+from rps import config, helptext
 
 config.register()
 config.register_ensemble()
@@ -20,4 +20,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    helptext.answer(Path(__file__).resolve().parent / "conf", "ensemble")
     main()

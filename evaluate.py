@@ -5,7 +5,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from rps import config
+from rps import config, helptext
 
 config.register_evaluate()
 
@@ -19,4 +19,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    helptext.answer(Path(__file__).resolve().parent / "conf", "evaluate")
     main()

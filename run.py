@@ -1,9 +1,11 @@
 """Train, validate and test one classifier; `python run.py -m ...` sweeps."""
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
-from rps import config
+from rps import config, helptext
 
 config.register()
 
@@ -16,4 +18,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    helptext.answer(Path(__file__).resolve().parent / "conf", "config")
     main()

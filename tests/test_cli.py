@@ -15,13 +15,19 @@ HEAVY = ("tensorflow", "keras", "mlflow", "cv2")
 HELP = """
 import atexit, json, runpy, sys
 atexit.register(lambda: print(json.dumps([m for m in {heavy} if m in sys.modules])))
-sys.argv = [{script!r}, "--help"]
+sys.argv = [{script!r}, *{args!r}, "--help"]
+if {through_hydra!r}:
+    import rps.helptext
+    rps.helptext.answer = lambda *args, **kwargs: None
 runpy.run_path({script!r}, run_name="__main__")
 """
 
 
-def help_of(app: str) -> tuple[str, list[str]]:
-    code = HELP.format(heavy=HEAVY, script=str(REPO / app))
+def help_of(app: str, *args: str, through_hydra: bool = False) -> tuple[str, list[str]]:
+    """``app [args] --help``'s text and heavy imports; ``through_hydra``: Hydra's own
+    ``--help`` with the same template, which rps.helptext answers faster."""
+    code = HELP.format(heavy=HEAVY, script=str(REPO / app), args=args,
+                       through_hydra=through_hydra)
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -36,6 +42,24 @@ def test_help_is_the_apps_own_and_imports_no_tensorflow(app):
     assert "== Examples" in text and f"python {app}" in text and "Exit status" in text
     assert "schema_" not in text
     assert imported == []
+
+
+@pytest.mark.parametrize("app,args", [
+    *((app, ()) for app in APPS),
+    ("run.py", ("backbone=efficientnet_lite0", "aug=light", "trainer.epochs=2")),
+])
+def test_help_says_what_hydras_own_help_says(app, args):
+    fast, _ = help_of(app, *args)
+    assert fast == help_of(app, *args, through_hydra=True)[0]
+    if args:
+        assert "  backbone        efficientnet_lite0 | " in fast and "epochs: 2" in fast
+
+
+def test_help_leaves_flags_and_bad_overrides_to_hydra():
+    proc = run_cli("--hydra-help")
+    assert proc.returncode == 0 and "Hydra (1." in proc.stdout
+    proc = run_cli("head=bogus", "--help")
+    assert proc.returncode == 1 and "Could not find 'head/bogus'" in proc.stderr
 
 
 def test_run_help_lists_every_group_and_option_the_chosen_first():
