@@ -109,9 +109,10 @@ def main() -> None:
             styles = call_styles(folder)
             summary = bench_live(folder, video, folder)
             rows.append((backbone, styles, summary))
-    print(f"\n{args.frames} frames of 640x480 video, 300x300 ROI, {os.cpu_count()} CPU cores\n")
-    print("median ms per call on one crop, then live.py's loop (which calls the frozen "
-          "function)\n")
+    print(f"### live.py per image backbone: {args.frames} frames of 640x480 video, 300x300 "
+          f"ROI, {os.cpu_count()} CPU cores\n")
+    print("Median ms per call on one crop, then live.py's loop (which calls the frozen "
+          "function).\n")
     print("| backbone | predict | eager | tf.function | frozen | live: model ms "
           "| live: frame ms | live: end-to-end FPS |")
     print("|---|---|---|---|---|---|---|---|")

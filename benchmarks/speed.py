@@ -2,9 +2,9 @@
 
     python benchmarks/speed.py [--data ../shared/data/rps] [--out /tmp/rps-bench]
 
-Prints one table per question, as medians and ratios measured in this one run:
+Prints one markdown table per question, as medians and ratios measured in this one run:
 1. backbone feature throughput at each backbone's input size, and its share of matmul peak;
-2. a frozen-backbone job's (aug=light finetune=none) wall time to its test accuracy,
+2. a frozen image backbone's job (experiment=cnn finetune=none) wall time to its test accuracy,
    cold (empty cache) and warm;
 3. a 4-job head sweep against one cold job;
 4. end-to-end training against cached-head training, per epoch, and their test accuracy
@@ -103,14 +103,14 @@ def main() -> None:
     # A frozen image backbone, where the cache does its work: the image recipe fine-tunes,
     # and stage 2 runs end to end whatever the cache holds.
     base = ["data=folder", f"data.root={args.data}", f"cache.dir={cache}", "experiment=cnn",
-            "aug=light", "finetune=none"]
+            "finetune=none"]
 
     def run(name: str, *overrides: str, multirun: bool = False) -> dict:
         where = (f"hydra.sweep.dir={args.out / name}" if multirun
                  else f"hydra.run.dir={args.out / name}")
         return job(args.out, name, *(["-m"] if multirun else []), *base, *overrides, where)
 
-    print("1. Backbone features on 2 CPU cores (batch 32, median of 3)")
+    print(f"### Backbone features on {os.cpu_count()} CPU cores (batch 32, median of 3)\n")
     table(["backbone", "input", "images/s", "GFLOP/image", "GFLOP/s", "of ~100 GFLOP/s peak"],
           throughput())
 
@@ -118,7 +118,8 @@ def main() -> None:
     warm = run("warm")
     shutil.rmtree(cache)
     sweep = run("sweep", "head.units=64,128,256,512", multirun=True)
-    print("\n2-3. aug=light finetune=none, wall time to test accuracy (each a fresh process)")
+    print("\n### `experiment=cnn finetune=none`, wall time to test accuracy (each a fresh "
+          "process)\n")
     rows = [["cold (empty cache)", f"{cold['wall']:.0f}", acc(cold), "1.00"],
             ["warm (cache present)", f"{warm['wall']:.0f}", acc(warm),
              f"{warm['wall'] / cold['wall']:.2f}"],
@@ -130,7 +131,8 @@ def main() -> None:
     epochs = ["aug=none", "trainer.epochs=5", "trainer.patience=null"]
     e2e = run("end_to_end", *epochs, "cache.enabled=false")
     cached = run("cached", *epochs)
-    print("\n4. Per epoch, aug=none, same seed: end to end against the head on cached features")
+    print("\n### Per epoch, `aug=none`, same seed: end to end against the head on cached "
+          "features\n")
     rows = []
     for label, result in (("end to end", e2e), ("cached head", cached)):
         metrics = result["metrics"][0]
@@ -139,7 +141,7 @@ def main() -> None:
                      f"{result['wall']:.0f}", acc(result)])
     ratio = float(rows[0][1]) / float(rows[1][1])
     table(["training", "s/epoch (median)", "feature pass s", "wall s", "test accuracy"], rows)
-    print(f"cached head epochs are {ratio:.0f}x faster")
+    print(f"\nCached head epochs are {ratio:.0f}x faster.")
 
 
 def acc(result: dict) -> str:
@@ -147,9 +149,8 @@ def acc(result: dict) -> str:
 
 
 def table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
-    for row in (header, ["-" * w for w in widths], *rows):
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+    for row in (header, ["---"] * len(header), *rows):
+        print("| " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":

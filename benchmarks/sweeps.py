@@ -78,11 +78,10 @@ def main() -> None:
     # A frozen image backbone, so the warm cache leaves each job seconds of work and the
     # launchers' own costs show; fine-tuning costs minutes per job whatever the launcher.
     base = ["data=folder", f"data.root={args.data}", f"cache.dir={args.out / 'cache'}",
-            "experiment=cnn", "aug=light", "finetune=none", *args.overrides]
+            "experiment=cnn", "finetune=none", *args.overrides]
 
     warm = run(args.out, "warm-up", *base, f"head.units={args.units.split(',')[0]}",
                f"hydra.run.dir={args.out / 'warm-up' / 'run'}")
-    print(f"warm-up job (fills the cache): {warm:.0f} s")
     rows = []
     for label, launcher in launchers(args.workers).items():
         name = label.split(",")[0].split(" ")[0]
@@ -90,7 +89,9 @@ def main() -> None:
                    f"hydra.sweep.dir={args.out / name / 'sweep'}")
         rows.append((label, wall, val_accuracies(args.out / name / "mlflow.db")))
     serial = rows[0][1]
-    print(f"\n{len(args.units.split(','))}-job sweep head.units={args.units}, warm cache:\n")
+    print(f"### A {len(args.units.split(','))}-job sweep, `-m head.units={args.units}`, per "
+          f"launcher, warm cache (`experiment=cnn finetune=none`; the warm-up job that filled "
+          f"it: {warm:.0f} s)\n")
     print("| launcher | wall s | x serial | val accuracy per job |\n|---|---|---|---|")
     for label, wall, accuracies in rows:
         print(f"| {label} | {wall:.0f} | {wall / serial:.2f} | {' '.join(accuracies)} |")
