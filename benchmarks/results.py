@@ -35,7 +35,7 @@ BENCHMARKS = {
     "sweeps": ("Sweeps", "one head sweep run serially, with joblib and with Ray",
                lambda a: ["--data", a.renders, "--out", a.out / "sweeps"]),
 }
-SECTION = re.compile(r"^## .*?\n<!-- (\w+) (\w+) -->\n", re.M)
+SECTION = re.compile(r"^## .*\n<!-- (\w+) \w+ -->\n", re.M)
 
 
 def commit() -> str:
@@ -48,15 +48,13 @@ def commit() -> str:
     return git("rev-parse", "--short", "HEAD") + dirty
 
 
-def kept_sections() -> dict[str, tuple[str, str]]:
-    """The page's sections as they are: name -> (commit, text)."""
-    if not PAGE.exists():
-        return {}
-    text = PAGE.read_text()
+def kept_sections() -> dict[str, str]:
+    """The page's sections as they are, by benchmark (none from a page without markers)."""
+    text = PAGE.read_text() if PAGE.exists() else ""
     found = list(SECTION.finditer(text))
-    ends = [m.start() for m in found[1:]] + [len(text)]
-    return {m.group(1): (m.group(2), text[m.start():end].rstrip() + "\n")
-            for m, end in zip(found, ends, strict=True)}
+    ends = [m.start() for m in found][1:] + [len(text)]
+    return {m.group(1): text[m.start():end].rstrip() + "\n"
+            for m, end in zip(found, ends[:len(found)], strict=True)}
 
 
 def main() -> None:
@@ -70,7 +68,7 @@ def main() -> None:
         if not folder.is_dir():
             sys.exit(f"{folder} is not a folder: --renders takes a folder with train/ and "
                      "test/, --real a folder of real photos, each in one folder per class.")
-    sections = {name: text for name, (_, text) in kept_sections().items()}
+    sections = kept_sections()
     for name in args.only:
         heading, answers, arguments = BENCHMARKS[name]
         command = [sys.executable, str(REPO / "benchmarks" / f"{name}.py"),
