@@ -369,7 +369,7 @@ class Config:
             raise ConfigError(
                 f"aug=landmarks moves hand landmarks, which only backbone=hand_landmarks "
                 f"reads, but backbone={self.backbone.name.value}: use an image option (aug=none, "
-                "light, strong or background), or backbone=hand_landmarks.")
+                "light, any_angle, strong or background), or backbone=hand_landmarks.")
 
 
 # Schemas a YAML option extends through its defaults list: one per group, or per subclass.

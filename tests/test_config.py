@@ -50,6 +50,21 @@ def test_option_composes_and_builds(group, option):
         assert classifier.inference.output_shape == (None, len(CLASSES))
 
 
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_an_experiment_takes_any_option_of_any_group(experiment):
+    """An experiment chooses options and sets only keys that every option of their group
+    has, so `experiment=cnn aug=none` composes: what does not apply is refused in words."""
+    for group in GROUPS[:GROUPS.index("experiment")]:
+        for option in options(group):
+            cfg = compose_cfg(f"experiment={experiment}", f"{group}={option}")
+            assert cfg.experiment == experiment
+            try:
+                config.to_object(cfg)
+            except ConfigError as refused:
+                said = str(refused)  # a backbone and an option that do not go together
+                assert "backbone=" in said or "data.root" in said, said
+
+
 def test_schema_subclasses_survive_composition():
     conf = config.to_object(compose_cfg("data=folder", "data.root=/data", "optimizer=sgd"))
     assert isinstance(conf.data, FolderDataConfig) and conf.data.root == "/data"
