@@ -30,8 +30,7 @@ def test_mirrored_trains_both_stages_on_two_replicas(tmp_path, mlflow_store):
     root = make_folder_dataset(tmp_path / "data", n_train=8, n_test=2)
     proc = subprocess.run(
         [sys.executable, "-c", TWO_CPUS, str(REPO / "run.py"), "data=folder",
-         f"data.root={root}", "data.val_fraction=0.25", "backbone=mobilenet_v2",
-         "backbone=efficientnet_lite0",
+         f"data.root={root}", "data.val_fraction=0.25", "backbone=efficientnet_lite0",
          "backbone.weights=null", "backbone.input_size=32", "trainer.batch_size=8",
          "trainer.epochs=2", "finetune=top", "finetune.epochs=1",
          "finetune.layers=6", "trainer.strategy=mirrored", f"hydra.run.dir={tmp_path / 'run'}"],
