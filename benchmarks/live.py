@@ -48,7 +48,7 @@ def build_model(backbone: str, folder: Path) -> Path:
 
     conf = config.to_object(config.compose(REPO / "conf", [f"backbone={backbone}",
                                                            "backbone.weights=null"]))
-    model_lib.save(model_lib.build(conf, 3), ["paper", "rock", "scissors"], folder)
+    model_lib.save(model_lib.build(conf, 3).inference, ["paper", "rock", "scissors"], folder)
     return folder
 
 
