@@ -1,0 +1,47 @@
+"""The benchmarks still run on the current code (they are not run by anything else between
+regenerations of docs/results.md), and the page keeps what it did not rerun."""
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, make_folder_dataset
+
+
+def load_results(monkeypatch, page):
+    spec = importlib.util.spec_from_file_location("results", REPO / "benchmarks" / "results.py")
+    results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(results)
+    monkeypatch.setattr(results, "PAGE", page)
+    return results
+
+
+def test_the_results_page_keeps_the_sections_it_did_not_rerun(monkeypatch, tmp_path):
+    results = load_results(monkeypatch, tmp_path / "results.md")
+    live = "## Live\n<!-- live abc1234 -->\n\nthe live table\n"
+    results.write({"live": live, "speed": "## Speed\n<!-- speed abc1234 -->\n\nold\n"})
+    kept = results.kept_sections()
+    assert kept["live"] == live and list(kept) == ["speed", "live"]
+    results.write({**kept, "speed": "## Speed\n<!-- speed def5678 -->\n\nnew\n"})
+    text = (tmp_path / "results.md").read_text()
+    assert text.startswith("# Results\n") and text.count("## ") == 2
+    assert "new" in text and "old" not in text and text.index("## Speed") < text.index(live)
+
+
+def test_a_page_without_sections_keeps_nothing(monkeypatch, tmp_path):
+    page = tmp_path / "results.md"
+    page.write_text("# Results\n\nwritten by hand\n")
+    assert load_results(monkeypatch, page).kept_sections() == {}
+
+
+@pytest.mark.slow
+def test_the_live_benchmark_prints_its_table(tmp_path):
+    images = make_folder_dataset(tmp_path / "data", n_train=0, n_test=2) / "test"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "live.py"), "--images",
+                           str(images), "--frames", "6", "--backbones", "efficientnet_lite0"],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = [line for line in proc.stdout.splitlines() if line.startswith("| efficientnet")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == 8 and all(float(c) > 0 for c in cells[1:])
