@@ -52,9 +52,9 @@ def kept_sections() -> dict[str, str]:
     """The page's sections as they are, by benchmark (none from a page without markers)."""
     text = PAGE.read_text() if PAGE.exists() else ""
     found = list(SECTION.finditer(text))
-    ends = [m.start() for m in found][1:] + [len(text)]
+    bounds = [m.start() for m in found] + [len(text)]
     return {m.group(1): text[m.start():end].rstrip() + "\n"
-            for m, end in zip(found, ends[:len(found)], strict=True)}
+            for m, end in zip(found, bounds[1:], strict=True)}
 
 
 def main() -> None:
