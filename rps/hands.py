@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -42,7 +43,11 @@ MODELS = {
 FOLDER = "hand_models"
 PALM_SIZE = 192  # the palm detector's input side
 LANDMARK_SIZE = 224  # the landmark model's input side
-MIN_PALM_SCORE = 0.5
+# MediaPipe Hands' min_detection_confidence as the reference pipeline runs it (its default
+# is 0.5): weak palms are kept, and the landmark model's presence score judges them.
+MIN_PALM_SCORE = 0.3
+TILE = 2 / 3  # a tile's side, as a share of the frame's shorter side
+SAME_HAND_IOU = 0.5
 NMS_IOU = 0.3
 MIN_HAND_SCORE = 0.5
 # The hand crop around a palm: 2.6 times the palm box, moved half a box toward the fingers.
@@ -54,7 +59,7 @@ WRIST_POINT, MIDDLE_BASE_POINT = 0, 9  # the same two among the 21 landmarks
 PALM_POINTS = (0, 1, 5, 9, 13, 17)
 FOLLOW_PALM = 1.1
 RETRY_BORDER = 0.5
-VERSION = 1  # bump when what the finder returns changes: it keys the landmark cache
+VERSION = 2  # bump when what the finder returns changes: it keys the landmark cache
 _PROGRESS_SECONDS = 5.0
 PIP_TIMEOUT_S = 600
 
@@ -203,10 +208,13 @@ def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
 
 
 class HandFinder:
-    """Palms, then the landmarks of the best palm's hand, for RGB images of any size."""
+    """Palms, then the landmarks of the hand around each, for RGB images of any size."""
 
-    def __init__(self, files: dict[str, Path] | None = None) -> None:
+    def __init__(self, files: dict[str, Path] | None = None,
+                 min_palm_score: float = MIN_PALM_SCORE, tiled: bool = True) -> None:
         files = files or model_files()
+        self.min_palm_score = min_palm_score
+        self.tiled = tiled
         self.palm = _interpreter(files["palm_detection"])
         self.landmark = _interpreter(files["hand_landmark"])
         self.anchors = anchors()
@@ -219,7 +227,7 @@ class HandFinder:
         return [interpreter.get_tensor(d["index"])[0] for d in outputs]
 
     def palms(self, rgb: np.ndarray) -> list[Palm]:
-        """Every palm scored ``MIN_PALM_SCORE`` or more, best first, after suppression.
+        """Every palm scored ``min_palm_score`` or more, best first, after suppression.
 
         The image is letterboxed into the detector's square (black bars), as MediaPipe does,
         so a wide frame keeps its proportions."""
@@ -233,7 +241,7 @@ class HandFinder:
         square[top:top + resized.shape[0], left:left + resized.shape[1]] = resized / 255.0
         raw, logits = self._run(self.palm, square)
         scores = 1 / (1 + np.exp(-np.clip(logits[:, 0], -100, 100)))
-        hits = scores >= MIN_PALM_SCORE
+        hits = scores >= self.min_palm_score
         if not hits.any():
             return []
         raw, centres, scores = raw[hits], self.anchors[hits], scores[hits]
@@ -292,21 +300,73 @@ class HandFinder:
                     side=float(side), angle=float(angle), palm_score=palm_score,
                     score=presence)
 
-    def hands(self, rgb: np.ndarray) -> list[Hand]:
-        """Every hand found, most confident palm first. Where the frame as it is shows none,
-        it is tried again inside a border of its own edge pixels, ``RETRY_BORDER`` of its
-        longer side wide: a hand cut by the frame's edge, or filling it, is found then
-        (on the training renders, every image the first try missed)."""
-        found = self._hands(rgb)
+    def hands(self, rgb: np.ndarray, tiles: Sequence[int] | None = None) -> list[Hand]:
+        """Every hand found, surest first: the landmark model's presence score ranks them,
+        since it judges the crop the head reads, where the palm score judges one anchor.
+
+        The palm detector sees the whole frame at its own 192 pixels, and, in a frame larger
+        than that, overlapping tiles of it at a higher resolution (:func:`tiles`): a small
+        hand far from the camera, or a second hand, that the whole frame shows too coarsely.
+        ``tiles`` names which of them to search (live.py spreads them over frames); None
+        searches all. Where nothing is found, the frame is tried again inside a border of its
+        own edge pixels, ``RETRY_BORDER`` of its longer side wide: a hand cut by the frame's
+        edge, or filling it (on the training renders, every image the first try missed)."""
+        windows = self.tiles(*rgb.shape[:2])
+        if tiles is not None:
+            windows = [windows[i % len(windows)] for i in tiles] if windows else []
+        palms = self.palms(rgb)
+        for top, left, side in windows:
+            offset = np.array([left, top], np.float64)
+            palms += [replace(p, box=p.box + np.tile(offset, 2), keypoints=p.keypoints + offset)
+                      for p in self.palms(rgb[top:top + side, left:left + side])]
+        found = self._read_palms(rgb, merged(palms) if windows else palms)
         if found:
             return found
         margin = round(RETRY_BORDER * max(rgb.shape[:2]))
         padded = cv2.copyMakeBorder(rgb, margin, margin, margin, margin, cv2.BORDER_REPLICATE)
-        return [hand.moved(-margin, -margin) for hand in self._hands(padded)]
+        return [hand.moved(-margin, -margin)
+                for hand in self._read_palms(padded, self.palms(padded))]
 
-    def _hands(self, rgb: np.ndarray) -> list[Hand]:
-        found = (self.hand(rgb, palm) for palm in self.palms(rgb))
-        return [hand for hand in found if hand is not None]
+    def tiles(self, height: int, width: int) -> list[tuple[int, int, int]]:
+        """The squares (top, left, side) the palm detector searches besides the whole frame:
+        ``TILE`` of its shorter side each, overlapping by half a tile or more, so that a hand
+        lies whole in one of them. None where a tile would be no larger than the detector's
+        input: it would show the detector no detail that the whole frame does not."""
+        side = round(TILE * min(height, width))
+        if not self.tiled or side <= PALM_SIZE:
+            return []
+
+        def starts(length: int) -> list[int]:
+            count = math.ceil((length - side) / (side / 2) - 1e-9) + 1
+            return [round(i * (length - side) / max(count - 1, 1)) for i in range(count)]
+
+        return [(top, left, side) for top in starts(height) for left in starts(width)]
+
+    def _read_palms(self, rgb: np.ndarray, palms: list[Palm]) -> list[Hand]:
+        found: list[Hand] = []
+        for palm in palms:
+            hand = self.hand(rgb, palm)
+            if hand is not None and not any(same_hand(hand, other) for other in found):
+                found.append(hand)
+        return sorted(found, key=lambda hand: hand.score, reverse=True)
+
+
+def merged(palms: list[Palm]) -> list[Palm]:
+    """One palm for each seen in several overlapping views: weighted non-max suppression
+    over all of them, in the image's pixels."""
+    if not palms:
+        return []
+    kept = weighted_nms(np.array([p.box for p in palms]), np.array([p.keypoints for p in palms]),
+                        np.array([p.score for p in palms]))
+    return [Palm(box=box, score=score, keypoints=keypoints) for box, keypoints, score in kept]
+
+
+def same_hand(a: Hand, b: Hand) -> bool:
+    """Whether two readings are of one hand: their landmarks' boxes overlap by more than
+    ``SAME_HAND_IOU`` (two palms, or two views, can lead to the same hand)."""
+    box_a, box_b = (np.concatenate([h.landmarks[:, :2].min(0), h.landmarks[:, :2].max(0)])
+                    for h in (a, b))
+    return float(_iou(box_a, box_b[None])[0]) > SAME_HAND_IOU
 
 
 def landmarks(finder: HandFinder, images) -> np.ndarray:

@@ -29,7 +29,7 @@ from rps import app, logged_model
 from rps.config import LiveConfig, LiveMode, RoiConfig, RoiFind
 from rps.crop import centre_square, cut, hand_square
 from rps.errors import UserError
-from rps.hands import Hand, HandFinder
+from rps.hands import Hand, HandFinder, same_hand
 from rps.predictor import Predictor
 from rps.scores import NO_HAND
 from rps.video import FolderSource, Frame, OutputError, SourceError, VideoSink, open_source
@@ -117,10 +117,11 @@ def decide(probabilities: np.ndarray, class_names: Sequence[str],
 
 def annotate(frame: np.ndarray, roi: Roi | None, lines: Sequence[str],
              colour: tuple[int, int, int], bars: Sequence[tuple[str, float]] = (),
-             chosen: int | None = None, points: np.ndarray | None = None) -> np.ndarray:
-    """A copy of the frame with the box the model saw, the hand's landmarks (frame pixels),
-    text lines at the top and one bar per class at the bottom. Pure, so the window shows
-    exactly what the video records."""
+             chosen: int | None = None, points: np.ndarray | None = None,
+             others: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """A copy of the frame with the box the model saw, the landmarks (frame pixels) of the
+    hand it read in colour and of any other hand in grey, text lines at the top and one bar
+    per class at the bottom. Pure, so the window shows exactly what the video records."""
     out = frame.copy()
     height, width = out.shape[:2]
     scale = min(max(height / 600, 0.4), 2.0)
@@ -129,12 +130,14 @@ def annotate(frame: np.ndarray, roi: Roi | None, lines: Sequence[str],
     if roi is not None:
         cv2.rectangle(out, (roi.x, roi.y), (roi.x + roi.size - 1, roi.y + roi.size - 1),
                       colour, thick)
-    if points is not None:
-        xy = np.round(points).astype(np.int32)
+    drawn = [(hand, GREY) for hand in others] + ([] if points is None else [(points, colour)])
+    for hand, dots in drawn:
+        xy = np.round(hand).astype(np.int32)
         for finger in FINGERS:
-            cv2.polylines(out, [xy[list(finger)]], False, WHITE, max(1, thick - 1))
+            cv2.polylines(out, [xy[list(finger)]], False, WHITE if dots == colour else GREY,
+                          max(1, thick - 1))
         for x, y in xy:
-            cv2.circle(out, (int(x), int(y)), thick + 1, colour, -1)
+            cv2.circle(out, (int(x), int(y)), thick + 1, dots, -1)
     margin = round(8 * scale)
     for i, line in enumerate(lines):
         _text(out, line, (margin, margin + step * (i + 1)), scale,
@@ -345,6 +348,7 @@ class Classifier:
                for name, p in zip(self.class_names, probabilities, strict=True)}})
         offset = np.zeros(2) if fixed is None else np.array([fixed.x, fixed.y])
         points = found[0].landmarks[:, :2] + offset if found else None
+        others = [hand.landmarks[:, :2] + offset for hand in found[1:]]
         self.box = fixed
         if fixed is None and found:
             top, left, side = hand_square(points)
@@ -353,11 +357,11 @@ class Classifier:
         lines = [label if label == NO_HAND else f"{label} {probability:.0%}",
                  f"{self.meter.fps:.1f} FPS  {ms:.0f} ms"]
         if len(found) > 1:
-            lines.append(f"{len(found)} hands: reading the one drawn, the surest")
+            lines.append(f"{len(found)} hands: reading the boxed one, the surest")
         return annotate(frame.image, self.box, lines,
                         GREEN if label in self.class_names else AMBER,
                         list(zip(self.class_names, shown.tolist(), strict=True)),
-                        int(np.argmax(shown)) if label != NO_HAND else None, points)
+                        int(np.argmax(shown)) if label != NO_HAND else None, points, others)
 
     def on_key(self, key: int | None, frame: Frame) -> None:
         if key != SAVE_KEY:
@@ -370,26 +374,37 @@ class Classifier:
 
 
 class Hands:
-    """The hands in each frame. In a video the first hand is followed from frame to frame
-    by its landmarks alone, and the palm detector runs only when it is lost, or every
-    ``REDETECT_EVERY`` frames to see new hands: the detector is most of a frame's cost. In
-    a folder of photos every image is searched afresh, as evaluate.py searches it."""
+    """The hands in each frame. In a video every hand found is followed from frame to frame
+    by its landmarks alone, and the palm detector runs only when the hand read is lost, or
+    every ``REDETECT_EVERY`` frames to see new hands: the detector is most of a frame's
+    cost. Each such search takes the whole frame and one of its tiles (rps.hands), the next
+    in turn, so a small hand far away is found within as many searches as there are tiles,
+    at about the cost of one more palm pass each. In a folder of photos every image is
+    searched afresh and whole, as evaluate.py searches it."""
 
     def __init__(self, finder: HandFinder, follow: bool):
         self.finder = finder
         self.follow = follow
         self.found: list[Hand] = []
         self.since_detection = 0
+        self.turn = 0
 
     def __call__(self, rgb: np.ndarray) -> list[Hand]:
+        if not self.follow:
+            return self.finder.hands(rgb)
         self.since_detection += 1
-        followed = (self.finder.follow(rgb, self.found[0])
-                    if self.follow and self.found and self.since_detection < REDETECT_EVERY
-                    else None)
-        if followed is None:
-            self.found, self.since_detection = self.finder.hands(rgb), 0
-        else:
-            self.found = [followed, *self.found[1:]]
+        followed = [self.finder.follow(rgb, hand) for hand in self.found]
+        kept = [hand for hand in followed if hand is not None]
+        reading = bool(followed) and followed[0] is not None
+        if reading and self.since_detection < REDETECT_EVERY:
+            self.found = kept
+            return kept
+        fresh = self.finder.hands(rgb, tiles=[self.turn])
+        self.turn, self.since_detection = self.turn + 1, 0
+        new = [hand for hand in fresh if not any(same_hand(hand, old) for old in kept)]
+        # The hand read stays first while it is followed; once lost, the surest is read.
+        self.found = (kept + new if reading
+                      else sorted(kept + new, key=lambda hand: hand.score, reverse=True))
         return self.found
 
 

@@ -158,19 +158,76 @@ def test_live_runs_the_palm_detector_only_to_find_a_lost_hand_or_new_ones(finder
     rgb = read_rgb(sorted(RENDER.iterdir())[0]) if RENDER.is_dir() else None
     if rgb is None:
         pytest.skip(f"{SHARED} is absent")
+    tiles = len(finder.tiles(*rgb.shape[:2]))
+    assert tiles > 1  # a 300x300 render is larger than the detector's 192 pixels
     calls = []
     palms = finder.palms
-    finder.palms = lambda image: calls.append(1) or palms(image)
+    finder.palms = lambda image: calls.append(image.shape) or palms(image)
     try:
         video, photos = Hands(finder, follow=True), Hands(finder, follow=False)
         assert all(len(video(rgb)) == 1 for _ in range(2 * REDETECT_EVERY))
-        assert len(calls) == 2  # the first frame, and REDETECT_EVERY frames later
-        # Lost: the detector looks again, as the frame is and then padded.
-        assert video(np.full_like(rgb, 255)) == [] and len(calls) == 4
+        # The first frame, and REDETECT_EVERY frames later: each the frame and one tile.
+        assert len(calls) == 4 and calls[0] == calls[2] == rgb.shape
+        # Lost: the detector looks again, the frame, a tile, and then the frame padded.
+        assert video(np.full_like(rgb, 255)) == [] and len(calls) == 7
+        assert calls[-1][0] > rgb.shape[0]
         calls.clear()
-        assert all(len(photos(rgb)) == 1 for _ in range(3)) and len(calls) == 3
+        # A photo is searched whole: the frame and every tile.
+        assert all(len(photos(rgb)) == 1 for _ in range(3)) and len(calls) == 3 * (1 + tiles)
     finally:
         del finder.palms
+
+
+def test_tiles_cover_a_large_frame_and_skip_a_small_one(finder):
+    assert finder.tiles(200, 300) == []  # 2/3 of 200 is below the detector's 192 pixels
+    height, width = 480, 640
+    tiles = finder.tiles(height, width)
+    side = tiles[0][2]
+    assert side == round(hands.TILE * height) and len(tiles) == 6
+    covered = np.zeros((height, width), int)
+    for top, left, s in tiles:
+        assert s == side and 0 <= top <= height - s and 0 <= left <= width - s
+        covered[top:top + s, left:left + s] += 1
+    assert covered.min() >= 1
+    # Neighbours overlap by half a tile or more, so a hand up to half a tile wide lies whole
+    # in one of them.
+    lefts = sorted({left for _, left, _ in tiles})
+    assert max(np.diff(lefts)) <= side / 2
+    untiled = hands.HandFinder(tiled=False)
+    assert untiled.tiles(height, width) == []
+
+
+@needs_renders
+def test_a_small_far_hand_is_found_in_the_tiles(finder):
+    """A render's hand shrunk into a corner of a large frame, as a person 3 m from a webcam
+    shows it: the whole frame at the detector's 192 pixels misses it, a tile finds it, and
+    its landmarks have the full-size render's shape."""
+    rgb = read_rgb(sorted(RENDER.iterdir())[0])
+    (near,) = finder.hands(rgb)
+    frame = np.full((960, 1280, 3), 255, np.uint8)
+    small = np.asarray(Image.fromarray(rgb).resize((110, 110)))
+    frame[700:810, 1050:1160] = small
+    untiled = hands.HandFinder(tiled=False)
+    assert untiled.hands(frame) == []
+    (far,) = finder.hands(frame)
+    assert (far.landmarks[:, 0] > 1040).all() and (far.landmarks[:, 1] > 690).all()
+    shape = np.abs(landmarks.normalised(far.landmarks[None])
+                   - landmarks.normalised(near.landmarks[None]))
+    assert shape.mean() < 0.08  # in palm lengths (wrist to middle knuckle)
+
+
+@pytest.mark.skipif(not REAL_DEV.is_dir(), reason="the real photos are absent")
+def test_two_hands_are_both_found_once_each_surest_first(finder):
+    photos = [np.asarray(Image.open(p).convert("RGB"))
+              for p in sorted((REAL_DEV / "rock").iterdir())[:2]]
+    pair = np.concatenate(photos, axis=1)
+    found = finder.hands(pair)
+    assert len(found) == 2
+    assert found[0].score >= found[1].score
+    assert not hands.same_hand(found[0], found[1]) and hands.same_hand(found[0], found[0])
+    centres = sorted(hand.landmarks[:, 0].mean() for hand in found)
+    width = photos[0].shape[1]
+    assert centres[0] < width < centres[1]
 
 
 def test_finder_finds_no_hand_in_a_blank_or_noisy_image(finder):
