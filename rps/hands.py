@@ -59,7 +59,9 @@ WRIST_POINT, MIDDLE_BASE_POINT = 0, 9  # the same two among the 21 landmarks
 PALM_POINTS = (0, 1, 5, 9, 13, 17)
 FOLLOW_PALM = 1.1
 RETRY_BORDER = 0.5
-VERSION = 2  # bump when what the finder returns changes: it keys the landmark cache
+RETRY_GAMMA = 0.5
+_BRIGHTER = np.round(255 * (np.arange(256) / 255) ** RETRY_GAMMA).astype(np.uint8)
+VERSION = 3  # bump when what the finder returns changes: it keys the landmark cache
 _PROGRESS_SECONDS = 5.0
 PIP_TIMEOUT_S = 600
 
@@ -309,8 +311,23 @@ class HandFinder:
         hand far from the camera, or a second hand, that the whole frame shows too coarsely.
         ``tiles`` names which of them to search (live.py spreads them over frames); None
         searches all. Where nothing is found, the frame is tried again inside a border of its
-        own edge pixels, ``RETRY_BORDER`` of its longer side wide: a hand cut by the frame's
-        edge, or filling it (on the training renders, every image the first try missed)."""
+        own edge pixels, ``RETRY_BORDER`` of its longer side wide (a hand cut by the frame's
+        edge, or filling it: on the training renders, every image the first try missed).
+        Where that finds nothing either, both searches run again on the frame brightened by a
+        gamma of ``RETRY_GAMMA``: a hand in shadow, in a dark room or against a window."""
+        found = self._search(rgb, tiles) or self._bordered(rgb)
+        if not found:
+            brighter = cv2.LUT(rgb, _BRIGHTER)
+            found = self._search(brighter, tiles) or self._bordered(brighter)
+        return found
+
+    def _bordered(self, rgb: np.ndarray) -> list[Hand]:
+        margin = round(RETRY_BORDER * max(rgb.shape[:2]))
+        padded = cv2.copyMakeBorder(rgb, margin, margin, margin, margin, cv2.BORDER_REPLICATE)
+        return [hand.moved(-margin, -margin)
+                for hand in self._read_palms(padded, self.palms(padded))]
+
+    def _search(self, rgb: np.ndarray, tiles: Sequence[int] | None) -> list[Hand]:
         windows = self.tiles(*rgb.shape[:2])
         if tiles is not None:
             windows = [windows[i % len(windows)] for i in tiles] if windows else []
@@ -319,13 +336,7 @@ class HandFinder:
             offset = np.array([left, top], np.float64)
             palms += [replace(p, box=p.box + np.tile(offset, 2), keypoints=p.keypoints + offset)
                       for p in self.palms(rgb[top:top + side, left:left + side])]
-        found = self._read_palms(rgb, merged(palms) if windows else palms)
-        if found:
-            return found
-        margin = round(RETRY_BORDER * max(rgb.shape[:2]))
-        padded = cv2.copyMakeBorder(rgb, margin, margin, margin, margin, cv2.BORDER_REPLICATE)
-        return [hand.moved(-margin, -margin)
-                for hand in self._read_palms(padded, self.palms(padded))]
+        return self._read_palms(rgb, merged(palms) if windows else palms)
 
     def tiles(self, height: int, width: int) -> list[tuple[int, int, int]]:
         """The squares (top, left, side) the palm detector searches besides the whole frame:

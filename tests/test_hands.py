@@ -168,9 +168,10 @@ def test_live_runs_the_palm_detector_only_to_find_a_lost_hand_or_new_ones(finder
         assert all(len(video(rgb)) == 1 for _ in range(2 * REDETECT_EVERY))
         # The first frame, and REDETECT_EVERY frames later: each the frame and one tile.
         assert len(calls) == 4 and calls[0] == calls[2] == rgb.shape
-        # Lost: the detector looks again, the frame, a tile, and then the frame padded.
-        assert video(np.full_like(rgb, 255)) == [] and len(calls) == 7
-        assert calls[-1][0] > rgb.shape[0]
+        # Lost: the detector looks again: the frame and a tile, the frame padded, then the
+        # same again brightened.
+        assert video(np.full_like(rgb, 255)) == [] and len(calls) == 10
+        assert calls[6][0] > rgb.shape[0] and calls[7] == rgb.shape and calls[9] == calls[6]
         calls.clear()
         # A photo is searched whole: the frame and every tile.
         assert all(len(photos(rgb)) == 1 for _ in range(3)) and len(calls) == 3 * (1 + tiles)
@@ -207,13 +208,24 @@ def test_a_small_far_hand_is_found_in_the_tiles(finder):
     frame = np.full((960, 1280, 3), 255, np.uint8)
     small = np.asarray(Image.fromarray(rgb).resize((110, 110)))
     frame[700:810, 1050:1160] = small
-    untiled = hands.HandFinder(tiled=False)
-    assert untiled.hands(frame) == []
+    assert finder.palms(frame) == []
     (far,) = finder.hands(frame)
     assert (far.landmarks[:, 0] > 1040).all() and (far.landmarks[:, 1] > 690).all()
     shape = np.abs(landmarks.normalised(far.landmarks[None])
                    - landmarks.normalised(near.landmarks[None]))
     assert shape.mean() < 0.08  # in palm lengths (wrist to middle knuckle)
+
+
+@needs_renders
+def test_a_hand_in_the_dark_is_found_once_brightened(finder):
+    rgb = read_rgb(sorted(RENDER.iterdir())[0])
+    (lit,) = finder.hands(rgb)
+    dark = (rgb * 0.12).astype(np.uint8)  # a dark room: the brightest pixel is 30 of 255
+    assert finder._search(dark, None) == []  # the frame and its tiles, as they are
+    (found,) = finder.hands(dark)
+    shape = np.abs(landmarks.normalised(found.landmarks[None])
+                   - landmarks.normalised(lit.landmarks[None]))
+    assert shape.mean() < 0.08
 
 
 @pytest.mark.skipif(not REAL_DEV.is_dir(), reason="the real photos are absent")
