@@ -1,15 +1,16 @@
 """The real-photo table: each config trained on the renders, scored on real photos, timed.
 
     python benchmarks/real_photos.py --renders ../shared/data/rps \
-        --real ../shared/data/rps-real-dev [--out /tmp/rps-real]
+        --real ../shared/data/rps-real-frames ../shared/data/rps-real-dev [--out /tmp/rps-real]
 
 Every config trains with `python run.py data=folder data.root=<renders>`. The configs of
 one backbone kind share a fresh cache, so the first of them times a cold job; the default
-then runs again, warm. Each model is scored with
-`python evaluate.py` on the real photos, with `roi.find=hand` (the default) and, for image
-backbones, `roi.find=fixed`; then `live.py` runs it headless on a 640x480 video of real
-photos, each held for 10 frames. Then, with the default's cache warm, it times the
-README's other commands: `--help`, `debug=default`, `sweep=head` and the Optuna search.
+then runs again, warm. Each model is scored with `python evaluate.py` on each folder of
+real photos, with `roi.find=hand` (the default) and, for image backbones, `roi.find=fixed`;
+then `live.py` runs it headless on a 640x480 video of the first folder's photos, each held
+for 10 frames, so its frame rate includes the hand search in those photos. Then, with the
+default's cache warm, it times the README's other commands: `--help`, `debug=default`,
+`sweep=head` and the Optuna search.
 Prints markdown tables, which benchmarks/results.py puts into docs/results.md.
 """
 
@@ -79,11 +80,12 @@ def video(real: Path, path: Path, photos: int = 30) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--renders", type=Path, required=True)
-    parser.add_argument("--real", type=Path, required=True)
+    parser.add_argument("--real", type=Path, nargs="+", required=True,
+                        help="folders of real photos; live.py's video is of the first")
     parser.add_argument("--out", type=Path, default=Path("/tmp/rps-real"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    clip = video(args.real, args.out / "real640.mp4")
+    clip = video(args.real[0], args.out / "real640.mp4")
     rows = []
     for i, (name, (overrides, hands)) in enumerate(CONFIGS.items()):
         folder = args.out / f"config{i}"
@@ -99,16 +101,20 @@ def main() -> None:
                 if i == 0 else None)
         tested = json.loads((folder / "run" / "metrics.json").read_text())["test_accuracy"]
         scores, seconds = {}, {}
-        for find in ("hand",) if hands else ("hand", "fixed"):
-            seconds[find] = run("evaluate.py", f"model_path={folder}/run", f"data.root={args.real}",
-                f"roi.find={find}", f"hydra.run.dir={folder}/eval-{find}",
-                log=folder / f"eval-{find}.log")
-            scores[find] = json.loads((folder / f"eval-{find}" / "evaluation.json").read_text())
+        for real in args.real:
+            for find in ("hand",) if hands else ("hand", "fixed"):
+                where = f"eval-{real.name}-{find}"
+                seconds[real.name, find] = run(
+                    "evaluate.py", f"model_path={folder}/run", f"data.root={real}",
+                    f"roi.find={find}", f"hydra.run.dir={folder}/{where}",
+                    log=folder / f"{where}.log")
+                scores[real.name, find] = json.loads(
+                    (folder / where / "evaluation.json").read_text())
         run("live.py", f"model_path={folder}/run", f"source={clip}", "headless=true",
             f"hydra.run.dir={folder}/live", log=folder / "live.log")
         fps = re.search(r"([0-9.]+) FPS", (folder / "live.log").read_text()).group(1)
         rows.append((name, overrides, tested, scores, cold if fresh else None, warm, fps,
-                     seconds["hand"]))
+                     seconds))
         print(f"{name}: done", file=sys.stderr)
     os.environ["RPS_CACHE_DIR"] = str(args.out / "cache-hands")
     timed = {}
@@ -123,33 +129,43 @@ def main() -> None:
 
 
 def render(rows, timed, args) -> str:
+    sets = [real.name for real in args.real]
     lines = [
         "### Each config on real photos",
         "",
         "Each config trained with "
         f"`python run.py data=folder data.root=<renders> <overrides>` (seed 42) on the "
         f"{args.renders.name} renders alone, then `python evaluate.py model_path=<run> "
-        f"data.root=<real photos> roi.find=<hand|fixed>` scored it on "
-        f"{args.real.name}; `live.py` ran it headless on a 640x480 video of those photos.",
+        f"data.root=<real photos> roi.find=<hand|fixed>` scored it on each set of real "
+        f"photos, with the share of its images where a hand was found; `live.py` ran it "
+        f"headless on a 640x480 video of {sets[0]}, hand search included.",
         "",
-        "| config | overrides | render test | real photos, `roi.find=hand` | no hand | "
-        "real photos, `roi.find=fixed` | cold job | warm job | live.py FPS | evaluate.py |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| config | overrides | render test | " + " | ".join(
+            f"{s}, `roi.find=hand` | hand found | {s}, `roi.find=fixed`" for s in sets)
+        + " | cold job | warm job | live.py FPS | evaluate.py |",
+        "|---|---|---|" + "---|---|---|" * len(sets) + "---|---|---|---|",
     ]
-    for name, overrides, tested, scores, cold, warm, fps, evaluated in rows:
-        hand, fixed = scores["hand"], scores.get("fixed")
+    for name, overrides, tested, scores, cold, warm, fps, seconds in rows:
+        cells = []
+        for s in sets:
+            hand, fixed = scores[s, "hand"], scores.get((s, "fixed"))
+            found = 1 - hand["no_hand"] / hand["images"]
+            cells.append(f"{hand['accuracy']:.3f} | {found:.3f} | "
+                         f"{'' if fixed is None else format(fixed['accuracy'], '.3f')}")
         lines.append(
             f"| {name} | `{' '.join(overrides) or '(none)'}` | {tested:.3f} | "
-            f"{hand['accuracy']:.3f} | {hand['no_hand']} of {hand['images']} | "
-            f"{'' if fixed is None else format(fixed['accuracy'], '.3f')} | "
+            + " | ".join(cells) + " | "
             f"{'' if cold is None else f'{cold / 60:.1f} min'} | "
-            f"{'' if warm is None else f'{warm:.0f} s'} | {fps} | {evaluated:.0f} s |")
+            f"{'' if warm is None else f'{warm:.0f} s'} | {fps} | "
+            + ", ".join(f"{seconds[s, 'hand']:.0f} s" for s in sets) + " |")
+    classes = list(rows[0][3][sets[0], "hand"]["recall"])
     lines += ["", "Recall per class on the real photos (`roi.find=hand`):", "",
-              "| config | " + " | ".join(rows[0][3]["hand"]["recall"]) + " |",
-              "|---|" + "---|" * len(rows[0][3]["hand"]["recall"])]
+              "| config | set | " + " | ".join(classes) + " |",
+              "|---|---|" + "---|" * len(classes)]
     for name, _, _, scores, *_ in rows:
-        lines.append(f"| {name} | " + " | ".join(
-            f"{v:.3f}" for v in scores["hand"]["recall"].values()) + " |")
+        for s in sets:
+            lines.append(f"| {name} | {s} | " + " | ".join(
+                f"{v:.3f}" for v in scores[s, "hand"]["recall"].values()) + " |")
     lines += ["", "### The README's other commands", "",
               "On the renders, with the default's landmarks already cached (wall time, one run "
               "each):", "", "| command | time |", "|---|---|"]

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, make_folder_dataset
+from conftest import REPO, SHARED, compose_cfg, make_folder_dataset
 
 
 def load_results(monkeypatch, page):
@@ -45,3 +45,33 @@ def test_the_live_benchmark_prints_its_table(tmp_path):
     (row,) = [line for line in proc.stdout.splitlines() if line.startswith("| efficientnet")]
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert len(cells) == 8 and all(float(c) > 0 for c in cells[1:])
+
+
+@pytest.mark.skipif(not (SHARED / "test").is_dir(), reason=f"{SHARED} is absent")
+def test_the_hand_search_benchmark_prints_each_stage(tmp_path):
+    """An untrained default head is enough: the benchmark's found-hand rate is the finder's,
+    and a blank image beside each render is never a hand, at any stage."""
+    from PIL import Image
+
+    from rps import config
+    from rps import model as model_lib
+
+    classes = ["paper", "rock", "scissors"]
+    classifier = model_lib.build(config.to_object(compose_cfg()), len(classes))
+    model_lib.save(classifier.inference, classes, tmp_path / "model")
+    photos = tmp_path / "photos"
+    for name in classes:
+        (photos / name).mkdir(parents=True)
+        render = sorted((SHARED / "test" / name).iterdir())[0]
+        (photos / name / render.name).write_bytes(render.read_bytes())
+        Image.new("RGB", (300, 200), (255, 255, 255)).save(photos / name / "blank.png")
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "hand_search.py"),
+                           "--model", str(tmp_path / "model"), str(photos)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == 4 and "(the default)" in rows[-1]
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[1]) == 0.5 and 0 <= float(cells[2]) <= 0.5
+        assert float(cells[3]) > 0 and float(cells[4]) >= float(cells[3])
