@@ -50,16 +50,17 @@ STAGES = {
 }
 
 
-def train(renders: Path, out: Path) -> Path:
-    """The default, trained on the renders in a fresh process, as a user runs it."""
+def train(renders: Path, out: Path, *overrides: str) -> Path:
+    """The default (with ``overrides``), trained on the renders in a fresh process, as a
+    user runs it; its model file."""
     run = out / "run"
     proc = subprocess.run([sys.executable, str(REPO / "run.py"), "data=folder",
-                           f"data.root={renders}", f"hydra.run.dir={run}",
-                           f"tracking.uri=sqlite:///{out}/mlflow.db"],
+                           f"data.root={renders.resolve()}", f"hydra.run.dir={run}",
+                           f"tracking.uri=sqlite:///{out}/mlflow.db", *overrides],
                           cwd=REPO, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         sys.exit(f"training the default failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-    return run
+    return run / model_lib.MODEL_FILE
 
 
 def measure(predictor: Predictor, images) -> tuple[np.ndarray, list[float]]:

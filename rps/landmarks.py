@@ -59,6 +59,23 @@ def features(points: np.ndarray) -> np.ndarray:
                           axis=1).astype(np.float32)
 
 
+def turned(points: np.ndarray, pitch: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+    """(N, 21, 3) landmarks of hands turned out of the image plane about their centre, each by
+    its own angles in degrees: ``pitch`` about the image's horizontal axis (fingertips toward
+    the camera), then ``yaw`` about its vertical axis (toward edge-on)."""
+    points = np.asarray(points, np.float64)
+    centre = points.mean(axis=1, keepdims=True)
+    out = points - centre
+    a, b = np.radians(np.broadcast_to(pitch, len(points))), np.radians(
+        np.broadcast_to(yaw, len(points)))
+    ca, sa, cb, sb = (v[:, None] for v in (np.cos(a), np.sin(a), np.cos(b), np.sin(b)))
+    y, z = out[:, :, 1] * ca - out[:, :, 2] * sa, out[:, :, 1] * sa + out[:, :, 2] * ca
+    out[:, :, 1], out[:, :, 2] = y, z
+    x, z = out[:, :, 0] * cb + out[:, :, 2] * sb, -out[:, :, 0] * sb + out[:, :, 2] * cb
+    out[:, :, 0], out[:, :, 2] = x, z
+    return out + centre
+
+
 def augmented(points: np.ndarray, jitter: float, tilt: float,
               rng: np.random.Generator) -> np.ndarray:
     """The landmarks as another view of the same hand: each point moved by Gaussian noise of
@@ -66,18 +83,10 @@ def augmented(points: np.ndarray, jitter: float, tilt: float,
     plane by up to ``tilt`` degrees about each in-plane axis (seen from another angle).
     Turning in the plane, scaling and mirroring change nothing that :func:`features` sees."""
     points = np.asarray(points, np.float64)
-    centred = points - points.mean(axis=1, keepdims=True)
-    size = np.linalg.norm(centred[:, MIDDLE_BASE] - centred[:, WRIST], axis=-1)
-    out = centred.copy()
+    size = np.linalg.norm(points[:, MIDDLE_BASE] - points[:, WRIST], axis=-1)
+    out = points
     if tilt:
-        a, b = np.radians(rng.uniform(-tilt, tilt, (2, len(points))))
-        ca, sa, cb, sb = np.cos(a), np.sin(a), np.cos(b), np.sin(b)
-        y, z = out[:, :, 1] * ca[:, None] - out[:, :, 2] * sa[:, None], \
-            out[:, :, 1] * sa[:, None] + out[:, :, 2] * ca[:, None]
-        out[:, :, 1], out[:, :, 2] = y, z
-        x, z = out[:, :, 0] * cb[:, None] + out[:, :, 2] * sb[:, None], \
-            -out[:, :, 0] * sb[:, None] + out[:, :, 2] * cb[:, None]
-        out[:, :, 0], out[:, :, 2] = x, z
+        out = turned(points, *rng.uniform(-tilt, tilt, (2, len(points))))
     if jitter:
-        out += rng.normal(0.0, 1.0, out.shape) * (jitter * size)[:, None, None]
-    return out + points.mean(axis=1, keepdims=True)
+        out = out + rng.normal(0.0, 1.0, out.shape) * (jitter * size)[:, None, None]
+    return out
