@@ -33,6 +33,8 @@ BENCHMARKS = {
                     "and what it costs",
                     lambda a: ["--renders", a.renders, "--out", a.out / "hand_search",
                                *a.real]),
+    "views": ("Views", "whether the landmark head reads real hands turned toward edge-on",
+              lambda a: ["--renders", a.renders, "--out", a.out / "views", *a.real]),
     "speed": ("Speed", "backbone throughput; what the feature cache saves",
               lambda a: ["--data", a.renders, "--out", a.out / "speed"]),
     "live": ("Live", "live.py's frame rate per image backbone, and why it traces the model",

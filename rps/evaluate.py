@@ -40,6 +40,8 @@ def run(conf: EvaluateConfig, output_dir: Path, root: Path) -> dict:
         "images": len(split),
         "accuracy": scored["accuracy"],
         "no_hand": scored["no_hand"],
+        # Only a model that searches for the hand can miss it.
+        "hand_found": 1 - scored["no_hand"] / len(split) if model.finder else None,
         "recall": {model.class_names[c]: scored["per_class"][model.class_names[c]]["recall"]
                    for c in present},
         "class_names": model.class_names,
@@ -69,8 +71,9 @@ def text(result: dict) -> str:
     lines = [f"{result['folder']}: {result['images']} images, accuracy "
              f"{result['accuracy']:.3f}",
              "recall: " + ", ".join(f"{k} {v:.3f}" for k, v in result["recall"].items()),
-             *([f"no hand found in {result['no_hand']} image(s): counted as wrong"]
-               if result["no_hand"] else []),
+             *([f"a hand found in {result['hand_found']:.3f} of the images; "
+                f"{result['no_hand']} with none, counted as wrong"]
+               if result["hand_found"] is not None else []),
              "confusion (rows true, columns predicted):",
              " " * width + "".join(f"{n:>{width}}" for n in names)]
     lines += [f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row)
@@ -89,6 +92,8 @@ def _log(conf: EvaluateConfig, root: Path, folder: Path, result: dict,
     client = tracking.client_for(uri)
     mlrun = tracking.Run(client=client, run_id=conf.run_id, uri=uri)
     mlrun.log_metrics({f"{prefix}/accuracy": result["accuracy"],
+                       **({} if result["hand_found"] is None
+                          else {f"{prefix}/hand_found": result["hand_found"]}),
                        **{f"{prefix}/recall/{k}": v for k, v in result["recall"].items()}})
     for name in (RESULT_FILE, "confusion_matrix.png", "misclassified.png"):
         mlrun.log_artifact(output_dir / name, prefix)

@@ -60,6 +60,9 @@ def test_scores_match_the_model_and_are_logged_to_its_run(trained, tmp_path):
     run = trained["client"].get_run(trained["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.metrics["eval/test/accuracy"] == pytest.approx(result["accuracy"])
+    # The fixed crop searches for no hand, so it cannot miss one.
+    assert result["hand_found"] is None and "eval/test/hand_found" not in run.data.metrics
+    assert "a hand found in" not in proc.stdout
     assert set(names) == {k.split("/")[-1] for k in run.data.metrics
                           if k.startswith("eval/test/recall/")}
     logged = {Path(f.path).name for f in
@@ -74,15 +77,18 @@ def test_a_model_file_and_a_folder_of_some_classes_with_an_unreadable_image(trai
         for source in sorted((trained["folder"] / name).iterdir()):
             Image.open(source).save(folder / name / source.name)
     (folder / "rock" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    Image.new("RGB", (1, 1)).save(folder / "paper" / "one_pixel.png")  # too small for a hand
     out = tmp_path / "eval"
     proc = evaluate_cli(f"model_path={trained['out']}", f"data.root={folder}",
                         f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / evaluate.RESULT_FILE).read_text())
-    assert result["images"] == 6 and set(result["recall"]) == {"rock", "paper"}
+    assert result["images"] == 7 and set(result["recall"]) == {"rock", "paper"}
     # By default the model sees the hand the palm detector finds: these images have none.
-    assert result["no_hand"] == 6 and result["accuracy"] == 0
-    assert "no hand found in 6 image(s)" in proc.stdout
+    assert result["no_hand"] == 7 and result["accuracy"] == 0 and result["hand_found"] == 0
+    assert "a hand found in 0.000 of the images; 7 with none, counted as wrong" in proc.stdout
+    listed = [m for m in result["misclassified"] if m["predicted"] == "no hand"]
+    assert len(listed) == 7
     assert [Path(b["source"]).name for b in result["unreadable"]] == ["broken.jpg"]
     assert "1 unreadable file(s) not scored: broken.jpg" in proc.stdout
 
