@@ -317,7 +317,8 @@ class HandFinder:
         gamma of ``RETRY_GAMMA``: a hand in shadow, in a dark room or against a window."""
         found = self._search(rgb, tiles) or self._bordered(rgb)
         if not found:
-            brighter = cv2.LUT(rgb, _BRIGHTER)
+            # Served models pass 0-255 floats: the table needs 8 bits.
+            brighter = cv2.LUT(np.clip(np.rint(rgb), 0, 255).astype(np.uint8), _BRIGHTER)
             found = self._search(brighter, tiles) or self._bordered(brighter)
         return found
 

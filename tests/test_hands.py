@@ -223,6 +223,9 @@ def test_a_hand_in_the_dark_is_found_once_brightened(finder):
     dark = (rgb * 0.12).astype(np.uint8)  # a dark room: the brightest pixel is 30 of 255
     assert finder._search(dark, None) == []  # the frame and its tiles, as they are
     (found,) = finder.hands(dark)
+    # The served model passes the same pixels as 0-255 floats.
+    (served,) = finder.hands(dark.astype(np.float32))
+    np.testing.assert_allclose(served.landmarks, found.landmarks, atol=0.01 * max(rgb.shape))
     shape = np.abs(landmarks.normalised(found.landmarks[None])
                    - landmarks.normalised(lit.landmarks[None]))
     assert shape.mean() < 0.08
