@@ -18,6 +18,7 @@ import argparse
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -63,13 +64,18 @@ def train(renders: Path, out: Path, *overrides: str) -> Path:
     return run / model_lib.MODEL_FILE
 
 
-def measure(predictor: Predictor, images) -> tuple[np.ndarray, list[float]]:
+def given(points: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The predictor's hand search, answered with landmarks found (and timed) already."""
+    return lambda _images: points
+
+
+def measure(finder: hands.HandFinder, images) -> tuple[np.ndarray, list[float]]:
     """The landmarks of the surest hand in each image (NaN: none), and ms per search."""
     points = np.full((len(images), 21, 3), np.nan, np.float32)
     ms = []
     for i, image in enumerate(images):
         started = time.perf_counter()
-        found = predictor.finder.hands(np.asarray(image))
+        found = finder.hands(np.asarray(image))
         ms.append(1000 * (time.perf_counter() - started))
         if found:
             points[i] = found[0].landmarks
@@ -96,8 +102,8 @@ def main() -> None:
         finder = Staged(min_palm_score, tiled, retries)
         cells = []
         for photos in folders.values():
-            points, ms = measure(Predictor(model, class_names, finder), photos.images)
-            located = Predictor(model, class_names, finder, locate=lambda _, p=points: p)
+            points, ms = measure(finder, photos.images)
+            located = Predictor(model, class_names, finder, locate=given(points))
             scored = scores.summary(located.probabilities(photos.images), photos.labels,
                                     class_names)
             found = 1 - scored["no_hand"] / len(photos)

@@ -59,7 +59,8 @@ def features(points: np.ndarray) -> np.ndarray:
                           axis=1).astype(np.float32)
 
 
-def turned(points: np.ndarray, pitch: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+def turned(points: np.ndarray, pitch: np.ndarray | float, yaw: np.ndarray | float,
+           ) -> np.ndarray:
     """(N, 21, 3) landmarks of hands turned out of the image plane about their centre, each by
     its own angles in degrees: ``pitch`` about the image's horizontal axis (fingertips toward
     the camera), then ``yaw`` about its vertical axis (toward edge-on)."""
