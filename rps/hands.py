@@ -381,17 +381,24 @@ def same_hand(a: Hand, b: Hand) -> bool:
     return float(_iou(box_a, box_b[None])[0]) > SAME_HAND_IOU
 
 
-def landmarks(finder: HandFinder, images) -> np.ndarray:
-    """(N, 21, 3) float32: the most confident hand's landmarks in each image, NaN where
-    none is found. Logs its progress on long lists."""
-    out = np.full((len(images), 21, 3), np.nan, np.float32)
+def every_hand(finder: HandFinder, images) -> list[list[Hand]]:
+    """The hands found in each image, surest first. Logs its progress on long lists."""
+    out = []
     started = last = time.perf_counter()
     for i, image in enumerate(images):
-        found = finder.hands(np.asarray(image))
-        if found:
-            out[i] = found[0].landmarks
+        out.append(finder.hands(np.asarray(image)))
         if time.perf_counter() - last > _PROGRESS_SECONDS:
             last = time.perf_counter()
             log.info("hands: %d/%d images, %.0f ms each", i + 1, len(images),
                      1000 * (last - started) / (i + 1))
+    return out
+
+
+def landmarks(finder: HandFinder, images) -> np.ndarray:
+    """(N, 21, 3) float32: the surest hand's landmarks in each image, NaN where none is
+    found: one hand per image, as training reads them."""
+    out = np.full((len(images), 21, 3), np.nan, np.float32)
+    for i, found in enumerate(every_hand(finder, images)):
+        if found:
+            out[i] = found[0].landmarks
     return out

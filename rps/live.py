@@ -30,7 +30,7 @@ from rps.config import LiveConfig, LiveMode, RoiConfig, RoiFind
 from rps.crop import centre_square, cut, hand_square
 from rps.errors import UserError
 from rps.hands import Hand, HandFinder, same_hand
-from rps.predictor import Predictor
+from rps.predictor import Predictor, surety
 from rps.scores import NO_HAND
 from rps.video import FolderSource, Frame, OutputError, SourceError, VideoSink, open_source
 
@@ -335,7 +335,10 @@ class Classifier:
         rgb = cv2.cvtColor(seen, cv2.COLOR_BGR2RGB)
         started = time.perf_counter()
         found = self.hands(rgb) if self.hands else []
-        raw = self.predict(rgb, found[0] if found else None)
+        # Each hand read; the surest reading is the frame's (rps.predictor.surety).
+        readings = [(self.predict(rgb, hand), hand) for hand in found]
+        raw, read = (max(readings, key=lambda r: surety(r[1].score, r[0])) if readings
+                     else (self.predict(rgb, None), None))
         ms = 1000 * (time.perf_counter() - started)
         self.meter.model_ms.append(ms)
         probabilities = self.smoother(raw)
@@ -347,8 +350,8 @@ class Classifier:
             **{f"p_{name}": round(float(p), 6)
                for name, p in zip(self.class_names, probabilities, strict=True)}})
         offset = np.zeros(2) if fixed is None else np.array([fixed.x, fixed.y])
-        points = found[0].landmarks[:, :2] + offset if found else None
-        others = [hand.landmarks[:, :2] + offset for hand in found[1:]]
+        points = None if read is None else read.landmarks[:, :2] + offset
+        others = [hand.landmarks[:, :2] + offset for hand in found if hand is not read]
         self.box = fixed
         if fixed is None and found:
             top, left, side = hand_square(points)
@@ -375,8 +378,8 @@ class Classifier:
 
 class Hands:
     """The hands in each frame. In a video every hand found is followed from frame to frame
-    by its landmarks alone, and the palm detector runs only when the hand read is lost, or
-    every ``REDETECT_EVERY`` frames to see new hands: the detector is most of a frame's
+    by its landmarks alone, and the palm detector runs only when one is lost, or every
+    ``REDETECT_EVERY`` frames to see new hands: the detector is most of a frame's
     cost. Each such search takes the whole frame and one of its tiles (rps.hands), the next
     in turn, so a small hand far away is found within as many searches as there are tiles,
     at about the cost of one more palm pass each. In a folder of photos every image is
@@ -395,16 +398,13 @@ class Hands:
         self.since_detection += 1
         followed = [self.finder.follow(rgb, hand) for hand in self.found]
         kept = [hand for hand in followed if hand is not None]
-        reading = bool(followed) and followed[0] is not None
-        if reading and self.since_detection < REDETECT_EVERY:
+        if kept and len(kept) == len(followed) and self.since_detection < REDETECT_EVERY:
             self.found = kept
             return kept
         fresh = self.finder.hands(rgb, tiles=[self.turn])
         self.turn, self.since_detection = self.turn + 1, 0
         new = [hand for hand in fresh if not any(same_hand(hand, old) for old in kept)]
-        # The hand read stays first while it is followed; once lost, the surest is read.
-        self.found = (kept + new if reading
-                      else sorted(kept + new, key=lambda hand: hand.score, reverse=True))
+        self.found = sorted(kept + new, key=lambda hand: hand.score, reverse=True)
         return self.found
 
 

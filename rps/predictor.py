@@ -8,7 +8,6 @@ in untouched.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -20,6 +19,13 @@ from rps.images import fit
 
 # One image, and the hand found in it if the predictor reads hands -> class probabilities.
 Predict = Callable[[np.ndarray, "hands.Hand | None"], np.ndarray]
+
+
+def surety(presence: float, probabilities: np.ndarray) -> float:
+    """How sure a reading of one hand is: that it is a hand (the landmark model's presence
+    score), times the probability of its likeliest class. With two hands in view, an idle
+    hand reads as no clear gesture, the one shown to the camera as one."""
+    return presence * float(np.max(probabilities))
 
 
 @dataclass
@@ -61,17 +67,29 @@ class Predictor:
         return model_lib.input_size(self.model)
 
     def probabilities(self, images, batch_size: int = 32) -> np.ndarray:
-        """Class probabilities of images of any sizes, (N, classes); NaN rows: no hand."""
+        """Class probabilities of images of any sizes, (N, classes); NaN rows: no hand.
+        Where an image shows several hands, each is read and the surest reading kept."""
         if self.finder is None:
             return self._logits_to_probs(self._fitted(images), batch_size)
-        points = (self.locate or functools.partial(hands.landmarks, self.finder))(images)
-        found = ~np.isnan(points).any(axis=(1, 2))
-        probs = np.full((len(points), len(self.class_names)), np.nan)
-        if found.any():
-            inputs = (landmarks.features(points[found]) if self.reads_landmarks
-                      else self._fitted([cut(np.asarray(images[i]), *hand_square(points[i]))
-                                         for i in np.flatnonzero(found)]))
-            probs[found] = self._logits_to_probs(inputs, batch_size)
+        if self.locate is not None:  # one hand per image, found already
+            seen = [[] if np.isnan(p).any() else [(p, 1.0)] for p in self.locate(images)]
+        else:
+            seen = [[(hand.landmarks, hand.score) for hand in found]
+                    for found in hands.every_hand(self.finder, images)]
+        read = [(i, points, presence) for i, hands_seen in enumerate(seen)
+                for points, presence in hands_seen]
+        probs = np.full((len(seen), len(self.class_names)), np.nan)
+        if not read:
+            return probs
+        inputs = (landmarks.features(np.stack([points for _, points, _ in read]))
+                  if self.reads_landmarks
+                  else self._fitted([cut(np.asarray(images[i]), *hand_square(points))
+                                     for i, points, _ in read]))
+        best = np.zeros(len(seen))
+        for (i, _, presence), row in zip(read, self._logits_to_probs(inputs, batch_size),
+                                         strict=True):
+            if surety(presence, row) > best[i]:
+                best[i], probs[i] = surety(presence, row), row
         return probs
 
     def _fitted(self, images) -> np.ndarray:

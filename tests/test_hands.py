@@ -13,9 +13,11 @@ from conftest import REAL_DEV, SHARED, compose_cfg, post_images, run_cli, served
 from mlflow import MlflowClient
 from PIL import Image
 
-from rps import config, hands, landmarks
+from rps import config, hands, landmarks, scores
+from rps import model as model_lib
 from rps.errors import ConfigError, WeightsError
 from rps.images import read_rgb
+from rps.predictor import Predictor, surety
 
 RENDER = SHARED / "test" / "scissors"
 needs_renders = pytest.mark.skipif(not RENDER.is_dir(), reason=f"{SHARED} is absent")
@@ -332,6 +334,31 @@ def test_trained_on_renders_it_reads_real_hands(tmp_path):
     print({"ensemble": scored["accuracy"], "members": [metrics["test_accuracy"],
                                                        second["test_accuracy"]]})
     assert scored["accuracy"] >= 0.97
+
+
+def test_a_reading_is_surer_for_a_clear_gesture_than_for_an_idle_hand():
+    assert surety(0.95, np.array([0.4, 0.35, 0.25])) < surety(0.9, np.array([0.9, 0.05, 0.05]))
+    assert surety(0.6, np.array([0.9, 0.05, 0.05])) < surety(0.9, np.array([0.9, 0.05, 0.05]))
+
+
+@pytest.mark.skipif(not REAL_DEV.is_dir(), reason="the real photos are absent")
+def test_with_two_hands_the_predictor_keeps_the_surest_reading(finder):
+    """Every hand in the image is read (an untrained head reads each differently), and the
+    image's probabilities are those of the surest reading, not of the first hand found."""
+    names = ["paper", "rock", "scissors"]
+    head = model_lib.build(config.to_object(compose_cfg()), len(names)).inference
+    predictor = Predictor(head, names, finder)
+    photos = [np.asarray(Image.open(sorted((REAL_DEV / name).iterdir())[0]).convert("RGB"))
+              for name in ("rock", "paper")]
+    for pair in (np.concatenate(photos, axis=1), np.concatenate(photos[::-1], axis=1)):
+        found = finder.hands(pair)
+        assert len(found) == 2
+        each = scores.softmax(np.asarray(head.predict(
+            landmarks.features(np.stack([hand.landmarks for hand in found])), verbose=0),
+            np.float64))
+        assert not np.allclose(each[0], each[1])
+        surest = max((0, 1), key=lambda i: surety(found[i].score, each[i]))
+        np.testing.assert_allclose(predictor.probabilities([pair])[0], each[surest], atol=1e-5)
 
 
 def test_an_image_folder_without_any_hand_is_one_paragraph(tmp_path):
