@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,8 +94,11 @@ class ArrayCache:
         try:
             with np.load(path, allow_pickle=False) as stored:
                 return {name: stored[name] for name in stored.files}
-        except (OSError, ValueError) as err:  # truncated by a crash: rebuild it
-            log.warning("cache: ignoring unreadable %s (%s)", path, err)
+        # A file cut short by a crash or a full disk fails in any of these ways. Left in
+        # place it would fail every later job: removed, it is rebuilt by this one.
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+            log.warning("cache: removing unreadable %s (%s); it will be rebuilt", path, err)
+            path.unlink(missing_ok=True)
             return None
 
     def put(self, kind: str, key: str, arrays: dict[str, np.ndarray]) -> Path:

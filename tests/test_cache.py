@@ -160,3 +160,19 @@ def test_digest_tells_arrays_apart_by_content_dtype_and_shape():
     assert digest(a) == digest(a.copy())
     assert len({digest(a), digest(a.astype("float64")), digest(a.reshape(3, 2)),
                 digest(a + 1)}) == 4
+
+
+@pytest.mark.parametrize("keep", [0, 200, -100])
+def test_an_entry_cut_short_is_removed_and_rebuilt(tmp_path, caplog, keep):
+    """A crash or a full disk leaves a cut .npz (empty, its start, or all but its end):
+    the next read logs its path, removes it and misses, so the job rebuilds it."""
+    store = ArrayCache(tmp_path / "cache")
+    arrays = {"features": np.arange(5000, dtype=np.float32), "seconds": np.array(1.5)}
+    path = store.put("landmarks", "k", arrays)
+    data = path.read_bytes()
+    path.write_bytes(data[:keep])
+    with caplog.at_level(logging.WARNING, logger="rps"):
+        assert store.get("landmarks", "k") is None
+    assert str(path) in caplog.text and not path.exists()
+    store.put("landmarks", "k", arrays)
+    np.testing.assert_array_equal(store.get("landmarks", "k")["features"], arrays["features"])
