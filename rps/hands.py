@@ -307,7 +307,7 @@ class HandFinder:
         since it judges the crop the head reads, where the palm score judges one anchor.
 
         The palm detector sees the whole frame at its own 192 pixels, and, in a frame larger
-        than that, overlapping tiles of it at a higher resolution (:func:`tiles`): a small
+        than that, overlapping tiles of it at a higher resolution (:meth:`tiles`): a small
         hand far from the camera, or a second hand, that the whole frame shows too coarsely.
         ``tiles`` names which of them to search (live.py spreads them over frames); None
         searches all. Where nothing is found, the frame is tried again inside a border of its
