@@ -396,9 +396,12 @@ class Hands:
         if not self.follow:
             return self.finder.hands(rgb)
         self.since_detection += 1
-        followed = [self.finder.follow(rgb, hand) for hand in self.found]
-        kept = [hand for hand in followed if hand is not None]
-        if kept and len(kept) == len(followed) and self.since_detection < REDETECT_EVERY:
+        kept: list[Hand] = []
+        for hand in self.found:  # two followed hands that meet are one
+            followed = self.finder.follow(rgb, hand)
+            if followed is not None and not any(same_hand(followed, k) for k in kept):
+                kept.append(followed)
+        if kept and len(kept) == len(self.found) and self.since_detection < REDETECT_EVERY:
             self.found = kept
             return kept
         fresh = self.finder.hands(rgb, tiles=[self.turn])

@@ -218,6 +218,29 @@ def test_a_small_far_hand_is_found_in_the_tiles(finder):
     assert shape.mean() < 0.08  # in palm lengths (wrist to middle knuckle)
 
 
+@pytest.mark.skipif(not REAL_DEV.is_dir(), reason="the real photos are absent")
+def test_live_follows_both_of_two_hands_and_keeps_them_apart(finder):
+    from rps.live import REDETECT_EVERY, Hands
+
+    photos = [np.asarray(Image.open(p).convert("RGB"))
+              for p in sorted((REAL_DEV / "rock").iterdir())[:2]]
+    pair = np.concatenate(photos, axis=1)
+    calls = []
+    palms = finder.palms
+    finder.palms = lambda image: calls.append(1) or palms(image)
+    try:
+        video = Hands(finder, follow=True)
+        seen = [video(pair) for _ in range(REDETECT_EVERY)]
+        assert len(calls) == 1  # one search, on the first frame; both hands followed since
+        assert all(len(found) == 2 and not hands.same_hand(*found) for found in seen)
+        # One photo replaced by grey: that hand is lost, and the search runs again.
+        alone = pair.copy()
+        alone[:, photos[0].shape[1]:] = 128
+        assert len(video(alone)) == 1 and len(calls) == 2
+    finally:
+        del finder.palms
+
+
 @needs_renders
 def test_a_hand_in_the_dark_is_found_once_brightened(finder):
     rgb = read_rgb(sorted(RENDER.iterdir())[0])
