@@ -17,7 +17,7 @@ import keras
 
 from rps import augment, backbones, heads, landmarks
 from rps.config import Config
-from rps.errors import UserError
+from rps.errors import UserError, first_line
 from rps.images import square_resizer
 
 BACKBONE = "backbone"
@@ -142,4 +142,25 @@ def load(path: str | Path) -> tuple[keras.Model, list[str]]:
             f"no saved model at {path}: expected {MODEL_FILE} with {CLASSES_FILE} beside it, "
             "as every training run writes into its output folder (outputs/runs/<time>/)."
         )
-    return keras.models.load_model(file, compile=False), json.loads(names.read_text())
+    try:
+        class_names = json.loads(names.read_text())
+        if not (isinstance(class_names, list) and class_names
+                and all(isinstance(name, str) for name in class_names)):
+            raise ValueError("not a list of class names")
+    except ValueError as err:
+        raise UserError(
+            f"{names} is not the list of class names rps writes ({first_line(err)}): it was "
+            f"edited or damaged. Restore it from the run's artifacts, or train again.") from None
+    try:
+        model = keras.models.load_model(file, compile=False)
+    except Exception as err:  # Keras raises many kinds for a damaged or foreign file
+        raise UserError(
+            f"{file} cannot be loaded as a model ({first_line(err)}): it is cut short, "
+            "damaged, or not a model that rps saved. Train again, or point at another run's "
+            "output folder or run id.") from None
+    outputs = model.output_shape[-1]
+    if outputs != len(class_names):
+        raise UserError(
+            f"{file} gives {outputs} scores but {names} names {len(class_names)} classes: the "
+            "two files come from different runs. Keep a run's two files together.")
+    return model, class_names

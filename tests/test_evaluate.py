@@ -115,3 +115,38 @@ def test_bad_input_is_one_paragraph(trained, tmp_path, case, needle):
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert needle in proc.stderr.replace("\n", " ") and "Traceback" not in proc.stderr
     assert not (tmp_path / "eval" / evaluate.RESULT_FILE).exists()
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("cut short", "cannot be loaded as a model"),
+    ("foreign", "cannot be loaded as a model"),
+    ("names edited", "is not the list of class names"),
+    ("names of another run", "gives 3 scores but"),
+])
+def test_a_damaged_model_folder_is_one_paragraph(trained, tmp_path, case, needle):
+    """A crash mid-copy, an edit, or files mixed from two runs: exit 2 and one paragraph
+    naming the file, for evaluate.py and live.py alike; the model's own folder is untouched."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(trained["out"], folder)
+    model_file, names = folder / model_lib.MODEL_FILE, folder / model_lib.CLASSES_FILE
+    data = model_file.read_bytes()
+    if case == "cut short":
+        model_file.write_bytes(data[:len(data) // 2])
+    elif case == "foreign":
+        model_file.write_text("this is a text file, not a model")
+    elif case == "names edited":
+        names.write_text('["paper", "rock"')
+    else:
+        names.write_text('["paper", "rock"]')
+    for script, extra in (("evaluate.py", [f"data.root={trained['folder']}"]),
+                          ("live.py", [f"source={trained['folder'] / 'rock'}", "headless=true"])):
+        proc = run_cli(f"model_path={folder}", *extra, f"hydra.run.dir={tmp_path / script}",
+                       script=script)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        message = proc.stderr.replace("\n", " ")
+        assert needle in message and "Traceback" not in proc.stderr
+        damaged = model_file if "model" in needle or "scores" in needle else names
+        assert str(damaged) in message
+    assert (trained["out"] / model_lib.MODEL_FILE).read_bytes() == data
