@@ -24,8 +24,10 @@ from rps.cache import ArrayCache, digest, file_digest
 from rps.config import BadImagePolicy, DataConfig, FolderDataConfig, TfdsDataConfig
 from rps.errors import ConfigError, DataError
 from rps.images import BadImage, fit, read_rgb, to_rgb
+from rps.video import IMAGE_SUFFIXES
 
 log = logging.getLogger("rps")
+NOT_AN_IMAGE = "not an image file, by its suffix"
 
 SPLITS = ("train", "val", "test")
 _SHOWN = 10  # bad files listed by name; the rest are counted
@@ -116,19 +118,20 @@ def _root_of(cfg: FolderDataConfig) -> Path:
 
 
 def _listed(root: Path, limit: int | None
-            ) -> tuple[dict[str, Path], list[str], dict[str, tuple]]:
-    """The split folders, the class names and each split's files and labels (the first
-    ``limit`` of each class)."""
+            ) -> tuple[dict[str, Path], list[str], dict[str, tuple], list[Path]]:
+    """The split folders, the class names, each split's image files and labels (the first
+    ``limit`` of each class), and the files in class folders that are not images."""
     dirs = _split_dirs(root)
     class_names = _class_names(root, dirs)
-    listings = {}
+    listings, others = {}, []
     for split, folder in dirs.items():
-        paths, labels = _list_files(folder, class_names)
+        paths, labels, not_images = _list_files(folder, class_names)
         kept = _first(labels, limit)
         listings[split] = [paths[i] for i in kept], labels[kept]
+        others += not_images
     _require_images(root, {split: labels for split, (_, labels) in listings.items()},
                     class_names, "no images", "add images")
-    return dirs, class_names, listings
+    return dirs, class_names, listings, others
 
 
 def _first(labels: np.ndarray, limit: int | None) -> np.ndarray:
@@ -184,7 +187,11 @@ def _hold_out(train: Split, class_names: list[str], fraction: float, seed: int,
 def _load_folder(cfg: FolderDataConfig, size: int,
                  cache: ArrayCache | None) -> tuple[list[str], dict[str, Split]]:
     root = _root_of(cfg)
-    dirs, class_names, listings = _listed(root, cfg.limit)
+    dirs, class_names, listings, others = _listed(root, cfg.limit)
+    if others:
+        shown = ", ".join(str(path.relative_to(root)) for path in others[:_SHOWN])
+        log.warning("data: skipping %d file(s) that are not images, by their suffix: %s%s",
+                    len(others), shown, "" if len(others) <= _SHOWN else ", ...")
     if "val" in dirs:
         log.info("data: validating on %s (data.val_fraction and val_groups are not used)",
                  dirs["val"])
@@ -252,7 +259,7 @@ def labelled(folder: Path, class_names: list[str]) -> tuple[Photos, list[BadImag
             f"{folder} {what}: the model predicts {', '.join(class_names)}, so the folder "
             "needs a subfolder of images for some of those classes (a dataset's test/ folder "
             "has that shape).")
-    paths, labels = _list_files(folder, found)
+    paths, labels, others = _list_files(folder, found)
     if not paths:
         raise DataError(f"{folder} has class folders ({', '.join(found)}) but no images in "
                         "them: add images, or point data.root at the folder that has them.")
@@ -262,7 +269,8 @@ def labelled(folder: Path, class_names: list[str]) -> tuple[Photos, list[BadImag
     ok = [not isinstance(d, BadImage) for d in decoded]
     return (Photos([d for d, good in zip(decoded, ok, strict=True) if good], labels[ok],
                    [str(p) for p, good in zip(paths, ok, strict=True) if good]),
-            [d for d in decoded if isinstance(d, BadImage)])
+            [BadImage(path, NOT_AN_IMAGE) for path in others]
+            + [d for d in decoded if isinstance(d, BadImage)])
 
 
 def _split_dirs(root: Path) -> dict[str, Path]:
@@ -314,13 +322,18 @@ def _class_names(root: Path, dirs: dict[str, Path]) -> list[str]:
     return class_names
 
 
-def _list_files(folder: Path, class_names: list[str]) -> tuple[list[Path], np.ndarray]:
-    paths, labels = [], []
+def _list_files(folder: Path, class_names: list[str]
+                ) -> tuple[list[Path], np.ndarray, list[Path]]:
+    """Each class folder's image files and their labels; apart, its files that are not
+    images by their suffix (notes, labels, metadata), which training and scoring skip."""
+    paths, labels, others = [], [], []
     for label, name in enumerate(class_names):
         files = [p for p in _visible(folder / name) if p.is_file()]
-        paths += files
-        labels += [label] * len(files)
-    return paths, np.array(labels, dtype=np.int32)
+        images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+        paths += images
+        labels += [label] * len(images)
+        others += [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+    return paths, np.array(labels, dtype=np.int32), others
 
 
 def _require_images(root: Path, labels: dict[str, np.ndarray], class_names: list[str],

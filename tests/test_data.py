@@ -191,14 +191,19 @@ def with_bad_files(tmp_path) -> Path:
     return tmp_path
 
 
-BAD = ["train/rock/truncated.png", "train/paper/notes.txt", "test/scissors/empty.jpg"]
+# Damaged images; notes.txt is no image at all, and is skipped and listed whatever the policy.
+BAD = ["train/rock/truncated.png", "test/scissors/empty.jpg"]
+NOT_AN_IMAGE = "train/paper/notes.txt"
 
 
-def test_bad_files_fail_by_default_listing_all_of_them(with_bad_files):
-    message = load_error(folder(with_bad_files))
-    assert "3 file(s)" in message and "data.on_bad_image=skip" in message
+def test_bad_files_fail_by_default_listing_all_of_them(with_bad_files, caplog):
+    with caplog.at_level(logging.WARNING, logger="rps"):
+        message = load_error(folder(with_bad_files))
+    assert "2 file(s)" in message and "data.on_bad_image=skip" in message
     for name in BAD:
         assert name in message
+    assert NOT_AN_IMAGE not in message
+    assert f"skipping 1 file(s) that are not images, by their suffix: {NOT_AN_IMAGE}" in caplog.text
 
 
 def test_bad_files_are_skipped_with_a_warning(with_bad_files, caplog):
@@ -208,7 +213,25 @@ def test_bad_files_are_skipped_with_a_warning(with_bad_files, caplog):
     assert (len(data.train) + len(data.val), len(data.test)) == (15, 6)
     check_labels_match_folders(data)
     warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
-    assert "skipping 3" in warning and all(name in warning for name in BAD)
+    assert "skipping 2 unreadable" in warning and all(name in warning for name in BAD)
+    assert "skipping 1 file(s) that are not images" in warning and NOT_AN_IMAGE in warning
+
+
+def test_files_that_are_not_images_are_skipped_in_training_and_scoring_alike(tmp_path, caplog):
+    """notes.txt and labels.json in a class folder: training skips and lists them, as
+    evaluate.py's listing does, under the default policy that fails on a damaged image."""
+    make_folder_dataset(tmp_path, n_train=3, n_test=1)
+    for name in ("train/rock/notes.txt", "test/paper/labels.json"):
+        (tmp_path / name).write_text("{}")
+    with caplog.at_level(logging.WARNING, logger="rps"):
+        data = load(folder(tmp_path), SIZE, seed=0)
+    assert len(data.test) == 3 and len(data.train) + len(data.val) == 9
+    assert "skipping 2 file(s) that are not images" in caplog.text
+    assert "train/rock/notes.txt" in caplog.text and "test/paper/labels.json" in caplog.text
+    photos, listed = data_module.labelled(tmp_path / "test", ["paper", "rock", "scissors"])
+    assert len(photos) == 3
+    assert [(Path(b.path).name, b.reason) for b in listed] == [
+        ("labels.json", data_module.NOT_AN_IMAGE)]
 
 
 def test_many_bad_files_are_counted_not_all_named(tmp_path):
