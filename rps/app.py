@@ -16,10 +16,11 @@ T = TypeVar("T")
 
 
 def main(cfg: DictConfig, root: Path, run: Callable[[Any, Path, Path], T]) -> T:
-    """``run(conf, output_dir, root)`` on the validated config (a config it refuses leaves
-    no output folder); a UserError ends it with its paragraph and exit status 2."""
+    """``run(conf, output_dir, root)`` on the validated config; a UserError ends it with its
+    paragraph and exit status 2. A refusal before the app wrote anything (a config, a model
+    or a folder it cannot use) leaves no output folder."""
     from hydra.core.hydra_config import HydraConfig
 
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    return reported(lambda: run(validated(lambda: config.to_object(cfg), output_dir, root),
-                                output_dir, root))
+    return reported(lambda: validated(lambda: run(config.to_object(cfg), output_dir, root),
+                                      output_dir, root))

@@ -44,8 +44,9 @@ def project_root(hydra_cfg) -> Path:
 
 def validated(check: Callable[[], T], output_dir: Path, root: Path) -> T:
     """``check()``; where it refuses the config or its input, the output folder that Hydra
-    made before the app ran (its config and log, nothing of the app's) is removed with the
-    folders it leaves empty below ``root``: a typo leaves nothing behind."""
+    made before the app ran is removed, while it holds only Hydra's config and the log
+    (nothing of the app's), with the folders it leaves empty below ``root``: a typo leaves
+    nothing behind."""
     try:
         return check()
     except UserError:

@@ -140,6 +140,10 @@ def _tracked(cfg: DictConfig, conf: Config, ctx: JobContext,
     with tracking.job_run(conf.tracking, ctx.root, name, tags,
                           swept.parent_run_id if swept else None) as mlrun:
         resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-        mlrun.log_params(tracking.flatten(resolved))
+        params = tracking.flatten(resolved)
+        for key in tracking.DATA_KEYS:  # where the files are, whatever the working directory
+            if params.get(key) not in (None, "None"):
+                params[key] = str(Path(params[key]).expanduser().resolve())
+        mlrun.log_params(params)
         mlrun.log_text(OmegaConf.to_yaml(resolved), tracking.LOGGED_CONFIG)
         yield mlrun, tb_dir

@@ -1,6 +1,7 @@
 """First contact with the entry points: their help, and a config typo that leaves nothing."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -101,7 +102,8 @@ def test_the_other_apps_leave_no_output_folder_either(tmp_path):
 def test_debug_runs_a_config_end_to_end_on_a_few_images(tmp_path, mlflow_store):
     root = make_folder_dataset(tmp_path / "data", n_train=12, n_test=10)
     out = tmp_path / "run"
-    proc = run_cli("debug=default", "data=folder", f"data.root={root}",
+    relative = os.path.relpath(root, REPO)  # as a user types it, from the project root
+    proc = run_cli("debug=default", "data=folder", f"data.root={relative}",
                    "backbone=efficientnet_lite0", "backbone.input_size=64",
                    f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -112,3 +114,4 @@ def test_debug_runs_a_config_end_to_end_on_a_few_images(tmp_path, mlflow_store):
     client = MlflowClient(mlflow_store)
     (run,) = client.search_runs([client.get_experiment_by_name("debug").experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["trainer.epochs"] == "1"
+    assert run.data.params["data.root"] == str(root.resolve())  # logged absolute

@@ -114,6 +114,7 @@ def test_bad_input_is_one_paragraph(trained, tmp_path, case, needle):
     proc = evaluate_cli(*given, f"hydra.run.dir={tmp_path / 'eval'}")
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert needle in proc.stderr.replace("\n", " ") and "Traceback" not in proc.stderr
+    assert not (tmp_path / "eval").exists()  # a refusal leaves no output folder
     assert not (tmp_path / "eval" / evaluate.RESULT_FILE).exists()
 
 
@@ -147,6 +148,7 @@ def test_a_damaged_model_folder_is_one_paragraph(trained, tmp_path, case, needle
         assert proc.returncode == 2, proc.stderr[-3000:]
         message = proc.stderr.replace("\n", " ")
         assert needle in message and "Traceback" not in proc.stderr
+        assert not (tmp_path / script).exists()
         damaged = model_file if "model" in needle or "scores" in needle else names
         assert str(damaged) in message
     assert (trained["out"] / model_lib.MODEL_FILE).read_bytes() == data
