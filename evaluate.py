@@ -5,7 +5,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from rps import config, helptext
+from rps import config, errors, helptext
 
 config.register_evaluate()
 
@@ -20,4 +20,4 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     helptext.answer(Path(__file__).resolve().parent / "conf", "evaluate")
-    main()
+    errors.exit_status(main)

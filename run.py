@@ -5,7 +5,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from rps import config, helptext
+from rps import config, errors, helptext
 
 config.register()
 
@@ -19,4 +19,4 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     helptext.answer(Path(__file__).resolve().parent / "conf", "config")
-    main()
+    errors.exit_status(main)

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from rps import config
 from rps.context import validated
-from rps.errors import reported
+from rps.errors import reported, task_started
 
 T = TypeVar("T")
 
@@ -21,6 +21,7 @@ def main(cfg: DictConfig, root: Path, run: Callable[[Any, Path, Path], T]) -> T:
     or a folder it cannot use) leaves no output folder."""
     from hydra.core.hydra_config import HydraConfig
 
+    task_started()
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     return reported(lambda: validated(lambda: run(config.to_object(cfg), output_dir, root),
                                       output_dir, root))

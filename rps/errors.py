@@ -27,6 +27,46 @@ class WeightsError(UserError):
     pass
 
 
+class SweepFailed(SystemExit):
+    """A sweep that ran to its end with some jobs failed: the one exit status 1."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
+
+_task_started = False
+
+
+def task_started() -> None:
+    """Called first by every app's Hydra task: Hydra composed the config."""
+    global _task_started
+    _task_started = True
+
+
+def exit_status(main: Callable[[], object]) -> None:
+    """``main()``, an app's ``hydra.main`` function. Hydra ends a config it cannot compose
+    (an unknown option, ``head.units=abc``) with exit status 1 and its own message, before
+    any task starts; that is a problem the user can fix, so it exits 2, and 1 stays a
+    sweep's with failed jobs. Hydra's ``--help`` composes the config without its own report,
+    so its refusal is reported here, without the traceback."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        main()
+    except SweepFailed:
+        raise
+    except SystemExit as done:
+        if done.code == 1 and not _task_started:
+            raise SystemExit(2) from None
+        raise
+    except (HydraException, OmegaConfBaseException) as err:
+        if _task_started:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def first_line(err: Exception) -> str:
     """An exception's first line, short enough for a paragraph that names the fix."""
     lines = str(err).strip().splitlines()

@@ -30,7 +30,7 @@ from rps import (
 from rps import data as data_lib
 from rps.config import Config
 from rps.context import JobContext, validated
-from rps.errors import UserError, reported
+from rps.errors import UserError, reported, task_started
 from rps.predictor import Predictor
 
 log = logging.getLogger("rps")
@@ -46,6 +46,7 @@ def main(cfg: DictConfig) -> float:
     returns NaN instead of raising, because Hydra's sweepers stop at the first exception and
     the other jobs, and the sweep's summary, must go on; its MLflow run is FAILED.
     """
+    task_started()
     ctx = JobContext.from_hydra()
     if ctx.sweep_dir is None:
         return reported(lambda: run(cfg, ctx)["best_val_accuracy"])

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from rps import config as config_lib
 from rps import plots, tracking
 from rps.context import project_root
-from rps.errors import UserError, report
+from rps.errors import SweepFailed, UserError, report
 
 log = logging.getLogger("rps")
 
@@ -216,7 +216,7 @@ class SweepCallback(Callback):
         if failures:
             print(f"{len(failures)} of {len(jobs)} sweep jobs failed; see the log above "
                   "and each failed run's error.txt in MLflow.")
-            raise SystemExit(1)
+            raise SweepFailed()
 
     def _summarise(self, sweep_dir: Path, jobs: list[dict[str, Any]], failures: int) -> None:
         runs = self.client.search_runs(

@@ -60,7 +60,25 @@ def test_help_leaves_flags_and_bad_overrides_to_hydra():
     proc = run_cli("--hydra-help")
     assert proc.returncode == 0 and "Hydra (1." in proc.stdout
     proc = run_cli("head=bogus", "--help")
-    assert proc.returncode == 1 and "Could not find 'head/bogus'" in proc.stderr
+    assert proc.returncode == 2 and "Could not find 'head/bogus'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("script,override,needle", [
+    ("run.py", "head=huge", "Could not find 'head/huge'"),
+    ("run.py", "head.units=abc", "head.units"),
+    ("run.py", "trainer.batch_size=1.5", "trainer.batch_size"),
+    ("evaluate.py", "batch_size=abc", "batch_size"),
+    ("run.py", "head.units=", "head.units"),
+])
+def test_a_config_hydra_cannot_compose_exits_2_and_leaves_nothing(tmp_path, script, override,
+                                                                  needle):
+    """Exit status 1 is a sweep's with failed jobs; a typo Hydra refuses is the user's to fix."""
+    out = tmp_path / "out"
+    proc = run_cli(override, f"hydra.run.dir={out}", script=script)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
 
 
 def test_run_help_lists_every_group_and_option_the_chosen_first():
