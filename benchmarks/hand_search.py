@@ -83,9 +83,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.model is None and args.renders is None:
         parser.error("give --model, a trained landmark model, or --renders to train one on")
-    path = train(args.renders, args.out) if args.model is None else args.model
-    path = path / "model.keras" if path.is_dir() else path
-    model, class_names = model_lib.load(path)
+    model, class_names = model_lib.load(
+        train(args.renders, args.out) if args.model is None else args.model)
     folders = {folder.name: data.labelled(folder, class_names)[0] for folder in args.sets}
     lines = ["| search | " + " | ".join(
         f"{name}: found | accuracy | ms median | ms p90" for name in folders) + " |",

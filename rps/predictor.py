@@ -88,8 +88,9 @@ class Predictor:
         best = np.zeros(len(seen))
         for (i, _, presence), row in zip(read, self._logits_to_probs(inputs, batch_size),
                                          strict=True):
-            if surety(presence, row) > best[i]:
-                best[i], probs[i] = surety(presence, row), row
+            sure = surety(presence, row)
+            if sure > best[i]:
+                best[i], probs[i] = sure, row
         return probs
 
     def _fitted(self, images) -> np.ndarray:
