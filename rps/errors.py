@@ -34,6 +34,15 @@ class SweepFailed(SystemExit):
         super().__init__(1)
 
 
+class Interrupted(SystemExit):
+    """Ctrl-C in a job: its run is KILLED and its checkpoint kept. Exit status 130, a
+    shell's for SIGINT; ``message`` says how to go on."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(130)
+        self.message = message
+
+
 _task_started = False
 
 
@@ -56,6 +65,9 @@ def exit_status(main: Callable[[], object]) -> None:
         main()
     except SweepFailed:
         raise
+    except Interrupted as stopped:
+        print(_filled(stopped.message), file=sys.stderr)
+        raise SystemExit(stopped.code) from None
     except SystemExit as done:
         if done.code == 1 and not _task_started:
             raise SystemExit(2) from None
@@ -73,9 +85,12 @@ def first_line(err: Exception) -> str:
     return lines[0][:300] if lines else type(err).__name__
 
 
+def _filled(text: str) -> str:
+    return textwrap.fill(text, width=100, break_long_words=False, break_on_hyphens=False)
+
+
 def report(err: UserError) -> str:
-    text = textwrap.fill(f"error: {err}", width=100, break_long_words=False,
-                         break_on_hyphens=False)
+    text = _filled(f"error: {err}")
     print(text, file=sys.stderr)
     return text
 

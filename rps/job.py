@@ -30,7 +30,7 @@ from rps import (
 from rps import data as data_lib
 from rps.config import Config
 from rps.context import JobContext, validated
-from rps.errors import UserError, reported, task_started
+from rps.errors import PARAGRAPH, Interrupted, UserError, reported, task_started
 from rps.predictor import Predictor
 
 log = logging.getLogger("rps")
@@ -67,44 +67,77 @@ def run(cfg: DictConfig, ctx: JobContext) -> dict:
         log.info("resuming run %s into %s", resumed.run_id, resumed.output_dir)
         cfg, ctx = resumed.cfg, replace(ctx, output_dir=resumed.output_dir)
     conf = validated(lambda: _checked(cfg), ctx.output_dir, ctx.root)
-    # The lock comes first: a run whose process is still alive is not reopened.
-    with checkpoint.lock(ctx.output_dir), _tracked(cfg, conf, ctx, resumed) as (mlrun, tb_dir):
-        started = time.perf_counter()
-        store = cache_lib.of(conf.cache)
-        data = data_lib.load(conf.data, conf.backbone.input_size, conf.trainer.seed, store)
-
-        strategy = train.distribution(conf.trainer.strategy)
-        classifier = train.build(conf, len(data.class_names), strategy)
-
-        state = checkpoint.load(ctx.output_dir) if resumed is not None else None
-        if state is not None:
-            resume.log_continuation(mlrun, state)
-        ctrl_c = interrupt.CtrlC()
-        callbacks = [tensorboard.callback(tb_dir),
-                     tensorboard.AugmentedImages(data.train.images, classifier.augment, tb_dir,
-                                                 conf.trainer.seed),
-                     ctrl_c]
-        with ctrl_c.installed():
-            fitted = train.fit(conf, classifier, data, strategy, callbacks,
-                               on_epoch=mlrun.log_epoch, cache=store,
-                               checkpoints=ctx.output_dir, resume=state)
-
-        tested = Predictor.of(classifier.inference, data.class_names)
-        if tested.finder is not None:
-            tested.locate = lambda images: features.cached_landmarks(
-                images, "test", store, tested.finder)[0]
-        metrics = {**scores.test(tested, data, conf.trainer.batch_size),
-                   **fitted.metrics, "seed": conf.trainer.seed,
-                   # After a resume, the time counts the work kept, not the epochs lost.
-                   "total_seconds": time.perf_counter() - started + (
-                       state.seconds if state is not None else 0.0)}
-        outputs.publish(ctx.output_dir, mlrun, classifier.inference, metrics, data,
-                        conf.tracking.register, fitted.history)
-        mlrun.log_artifact(ctx.output_dir / ".hydra", "hydra")
+    mlrun = tracking.Run()
+    try:
+        # The lock comes first: a run whose process is still alive is not reopened.
+        with checkpoint.lock(ctx.output_dir), _tracked(cfg, conf, ctx, resumed) as (mlrun,
+                                                                                    tb_dir):
+            metrics = _trained(conf, ctx, mlrun, tb_dir, resumed is not None)
+    except KeyboardInterrupt:
+        message = _interrupted(mlrun, ctx.output_dir, swept=ctx.sweep_dir is not None)
+        log.warning("%s", message, extra={PARAGRAPH: True})
+        raise Interrupted(message) from None
     checkpoint.remove(ctx.output_dir)
     log.info("test accuracy %.4f (loss %.4f), best val accuracy %.4f; outputs in %s",
              metrics["test_accuracy"], metrics["test_loss"], metrics["best_val_accuracy"],
              ctx.output_dir)
+    return metrics
+
+
+def _interrupted(mlrun: tracking.Run, output_dir: Path, swept: bool) -> str:
+    """What Ctrl-C kept, and the command that goes on from it."""
+    if swept:
+        return _interrupted(mlrun, output_dir, swept=False) + (
+            " The sweep stopped there: its later jobs did not run.")
+    state = checkpoint.load(output_dir) if checkpoint.path(output_dir).exists() else None
+    if state is None:
+        return ("interrupted before the first epoch ended, so there is no checkpoint to "
+                "resume from" + (f"; run {mlrun.run_id} is marked KILLED" if mlrun.active
+                                 else "") + ". Start the job again.")
+    kept = (f"interrupted: the checkpoint of epoch {state.epoch + 1} is kept in "
+            f"{checkpoint.path(output_dir)}")
+    if not mlrun.active:
+        return (f"{kept}, but trainer.resume finds runs in MLflow, which tracking.enabled=false "
+                "turned off: start the job again to train it.")
+    return (f"{kept} and run {mlrun.run_id} is marked KILLED. To go on from there: "
+            f"python run.py trainer.resume={mlrun.run_id}")
+
+
+def _trained(conf: Config, ctx: JobContext, mlrun: tracking.Run, tb_dir: Path,
+             resuming: bool) -> dict:
+    """Data, model, training, test pass and outputs: the work inside the run."""
+    started = time.perf_counter()
+    store = cache_lib.of(conf.cache)
+    data = data_lib.load(conf.data, conf.backbone.input_size, conf.trainer.seed, store)
+
+    strategy = train.distribution(conf.trainer.strategy)
+    classifier = train.build(conf, len(data.class_names), strategy)
+
+    state = checkpoint.load(ctx.output_dir) if resuming else None
+    if state is not None:
+        resume.log_continuation(mlrun, state)
+    ctrl_c = interrupt.CtrlC()
+    callbacks = [tensorboard.callback(tb_dir),
+                 tensorboard.AugmentedImages(data.train.images, classifier.augment, tb_dir,
+                                             conf.trainer.seed),
+                 ctrl_c]
+    with ctrl_c.installed():
+        fitted = train.fit(conf, classifier, data, strategy, callbacks,
+                           on_epoch=mlrun.log_epoch, cache=store,
+                           checkpoints=ctx.output_dir, resume=state)
+
+    tested = Predictor.of(classifier.inference, data.class_names)
+    if tested.finder is not None:
+        tested.locate = lambda images: features.cached_landmarks(
+            images, "test", store, tested.finder)[0]
+    metrics = {**scores.test(tested, data, conf.trainer.batch_size),
+               **fitted.metrics, "seed": conf.trainer.seed,
+               # After a resume, the time counts the work kept, not the epochs lost.
+               "total_seconds": time.perf_counter() - started + (
+                   state.seconds if state is not None else 0.0)}
+    outputs.publish(ctx.output_dir, mlrun, classifier.inference, metrics, data,
+                    conf.tracking.register, fitted.history)
+    mlrun.log_artifact(ctx.output_dir / ".hydra", "hydra")
     return metrics
 
 
