@@ -71,7 +71,26 @@ def client_for(uri: str):
 
     if uri.startswith(("http://", "https://")):
         check_server(uri)
-    return MlflowClient(tracking_uri=uri)
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri=uri)
+    with _locked(Path(uri.removeprefix("sqlite:///"))):  # a new client creates the tables
+        return MlflowClient(tracking_uri=uri)
+
+
+@contextmanager
+def _locked(database: Path) -> Iterator[None]:
+    """Holds the SQLite file's lock while MLflow creates its tables: jobs started side by side
+    on a new store otherwise all run the migrations, and all but one fail. SQLite's own
+    locks are of another kind (fcntl), so this one does not block its readers or writers."""
+    import fcntl
+
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database, "ab") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def check_server(uri: str) -> None:
