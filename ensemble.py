@@ -13,10 +13,10 @@ config.register_ensemble()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="ensemble")
 def main(cfg: DictConfig) -> None:
-    from rps import ensemble  # TensorFlow loads here, so that --help answers at once
+    from rps import app  # imports TensorFlow after the config checks
 
     # The project root holds conf/ and mlflow.db: the tracking store that training uses.
-    ensemble.main(cfg, Path(__file__).resolve().parent)
+    app.main(cfg, Path(__file__).resolve().parent, "ensemble")
 
 
 if __name__ == "__main__":

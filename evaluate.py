@@ -12,10 +12,10 @@ config.register_evaluate()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    from rps import evaluate  # TensorFlow loads here, so that --help answers at once
+    from rps import app  # imports TensorFlow after the config checks
 
     # The project root holds conf/ and mlflow.db: the tracking store that training uses.
-    evaluate.main(cfg, Path(__file__).resolve().parent)
+    app.main(cfg, Path(__file__).resolve().parent, "evaluate")
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ config.register_live()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="live")
 def main(cfg: DictConfig) -> None:
-    from rps import live  # TensorFlow loads here, so that --help answers at once
+    from rps import app  # imports TensorFlow after the config checks
 
     # The project root holds conf/ and mlflow.db: the tracking store that training uses.
-    live.main(cfg, Path(__file__).resolve().parent)
+    app.main(cfg, Path(__file__).resolve().parent, "live")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ config.register()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    from rps import job  # TensorFlow loads here, so that --help answers at once
+    from rps import job  # which checks the config before TensorFlow loads
 
     return job.main(cfg)
 

@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from omegaconf import DictConfig
 
-from rps import config
+from rps import config, startup
 from rps.context import validated
 from rps.errors import reported, task_started
 
-T = TypeVar("T")
 
-
-def main(cfg: DictConfig, root: Path, run: Callable[[Any, Path, Path], T]) -> T:
-    """``run(conf, output_dir, root)`` on the validated config; a UserError ends it with its
-    paragraph and exit status 2. A refusal before the app wrote anything (a config, a model
-    or a folder it cannot use) leaves no output folder."""
+def main(cfg: DictConfig, root: Path, app: str) -> Any:
+    """``rps.<app>.run(conf, output_dir, root)`` on the validated config; a UserError ends it
+    with its paragraph and exit status 2. The config is checked before TensorFlow loads, and
+    a refusal before the app wrote anything (a config, a model or a folder it cannot use)
+    leaves no output folder."""
     from hydra.core.hydra_config import HydraConfig
 
     task_started()
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    return reported(lambda: validated(lambda: run(config.to_object(cfg), output_dir, root),
-                                      output_dir, root))
+    conf = reported(lambda: validated(lambda: config.to_object(cfg), output_dir, root))
+    startup.import_tensorflow()
+    run = importlib.import_module(f"rps.{app}").run
+    return reported(lambda: validated(lambda: run(conf, output_dir, root), output_dir, root))

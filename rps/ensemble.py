@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-from omegaconf import DictConfig
 
-from rps import app, config, logged_model, outputs, scores, tracking
 from rps import cache as cache_lib
+from rps import config, logged_model, outputs, scores, tracking
 from rps import data as data_lib
 from rps import model as model_lib
 from rps.config import Config, EnsembleConfig, FolderDataConfig, TrackingConfig
@@ -135,7 +134,3 @@ def run(conf: EnsembleConfig, output_dir: Path, root: Path) -> dict:
              output_dir)
     return metrics
 
-
-def main(cfg: DictConfig, root: Path) -> dict:
-    """The Hydra task."""
-    return app.main(cfg, root, run)

@@ -14,10 +14,8 @@ import logging
 import re
 from pathlib import Path
 
-from omegaconf import DictConfig
-
-from rps import app, logged_model, plots, scores, tracking
 from rps import data as data_lib
+from rps import logged_model, plots, scores, tracking
 from rps.config import EvaluateConfig, RoiFind, TrackingConfig
 
 log = logging.getLogger("rps")
@@ -104,7 +102,3 @@ def metric_name(folder: Path) -> str:
     """The folder's name, in the characters MLflow allows in a metric name."""
     return re.sub(r"[^\w.\- ]", "_", folder.expanduser().absolute().name) or "folder"
 
-
-def main(cfg: DictConfig, root: Path) -> dict:
-    """The Hydra task."""
-    return app.main(cfg, root, run)

@@ -77,10 +77,9 @@ def model_files(folder: Path | None = None) -> dict[str, Path]:
     files = {name: folder / Path(member).name for name, (member, _) in MODELS.items()}
     for name, path in files.items():
         if path.is_file() and _sha256(path) != MODELS[name][1]:
-            raise WeightsError(
-                f"{path} does not have the SHA-256 rps expects for MediaPipe's {name} model "
-                f"({MODELS[name][1][:12]}...): it is damaged or another version. Delete it; "
-                "rps fetches the right one on the next run.")
+            log.warning("hands: removing %s, damaged or another version (its SHA-256 is not "
+                        "%s...); it will be fetched again", path, MODELS[name][1][:12])
+            path.unlink()
     if all(path.is_file() for path in files.values()):
         return files
     _fetch(folder, files)

@@ -9,13 +9,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
-import tensorflow as tf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from rps.crop import centre_square
+
+if TYPE_CHECKING:  # TensorFlow loads where an image is resized, so config checks run first
+    import keras
+    import tensorflow as tf
 
 # 16-bit greyscale modes; "I" is how Pillow opens 16-bit PNGs.
 _WIDE_GREY = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
@@ -74,6 +77,8 @@ def read_rgb(path: str | Path) -> np.ndarray:
 def square_resizer(size: int) -> keras.layers.Resizing:
     """The crop policy (:mod:`rps.crop`) as the model's first layer: Keras crops the same
     centred square, then resizes."""
+    import keras
+
     return keras.layers.Resizing(size, size, crop_to_aspect_ratio=True,
                                  interpolation="bilinear")
 
@@ -83,6 +88,8 @@ def _resizer(size: int) -> Callable[[np.ndarray], tf.Tensor]:
     """One layer per size, traced once for any HxWx3: an eager Keras call costs ~3 ms of
     Python per image, which would dominate loading small images; the graph costs under 1 ms.
     """
+    import tensorflow as tf
+
     resize = tf.function(square_resizer(size),
                          input_signature=[tf.TensorSpec([None, None, 3], tf.float32)])
     resize.get_concrete_function()  # trace now, not in several loader threads at once

@@ -1,4 +1,5 @@
-"""One Hydra job: validate the config, open its run, load data, build, train, test, write."""
+"""One Hydra job: validate the config, load the data, build the model, then open its run, train,
+test and write."""
 
 from __future__ import annotations
 
@@ -13,25 +14,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from rps import cache as cache_lib
-from rps import (
-    checkpoint,
-    config,
-    features,
-    interrupt,
-    outputs,
-    resume,
-    scores,
-    sweep,
-    tensorboard,
-    tracking,
-    train,
-)
+from rps import checkpoint, config, resume, startup, sweep, tracking
 from rps import data as data_lib
 from rps.config import Config
 from rps.context import JobContext, validated
 from rps.errors import PARAGRAPH, Interrupted, UserError, reported, task_started
-from rps.predictor import Predictor
 
 log = logging.getLogger("rps")
 
@@ -62,17 +49,26 @@ def main(cfg: DictConfig) -> float:
 def run(cfg: DictConfig, ctx: JobContext) -> dict:
     """A new run, or with ``trainer.resume`` the interrupted run it names, which goes on in
     its own output folder and MLflow run. Returns what ``metrics.json`` holds."""
-    resumed = resume.prepare(cfg, ctx.overrides, ctx.root) if cfg.trainer.resume else None
+    started = time.perf_counter()
+    resumed = validated(lambda: resume.prepare(cfg, ctx.overrides, ctx.root),
+                        ctx.output_dir, ctx.root) if cfg.trainer.resume else None
     if resumed is not None:
         log.info("resuming run %s into %s", resumed.run_id, resumed.output_dir)
         cfg, ctx = resumed.cfg, replace(ctx, output_dir=resumed.output_dir)
     conf = validated(lambda: _checked(cfg), ctx.output_dir, ctx.root)
+    startup.import_tensorflow()
+    from rps import pipeline  # TensorFlow's, after the checks that need none
+
+    # Whatever can refuse the input (the data, downloads, the hand models, the weights) comes
+    # before the run opens: a refusal leaves no run and no output folder.
+    ready = validated(lambda: pipeline.ready(conf), ctx.output_dir, ctx.root)
     mlrun = tracking.Run()
     try:
         # The lock comes first: a run whose process is still alive is not reopened.
         with checkpoint.lock(ctx.output_dir), _tracked(cfg, conf, ctx, resumed) as (mlrun,
                                                                                     tb_dir):
-            metrics = _trained(conf, ctx, mlrun, tb_dir, resumed is not None)
+            metrics = pipeline.trained(conf, ready, ctx, mlrun, tb_dir, resumed is not None,
+                                       started)
     except KeyboardInterrupt:
         message = _interrupted(mlrun, ctx.output_dir, swept=ctx.sweep_dir is not None)
         log.warning("%s", message, extra={PARAGRAPH: True})
@@ -101,44 +97,6 @@ def _interrupted(mlrun: tracking.Run, output_dir: Path, swept: bool) -> str:
                 "turned off: start the job again to train it.")
     return (f"{kept} and run {mlrun.run_id} is marked KILLED. To go on from there: "
             f"python run.py trainer.resume={mlrun.run_id}")
-
-
-def _trained(conf: Config, ctx: JobContext, mlrun: tracking.Run, tb_dir: Path,
-             resuming: bool) -> dict:
-    """Data, model, training, test pass and outputs: the work inside the run."""
-    started = time.perf_counter()
-    store = cache_lib.of(conf.cache)
-    data = data_lib.load(conf.data, conf.backbone.input_size, conf.trainer.seed, store)
-
-    strategy = train.distribution(conf.trainer.strategy)
-    classifier = train.build(conf, len(data.class_names), strategy)
-
-    state = checkpoint.load(ctx.output_dir) if resuming else None
-    if state is not None:
-        resume.log_continuation(mlrun, state)
-    ctrl_c = interrupt.CtrlC()
-    callbacks = [tensorboard.callback(tb_dir),
-                 tensorboard.AugmentedImages(data.train.images, classifier.augment, tb_dir,
-                                             conf.trainer.seed),
-                 ctrl_c]
-    with ctrl_c.installed():
-        fitted = train.fit(conf, classifier, data, strategy, callbacks,
-                           on_epoch=mlrun.log_epoch, cache=store,
-                           checkpoints=ctx.output_dir, resume=state)
-
-    tested = Predictor.of(classifier.inference, data.class_names)
-    if tested.finder is not None:
-        tested.locate = lambda images: features.cached_landmarks(
-            images, "test", store, tested.finder)[0]
-    metrics = {**scores.test(tested, data, conf.trainer.batch_size),
-               **fitted.metrics, "seed": conf.trainer.seed,
-               # After a resume, the time counts the work kept, not the epochs lost.
-               "total_seconds": time.perf_counter() - started + (
-                   state.seconds if state is not None else 0.0)}
-    outputs.publish(ctx.output_dir, mlrun, classifier.inference, metrics, data,
-                    conf.tracking.register, fitted.history)
-    mlrun.log_artifact(ctx.output_dir / ".hydra", "hydra")
-    return metrics
 
 
 def _checked(cfg: DictConfig) -> Config:

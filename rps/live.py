@@ -23,9 +23,8 @@ from typing import Protocol
 
 import cv2
 import numpy as np
-from omegaconf import DictConfig
 
-from rps import app, logged_model
+from rps import logged_model
 from rps.config import LiveConfig, LiveMode, RoiConfig, RoiFind
 from rps.crop import centre_square, cut, hand_square
 from rps.errors import UserError
@@ -550,7 +549,3 @@ def _report(summary: Summary, what: str, conf: LiveConfig, mode: Mode,
                  "`python run.py data=folder data.root=%s`.", mode.crops.count, conf.label,
                  mode.crops.folder, total, conf.data.root)
 
-
-def main(cfg: DictConfig, root: Path) -> Summary:
-    """The Hydra task."""
-    return app.main(cfg, root, run)

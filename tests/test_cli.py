@@ -103,10 +103,26 @@ def test_a_config_typo_leaves_no_output_folder_and_no_run(overrides, message, tm
     out = tmp_path / "outputs" / "runs" / "now"
     proc = run_cli(*overrides, f"hydra.run.dir={out}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: ")  # nothing of TensorFlow's comes first
     said = " ".join((proc.stdout + proc.stderr).split())
     assert said.count(message) == 1, said  # printed once: the paragraph, not a log line too
     assert not out.exists()
     assert MlflowClient(mlflow_store).search_experiments(filter_string="name = 'rps'") == []
+
+
+@pytest.mark.parametrize("app,args", [
+    ("run.py", ["head.units=-1"]),
+    ("evaluate.py", ["model_path=x", "data.root=y", "batch_size=0"]),
+    ("live.py", ["run_id=x", "smooth=0"]),
+])
+def test_a_config_is_refused_before_tensorflow_loads(app, args, tmp_path):
+    code = HELP.replace(', "--help"]', "]").format(
+        heavy=HEAVY, script=str(REPO / app), through_hydra=False,
+        args=[*args, f"hydra.run.dir={tmp_path / 'out'}"])
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr[-2000:]
+    assert "tensorflow" not in json.loads(proc.stdout.splitlines()[-1])
 
 
 def test_the_other_apps_leave_no_output_folder_either(tmp_path):
@@ -125,6 +141,8 @@ def test_debug_runs_a_config_end_to_end_on_a_few_images(tmp_path, mlflow_store):
                    "backbone=efficientnet_lite0", "backbone.input_size=64",
                    f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # TensorFlow's start-up lines from C++ (I0000 ..., E0000 ... cuInit) stay off the console.
+    assert not re.search(r"^[IWE]\d{4} |cuInit|absl::InitializeLog", proc.stderr, re.M)
     train, val, test = map(int, re.search(r"(\d+) train, (\d+) val, (\d+) test",
                                           proc.stdout).groups())
     assert (train + val, test) == (3 * 8, 3 * 8)  # the first 8 of each class in each split

@@ -181,7 +181,8 @@ def test_overrides_that_change_the_training_are_refused(tmp_path, mlflow_store):
 
 
 def test_unknown_run_id_is_one_paragraph_and_exit_2(tmp_path):
-    proc = run_cli("trainer.resume=0123456789abcdef", f"hydra.run.dir={tmp_path}")
+    proc = run_cli("trainer.resume=0123456789abcdef", f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 2
     assert "no run 0123456789abcdef in the tracking store" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()

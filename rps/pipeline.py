@@ -1,0 +1,77 @@
+"""The work of one job: its data and model made ready, then, inside its run, training, the
+test pass and the outputs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rps import cache as cache_lib
+from rps import (
+    checkpoint,
+    features,
+    hands,
+    interrupt,
+    outputs,
+    resume,
+    scores,
+    tensorboard,
+    tracking,
+    train,
+)
+from rps import data as data_lib
+from rps.config import Config
+from rps.context import JobContext
+from rps.model import Classifier
+from rps.predictor import Predictor
+
+
+@dataclass(frozen=True)
+class Ready:
+    store: cache_lib.ArrayCache | None
+    data: data_lib.Data
+    strategy: Any
+    classifier: Classifier
+
+
+def ready(conf: Config) -> Ready:
+    if conf.backbone.finds_hands:
+        hands.model_files()  # fetched here, where being offline is refused before the run
+    store = cache_lib.of(conf.cache)
+    data = data_lib.load(conf.data, conf.backbone.input_size, conf.trainer.seed, store)
+    strategy = train.distribution(conf.trainer.strategy)
+    return Ready(store, data, strategy, train.build(conf, len(data.class_names), strategy))
+
+
+def trained(conf: Config, ready: Ready, ctx: JobContext, mlrun: tracking.Run, tb_dir: Path,
+             resuming: bool, started: float) -> dict:
+    """Training, the test pass and the outputs: the work inside the run."""
+    store, data, strategy, classifier = ready.store, ready.data, ready.strategy, ready.classifier
+    state = checkpoint.load(ctx.output_dir) if resuming else None
+    if state is not None:
+        resume.log_continuation(mlrun, state)
+    ctrl_c = interrupt.CtrlC()
+    callbacks = [tensorboard.callback(tb_dir),
+                 tensorboard.AugmentedImages(data.train.images, classifier.augment, tb_dir,
+                                             conf.trainer.seed),
+                 ctrl_c]
+    with ctrl_c.installed():
+        fitted = train.fit(conf, classifier, data, strategy, callbacks,
+                           on_epoch=mlrun.log_epoch, cache=store,
+                           checkpoints=ctx.output_dir, resume=state)
+
+    tested = Predictor.of(classifier.inference, data.class_names)
+    if tested.finder is not None:
+        tested.locate = lambda images: features.cached_landmarks(
+            images, "test", store, tested.finder)[0]
+    metrics = {**scores.test(tested, data, conf.trainer.batch_size),
+               **fitted.metrics, "seed": conf.trainer.seed,
+               # After a resume, the time counts the work kept, not the epochs lost.
+               "total_seconds": time.perf_counter() - started + (
+                   state.seconds if state is not None else 0.0)}
+    outputs.publish(ctx.output_dir, mlrun, classifier.inference, metrics, data,
+                    conf.tracking.register, fitted.history)
+    mlrun.log_artifact(ctx.output_dir / ".hydra", "hydra")
+    return metrics
