@@ -7,13 +7,16 @@ folder and rename it into place, so two jobs building the same entry cannot corr
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
 import os
 import tempfile
+import time
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,11 +57,12 @@ def derived_seed(*parts: Any) -> int:
     return int(digest(*parts)[:8], 16)
 
 
-def file_digest(paths: Iterable[Path]) -> str:
-    """Names, sizes and bytes of files: a content fingerprint that needs no decoding."""
+def file_digest(paths: Iterable[Path], root: Path) -> str:
+    """Files' bytes and their paths below ``root`` (which name their split and class): the
+    same files give the same digest wherever they are, and no decoding is needed."""
     h = hashlib.sha256()
     for path in paths:
-        h.update(str(path).encode() + b"\0")
+        h.update(str(path.relative_to(root)).encode() + b"\0")
         with open(path, "rb") as f:
             h.update(hashlib.file_digest(f, "sha256").digest())
     return h.hexdigest()
@@ -93,7 +97,9 @@ class ArrayCache:
             return None
         try:
             with np.load(path, allow_pickle=False) as stored:
-                return {name: stored[name] for name in stored.files}
+                arrays = {name: stored[name] for name in stored.files}
+            os.utime(path)  # its last use, which `python -m rps.cache clean --unused` reads
+            return arrays
         # A file cut short by a crash or a full disk fails in any of these ways. Left in
         # place it would fail every later job: removed, it is rebuilt by this one.
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
@@ -114,3 +120,79 @@ def of(cfg: CacheConfig) -> ArrayCache | None:
     if not cfg.enabled:
         return None
     return ArrayCache(Path(cfg.dir).expanduser() if cfg.dir else user_cache_dir())
+
+
+@dataclass(frozen=True)
+class Usage:
+    kind: str  # a subfolder: images, features, landmarks, hand_models
+    entries: int
+    size: int  # bytes
+    last_used: float | None  # the newest file's mtime
+
+
+def usage(folder: Path) -> list[Usage]:
+    found = []
+    for kind in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
+        files = [f for f in kind.iterdir() if f.is_file()]
+        stats = [f.stat() for f in files]
+        found.append(Usage(kind.name, len(files), sum(st.st_size for st in stats),
+                           max((st.st_mtime for st in stats), default=None)))
+    return found
+
+
+def clean(folder: Path, kinds: Sequence[str] = (), unused_days: float | None = None) -> Usage:
+    """Removes the entries of ``kinds`` (every kind if none) not used for ``unused_days``
+    (any if None); returns what was removed. A job that needs one rebuilds it."""
+    removed, size = 0, 0
+    cutoff = None if unused_days is None else time.time() - unused_days * 86400
+    for kind in usage(folder):
+        if kinds and kind.kind not in kinds:
+            continue
+        for entry in (folder / kind.kind).iterdir():
+            stat = entry.stat()
+            if entry.is_file() and (cutoff is None or stat.st_mtime < cutoff):
+                entry.unlink(missing_ok=True)
+                removed, size = removed + 1, size + stat.st_size
+    return Usage(",".join(kinds) or "all", removed, size, None)
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m rps.cache``: what the cache holds; ``... clean``: free it."""
+    parser = argparse.ArgumentParser(
+        prog="python -m rps.cache",
+        description="The size of rps's cache of decoded images, backbone features, hand "
+        "landmarks and hand models, and a way to clean it. Every entry is rebuilt when a job "
+        "needs it again (the hand models are fetched again through the package registry).")
+    parser.add_argument("action", nargs="?", choices=["size", "clean"], default="size")
+    parser.add_argument("--dir", type=Path, help="the cache folder (default: $RPS_CACHE_DIR, "
+                        "else $XDG_CACHE_HOME/rps, else ~/.cache/rps), as cache.dir sets it")
+    parser.add_argument("--kind", action="append", default=[],
+                        help="clean only this kind (images, features, landmarks, hand_models); "
+                        "repeat for several")
+    parser.add_argument("--unused", type=float, metavar="DAYS",
+                        help="clean only entries no job has used for this many days")
+    args = parser.parse_args(argv)
+    folder = (args.dir or user_cache_dir()).expanduser()
+    known = {u.kind for u in usage(folder)}
+    if unknown := [k for k in args.kind if k not in known]:
+        parser.error(f"--kind {' '.join(unknown)}: {folder} holds no such kind; it holds "
+                     f"{', '.join(sorted(known)) or 'nothing yet'}.")
+    if args.action == "clean":
+        done = clean(folder, args.kind, args.unused)
+        print(f"removed {done.entries} entries ({_megabytes(done.size)}) from {folder}")
+    found = usage(folder)
+    print(f"{folder}: {_megabytes(sum(u.size for u in found))}")
+    for kind in found:
+        used = (time.strftime("%Y-%m-%d %H:%M", time.localtime(kind.last_used))
+                if kind.last_used else "-")
+        print(f"  {kind.kind:<12} {kind.entries:>5} entries {_megabytes(kind.size):>12}"
+              f"  last used {used}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

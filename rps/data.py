@@ -34,7 +34,7 @@ _SHOWN = 10  # bad files listed by name; the rest are counted
 _PROGRESS_SECONDS = 5.0
 _CONNECT_SECONDS = 10.0
 _CACHE_KIND = "images"
-_DECODED_VERSION = 1  # bump when decoding or the crop policy changes
+_DECODED_VERSION = 2  # bump when decoding, the crop policy or what is stored changes
 
 
 @dataclass(frozen=True)
@@ -200,12 +200,12 @@ def _load_folder(cfg: FolderDataConfig, size: int,
     if cache is not None:
         started = time.perf_counter()
         files = [path for paths, _ in listings.values() for path in paths]
-        key = digest(_DECODED_VERSION, size, file_digest(files))
+        key = digest(_DECODED_VERSION, size, file_digest(files, root))
         stored = cache.get(_CACHE_KIND, key)
         if stored is not None:
             log.info("data: decoded images read from the cache (files checked in %.1f s)",
                      time.perf_counter() - started)
-            splits, bad = _from_arrays(stored, list(listings))
+            splits, bad = _from_arrays(stored, list(listings), root)
             if bad:
                 _handle_bad(root, bad, cfg.on_bad_image)
             return class_names, splits
@@ -221,24 +221,30 @@ def _load_folder(cfg: FolderDataConfig, size: int,
                         class_names, "no readable images left after skipping",
                         "replace the unreadable files")
     if cache is not None:
-        cache.put(_CACHE_KIND, key, _to_arrays(splits, bad))
+        cache.put(_CACHE_KIND, key, _to_arrays(splits, bad, root))
     return class_names, splits
 
 
-def _to_arrays(splits: dict[str, Split], bad: list[BadImage]) -> dict[str, np.ndarray]:
-    arrays = {"bad_paths": np.array([b.path for b in bad], dtype=str),
+def _to_arrays(splits: dict[str, Split], bad: list[BadImage],
+               root: Path) -> dict[str, np.ndarray]:
+    """Paths are stored relative to the data's root: the entry is the files', wherever they
+    are (a copy, a symlink, another mount)."""
+    def relative(paths: list[str]) -> np.ndarray:
+        return np.array([str(Path(p).relative_to(root)) for p in paths], dtype=str)
+
+    arrays = {"bad_paths": relative([b.path for b in bad]),
               "bad_reasons": np.array([b.reason for b in bad], dtype=str)}
     for name, split in splits.items():
         arrays |= {f"{name}_images": split.images, f"{name}_labels": split.labels,
-                   f"{name}_sources": np.array(split.sources, dtype=str)}
+                   f"{name}_sources": relative(split.sources)}
     return arrays
 
 
-def _from_arrays(arrays: dict[str, np.ndarray],
-                 names: list[str]) -> tuple[dict[str, Split], list[BadImage]]:
+def _from_arrays(arrays: dict[str, np.ndarray], names: list[str],
+                 root: Path) -> tuple[dict[str, Split], list[BadImage]]:
     splits = {name: Split(arrays[f"{name}_images"], arrays[f"{name}_labels"],
-                          arrays[f"{name}_sources"].tolist()) for name in names}
-    bad = [BadImage(path, reason)
+                          [str(root / p) for p in arrays[f"{name}_sources"]]) for name in names}
+    bad = [BadImage(root / path, reason)
            for path, reason in zip(arrays["bad_paths"], arrays["bad_reasons"], strict=True)]
     return splits, bad
 

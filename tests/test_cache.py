@@ -1,13 +1,19 @@
 """The feature and decoded-image caches: hits, misses on any changed input, safe sharing."""
 
+import json
 import logging
 import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-from conftest import compose_cfg, fit, make_folder_dataset, run_cli
+from conftest import REPO, SHARED, compose_cfg, fit, make_folder_dataset, run_cli
 from PIL import Image
 
 from rps import config, features
@@ -176,3 +182,84 @@ def test_an_entry_cut_short_is_removed_and_rebuilt(tmp_path, caplog, keep):
     assert str(path) in caplog.text and not path.exists()
     store.put("landmarks", "k", arrays)
     np.testing.assert_array_equal(store.get("landmarks", "k")["features"], arrays["features"])
+
+
+def test_the_same_files_elsewhere_hit_the_decoded_images(root, tmp_path, caplog):
+    """Keyed by the files' bytes and their place below the root, not by where they are."""
+    store = ArrayCache(tmp_path / "cache")
+    cfg = config.to_object(compose_cfg("data=folder", f"data.root={root}"))
+    first = data_lib.load(cfg.data, 32, 0, store)
+    (tmp_path / "link").symlink_to(root)
+    copy = Path(shutil.copytree(root, tmp_path / "copy"))
+    for elsewhere in (tmp_path / "link", copy):
+        moved = config.to_object(compose_cfg("data=folder", f"data.root={elsewhere}"))
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="rps"):
+            again = data_lib.load(moved.data, 32, 0, store)
+        assert "read from the cache" in caplog.text
+        np.testing.assert_array_equal(first.train.images, again.train.images)
+        # Its paths are where the files are now, for error reports and grids.
+        assert again.test.sources == [s.replace(str(root), str(elsewhere))
+                                      for s in first.test.sources]
+    assert len(list((tmp_path / "cache" / "images").iterdir())) == 1
+    (copy / "train" / "rock" / "rock_000.png").rename(copy / "train" / "rock" / "rock_x.png")
+    data_lib.load(config.to_object(compose_cfg("data=folder", f"data.root={copy}")).data, 32,
+                  0, store)  # a renamed file is another dataset: a miss
+    assert len(list((tmp_path / "cache" / "images").iterdir())) == 2
+
+
+def test_size_report_and_clean(tmp_path):
+    folder = tmp_path / "cache"
+    store = ArrayCache(folder)
+    for kind, key in [("images", "a"), ("images", "b"), ("landmarks", "c")]:
+        store.put(kind, key, {"x": np.zeros(1000, dtype=np.uint8)})
+    old = store.path("images", "a")
+    os.utime(old, (time.time() - 10 * 86400,) * 2)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "rps.cache", "--dir", str(folder), *args],
+                              cwd=REPO, capture_output=True, text=True, check=False)
+
+    report = cli()
+    assert report.returncode == 0, report.stderr
+    lines = {line.split()[0]: line.split()[1] for line in report.stdout.splitlines()[1:]}
+    assert lines == {"images": "2", "landmarks": "1"}
+    refused = cli("clean", "--kind", "imgs")
+    assert refused.returncode == 2 and "holds images, landmarks" in refused.stderr
+    assert "Traceback" not in refused.stderr and old.exists()
+    assert "removed 1 entries" in cli("clean", "--unused", "7").stdout
+    assert not old.exists() and store.path("images", "b").exists()
+    assert "removed 1 entries" in cli("clean", "--kind", "landmarks").stdout
+    assert store.get("landmarks", "c") is None and store.get("images", "b") is not None
+    assert "removed 1 entries" in cli("clean").stdout
+    assert "0.0 MB" in cli().stdout.splitlines()[0]
+
+
+@pytest.mark.skipif(not (SHARED / "test").is_dir(), reason=f"{SHARED} is absent")
+def test_a_job_heals_cache_entries_a_crash_cut_short(tmp_path, mlflow_store):
+    """As a user meets it: a full disk cut the landmark and image entries of an earlier
+    job; the next job logs each path, rebuilds it, and finishes."""
+    env = {**os.environ, "RPS_CACHE_DIR": str(tmp_path / "cache")}
+    hand_models = Path(os.environ["RPS_CACHE_DIR"]) / "hand_models"
+    if hand_models.is_dir():  # fetched once for the session already
+        shutil.copytree(hand_models, tmp_path / "cache" / "hand_models")
+
+    def job(name: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(REPO / "run.py"), "data=folder",
+                               f"data.root={SHARED}", "data.limit=8", "trainer.epochs=1",
+                               f"hydra.run.dir={tmp_path / name}"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=600, check=False)
+
+    first = job("first")
+    assert first.returncode == 0, first.stderr[-3000:]
+    entries = sorted((tmp_path / "cache").glob("*/*.npz"))
+    assert {e.parent.name for e in entries} == {"images", "landmarks"}
+    for i, entry in enumerate(entries):
+        entry.write_bytes(entry.read_bytes()[:entry.stat().st_size // 2] if i % 2 else b"")
+    second = job("second")
+    assert second.returncode == 0, second.stderr[-3000:]
+    for entry in entries:
+        assert f"removing unreadable {entry}" in second.stdout
+        assert ArrayCache(tmp_path / "cache").get(entry.parent.name, entry.stem) is not None
+    assert (json.loads((tmp_path / "first" / "metrics.json").read_text())["test_accuracy"]
+            == json.loads((tmp_path / "second" / "metrics.json").read_text())["test_accuracy"])
