@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rps import cache as cache_lib
 from rps import (
     checkpoint,
@@ -22,7 +24,7 @@ from rps import (
     train,
 )
 from rps import data as data_lib
-from rps.config import Config
+from rps.config import Config, FolderDataConfig
 from rps.context import JobContext
 from rps.model import Classifier
 from rps.predictor import Predictor
@@ -52,6 +54,8 @@ def trained(conf: Config, ready: Ready, ctx: JobContext, mlrun: tracking.Run, tb
     state = checkpoint.load(ctx.output_dir) if resuming else None
     if state is not None:
         resume.log_continuation(mlrun, state)
+    else:
+        _log_data(mlrun, conf, data)
     ctrl_c = interrupt.CtrlC()
     callbacks = [tensorboard.callback(tb_dir),
                  tensorboard.AugmentedImages(data.train.images, classifier.augment, tb_dir,
@@ -75,3 +79,22 @@ def trained(conf: Config, ready: Ready, ctx: JobContext, mlrun: tracking.Run, tb
                     conf.tracking.register, fitted.history)
     mlrun.log_artifact(ctx.output_dir / ".hydra", "hydra")
     return metrics
+
+
+def _log_data(mlrun: tracking.Run, conf: Config, data: data_lib.Data) -> None:
+    """The data as the run's inputs: where it is, a digest of each split's content (every
+    image subsampled 4x each way, and the labels), and the counts per class."""
+    if isinstance(conf.data, FolderDataConfig):
+        where = Path(conf.data.root).expanduser().resolve()
+        name, source = where.name, str(where)
+    else:
+        name = source = f"tfds:{conf.data.tfds_name}"
+    splits = {}
+    for split in data_lib.SPLITS:
+        part = getattr(data, split)
+        counts = np.bincount(part.labels, minlength=len(data.class_names))
+        splits[split] = tracking.DatasetSplit(
+            digest=cache_lib.digest(part.labels, part.images[:, ::4, ::4]),
+            images=f"{part.images.dtype}{list(part.images.shape)}", classes=data.class_names,
+            counts=dict(zip(data.class_names, counts.tolist(), strict=True)))
+    mlrun.log_datasets(name, source, splits)

@@ -29,6 +29,7 @@ log = logging.getLogger("rps")
 
 URI_ENV = "MLFLOW_TRACKING_URI"
 PARENT_TAG = "mlflow.parentRunId"
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 RUN_NAME_TAG = "mlflow.runName"
 # MLflow's limits: 100 params per batch call, 6000 characters per param value.
 PARAMS_PER_BATCH = 100
@@ -113,15 +114,20 @@ def check_server(uri: str) -> None:
 
 
 def experiment_id(client, name: str, uri: str) -> str:
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
+    """The experiment, created if new, and marked as model training: MLflow 3's UI opens an
+    unmarked experiment on its GenAI traces page, empty for rps, instead of its runs."""
     from mlflow.exceptions import MlflowException
 
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location(uri, name))
-    except MlflowException:  # a concurrent job created it first
-        return client.get_experiment_by_name(name).experiment_id
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        try:
+            found = client.get_experiment(client.create_experiment(
+                name, artifact_location=artifact_location(uri, name)))
+        except MlflowException:  # a concurrent job created it first
+            found = client.get_experiment_by_name(name)
+    if found.tags.get(EXPERIMENT_KIND_TAG) is None:
+        client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+    return found.experiment_id
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -157,6 +163,17 @@ def git_state(root: Path) -> dict[str, str]:
                 "git_dirty": str(bool(git("status", "--porcelain"))).lower()}
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": "unknown", "git_dirty": "unknown"}
+
+
+@dataclass(frozen=True)
+class DatasetSplit:
+    digest: str  # of the split's content
+    images: str  # their array's type and shape
+    classes: list[str]
+    counts: dict[str, int]  # images per class
+
+
+DIGEST_CHARS = 12  # MLflow shows a dataset's digest in full; a short one reads as an id
 
 
 @dataclass
@@ -216,6 +233,21 @@ class Run:
                 self.client.log_artifacts(self.run_id, str(path), folder)
             else:
                 self.client.log_artifact(self.run_id, str(path), folder)
+
+    def log_datasets(self, name: str, source: str, splits: Mapping[str, DatasetSplit]) -> None:
+        """Each split as an input of the run, which MLflow's UI lists under Datasets."""
+        if not self.active:
+            return
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(
+            Dataset(name=f"{name} {split}", digest=info.digest[:DIGEST_CHARS],
+                    source_type="local" if source.startswith("/") else "tfds",
+                    source=json.dumps({"uri": source}),
+                    schema=json.dumps({"images": info.images, "classes": info.classes}),
+                    profile=json.dumps({"num_rows": sum(info.counts.values()),
+                                        "per_class": info.counts})),
+            tags=[InputTag("mlflow.data.context", split)]) for split, info in splits.items()])
 
     def log_text(self, text: str, name: str) -> None:
         if self.active:

@@ -3,6 +3,7 @@ features and their augmentation, and training and scoring on real hands."""
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -87,12 +88,17 @@ def test_landmark_augmentation_is_seeded_and_moves_what_features_see():
     assert 0.005 < np.abs(jittered).mean() / size.mean() < 0.05
 
 
-def test_a_damaged_model_file_is_one_paragraph(tmp_path):
-    for member, _ in hands.MODELS.values():
-        (tmp_path / member.rsplit("/", 1)[1]).write_bytes(b"not a model")
-    with pytest.raises(WeightsError, match="does not have the SHA-256") as err:
+def test_a_damaged_model_file_is_removed_and_fetched_again(tmp_path, monkeypatch, caplog):
+    """Offline here (pip finds no index), so the fetch that follows is refused."""
+    damaged = [tmp_path / member.rsplit("/", 1)[1] for member, _ in hands.MODELS.values()]
+    for path in damaged:
+        path.write_bytes(b"not a model")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    with caplog.at_level(logging.WARNING, logger="rps"), pytest.raises(
+            WeightsError, match="could not fetch MediaPipe's hand models"):
         hands.model_files(tmp_path)
-    assert "Delete it" in str(err.value) and "\n" not in str(err.value)
+    for path in damaged:
+        assert f"removing {path}, damaged" in caplog.text and not path.exists()
 
 
 def test_models_missing_while_offline_is_one_paragraph(tmp_path):

@@ -76,6 +76,23 @@ def test_run_has_params_tags_and_per_epoch_metrics(single, root):
     assert metrics["time/total_s"] >= metrics["time/train_s"]
 
 
+def test_the_experiment_is_model_training_and_the_data_its_runs_inputs(single, root):
+    run, client = single["run"], single["client"]
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    inputs = {d.tags[0].value: d.dataset for d in run.inputs.dataset_inputs}
+    assert list(inputs) == ["train", "val", "test"]
+    for split, dataset in inputs.items():
+        assert dataset.name == f"{root.name} {split}"
+        assert json.loads(dataset.source) == {"uri": str(root)}
+        assert json.loads(dataset.schema)["classes"] == ["paper", "rock", "scissors"]
+    counts = {split: json.loads(d.profile)["per_class"] for split, d in inputs.items()}
+    assert counts["test"] == {"paper": 4, "rock": 4, "scissors": 4}
+    assert {n for c in (counts["train"], counts["val"]) for n in c.values()} <= set(range(11))
+    assert sum(counts["train"].values()) + sum(counts["val"].values()) == 30
+    assert len({d.digest for d in inputs.values()}) == 3
+
+
 def test_run_artifacts(single):
     client, run_id = single["client"], single["run"].info.run_id
 
