@@ -7,8 +7,12 @@ TEST_STAMP := $(VENV)/.installed-test
 # `make mlflow-server`: where the server listens and keeps its runs and artifacts.
 PORT ?= 5000
 SERVER_DIR ?= mlflow-server
+# `make serve`: the model it serves (a run's, else any MLflow model URI) and its port.
+RUN_ID ?=
+MODEL_URI ?= runs:/$(RUN_ID)/model
+SERVE_PORT ?= 5001
 
-.PHONY: help install train test test-fast mlflow-server clean
+.PHONY: help install train test test-fast mlflow-server serve clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -43,6 +47,13 @@ mlflow-server: $(STAMP)  ## MLflow tracking server on http://127.0.0.1:5000 (POR
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mlflow server --host 127.0.0.1 --port $(PORT) --workers 2 \
 		--backend-store-uri sqlite:///$(abspath $(SERVER_DIR))/mlflow.db \
 		--artifacts-destination $(abspath $(SERVER_DIR))/artifacts
+
+# MLflow starts its scoring server as `uvicorn` through the shell, so the venv's bin/ goes
+# on PATH here: the user's PATH needs nothing.
+serve:  ## serve a run's model over HTTP on 127.0.0.1:5001 (RUN_ID=<id>, SERVE_PORT=5002)
+	@test -n "$(RUN_ID)$(filter-out runs:/$(RUN_ID)/model,$(MODEL_URI))" || { echo "make serve needs RUN_ID=<run id> (see mlflow ui) or MODEL_URI=models:/<name>/<version>" >&2; exit 2; }
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mlflow models serve -m "$(MODEL_URI)" \
+		--env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
 
 clean:  ## remove generated outputs (keeps .venv and mlruns)
 	rm -rf outputs .pytest_cache

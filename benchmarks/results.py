@@ -39,6 +39,9 @@ BENCHMARKS = {
               lambda a: ["--data", a.renders, "--out", a.out / "speed"]),
     "live": ("Live", "live.py's frame rate per image backbone, and why it traces the model",
              lambda a: ["--images", a.renders / "test"]),
+    "serving": ("Serving", "a served model's latency per 640x480 photo, as a base64 JPEG and as "
+                "JSON pixels",
+                lambda a: ["--images", a.real[0]]),
     "sweeps": ("Sweeps", "one head sweep run serially, with joblib and with Ray",
                lambda a: ["--data", a.renders, "--out", a.out / "sweeps"]),
 }

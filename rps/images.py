@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -62,7 +62,7 @@ def _on_white(rgba: np.ndarray) -> np.ndarray:
     return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
+def read_rgb(path: str | Path | IO[bytes]) -> np.ndarray:
     """Decode a whole file now, so a truncated or corrupt one fails here, named."""
     try:
         with Image.open(path) as img:

@@ -9,11 +9,15 @@ model's code, so a served model needs rps's dependencies, not a checkout of rps.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import json
 import os
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -24,18 +28,21 @@ from rps import hands, tracking
 from rps import model as model_lib
 from rps.config import ModelChoice, StoreConfig, TrackingConfig
 from rps.errors import first_line
+from rps.images import BadImage, read_rgb
 from rps.predictor import Predictor
 from rps.scores import NO_HAND
 
 MODEL_NAME = "model"
 LABEL = "label"  # the served column beside the class probabilities
+IMAGE_COLUMN = "image"  # a request's base64-encoded image files, when it names its column
 KERAS_ARTIFACT = "keras_model"
 PACKAGE = Path(__file__).resolve().parent
 
 
 class PredictorModel(mlflow.pyfunc.PythonModel):
-    """Images in (a batch of one size, any size, RGB 0-255), one row per image out: the
-    probability of each class and the label, ``no hand`` where the finder found none."""
+    """Images in, one row per image out: the probability of each class and the label,
+    ``no hand`` where the finder found none. An image is an image file (JPEG, PNG, ...),
+    base64-encoded, or its RGB pixels 0-255 (a batch of one size)."""
 
     def load_context(self, context) -> None:
         artifacts = {name: Path(path) for name, path in context.artifacts.items()}
@@ -43,13 +50,53 @@ class PredictorModel(mlflow.pyfunc.PythonModel):
         finder = hands.HandFinder(artifacts) if artifacts else None
         self.predictor = Predictor(model, class_names, finder)
 
-    def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
-        probs = self.predictor.probabilities(list(np.asarray(model_input, np.float32)))
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        probs = self.predictor.probabilities(images_of(model_input))
         names = self.predictor.class_names
         table = pd.DataFrame(np.nan_to_num(probs, nan=0.0), columns=names)
         table[LABEL] = [NO_HAND if np.isnan(row).any() else names[int(row.argmax())]
                         for row in probs]
         return table
+
+
+def images_of(model_input: Any) -> list[np.ndarray]:
+    """The RGB images of a request: ``{"inputs": ["<base64 JPEG>", ...]}`` (or a column
+    ``image`` of them), or ``{"inputs": <N x H x W x 3 pixels, 0-255>}``."""
+    if isinstance(model_input, pd.DataFrame):
+        model_input = (model_input[IMAGE_COLUMN] if IMAGE_COLUMN in model_input
+                       else model_input.iloc[:, 0]).to_numpy()
+    elif isinstance(model_input, dict):
+        model_input = model_input.get(IMAGE_COLUMN, next(iter(model_input.values()), []))
+    given = np.asarray(model_input)
+    if given.dtype.kind in "USO":
+        return [_decoded(i, item) for i, item in enumerate(given.reshape(-1))]
+    pixels = given.astype(np.float32)
+    if pixels.ndim != 4 or pixels.shape[-1] != 3:
+        raise _bad_request(f"pixels must be N x H x W x 3 RGB, not an array of shape "
+                           f"{given.shape}; or send base64-encoded image files")
+    if pixels.size and pixels.max() <= 1.0 and np.any(pixels != np.round(pixels)):
+        raise _bad_request("the pixels are scaled to 0..1; the model takes RGB 0-255, as "
+                           "an image file decodes: multiply by 255, or send the image files "
+                           "base64-encoded")
+    return list(pixels)
+
+
+def _decoded(index: int, item: Any) -> np.ndarray:
+    data = item if isinstance(item, bytes) else str(item)
+    try:
+        raw = data if isinstance(data, bytes) else base64.b64decode(data, validate=True)
+        return read_rgb(io.BytesIO(raw))
+    except (binascii.Error, ValueError, BadImage) as err:
+        reason = err.reason if isinstance(err, BadImage) else "not valid base64"
+        raise _bad_request(f"image {index} is not a base64-encoded image file ({reason}); "
+                           "send each JPEG or PNG file's bytes base64-encoded") from None
+
+
+def _bad_request(message: str) -> MlflowException:
+    """What the server answers with HTTP 400 and the message."""
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 def log(run: tracking.Run, model, class_names: list[str], example: np.ndarray,
@@ -58,10 +105,12 @@ def log(run: tracking.Run, model, class_names: list[str], example: np.ndarray,
     if not run.active:
         return
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema, TensorSpec
+    from mlflow.types import ColSpec, Schema
 
+    # No input schema: MLflow would hold every request to one type, and the model takes
+    # both image files and pixels (images_of).
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, 3))]),
+        inputs=None,
         outputs=Schema([*(ColSpec("double", name) for name in class_names),
                         ColSpec("string", LABEL)]),
     )

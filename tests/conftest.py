@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -127,34 +128,45 @@ def wait_for(url: str, server: subprocess.Popen, seconds: float = 120) -> None:
 @contextlib.contextmanager
 def served_model(model_uri: str, tracking_uri: str,
                  env: dict[str, str] | None = None) -> Iterator[str]:
-    """``mlflow models serve`` of a logged model, as the README shows it; yields its URL."""
+    """``make serve`` of a logged model, as the README shows it, with nothing of the venv's
+    on PATH (MLflow starts ``uvicorn`` through the shell); yields its URL."""
     port = free_port()
-    bin_dir = Path(sys.executable).parent  # as in an activated venv: mlflow runs uvicorn
-    env = {**os.environ, **(env or {}), "MLFLOW_TRACKING_URI": tracking_uri,
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    bin_dir = Path(sys.executable).parent
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                           if Path(p).resolve() != bin_dir.resolve())
+    env = {**os.environ, **(env or {}), "MLFLOW_TRACKING_URI": tracking_uri, "PATH": path}
     server = subprocess.Popen(
-        [str(bin_dir / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        ["make", "-s", "serve", f"BIN={bin_dir}", f"MODEL_URI={model_uri}",
+         f"SERVE_PORT={port}"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{url}/ping", server)
         yield url
     finally:
-        server.send_signal(signal.SIGINT)
+        os.killpg(server.pid, signal.SIGINT)
         try:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            server.kill()
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+def post(url: str, body: dict) -> tuple[int, dict]:
+    """The served model's status and answer to a JSON request."""
+    request = urllib.request.Request(f"{url}/invocations", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
 
 
 def post_images(url: str, images: np.ndarray) -> list[dict]:
     """The served model's rows for a batch of same-size RGB images."""
-    request = urllib.request.Request(
-        f"{url}/invocations", data=json.dumps({"inputs": images.astype(float).tolist()}).encode(),
-        headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return json.loads(response.read())["predictions"]
+    status, answer = post(url, {"inputs": images.astype(float).tolist()})
+    assert status == 200, answer
+    return answer["predictions"]
 
 
 def run_cli(*overrides: str, script: str = "run.py", cwd: Path = REPO,

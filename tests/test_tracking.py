@@ -1,5 +1,6 @@
 """MLflow and TensorBoard tracking on a real SQLite store, with tiny generated data."""
 
+import base64
 import json
 import subprocess
 import sys
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, make_folder_dataset, post_images, run_cli, served_model
+from conftest import REPO, make_folder_dataset, post, post_images, run_cli, served_model
 from mlflow.tracking import MlflowClient
 
 from rps import logged_model, sweep, tracking
@@ -140,16 +141,33 @@ def test_tensorboard_holds_epoch_scalars_and_augmented_images(single):
     assert "augmented_training_images" in images.Tags()["tensors"]
 
 
-def test_mlflow_models_serve_classifies_raw_rgb(single, root):
+def test_mlflow_models_serve_classifies_image_files_and_pixels(single, root, tmp_path):
     from PIL import Image
 
-    image = np.asarray(Image.open(root / "test" / "rock" / "rock_000.png").convert("RGB"))
-    with served_model(f"runs:/{single['run'].info.run_id}/model", single["uri"]) as url:
-        (row,) = post_images(url, image[None])
+    png = root / "test" / "rock" / "rock_000.png"
+    image = np.asarray(Image.open(png).convert("RGB"))
+    jpeg = tmp_path / "rock.jpg"
+    Image.fromarray(image).save(jpeg, quality=95)
+    files = [base64.b64encode(path.read_bytes()).decode() for path in (png, jpeg)]
     local = Predictor.of(*model_lib.load(single["out"]))
-    names, (expected,) = local.class_names, local.probabilities(image[None])
-    np.testing.assert_allclose([row[name] for name in names], expected, atol=1e-4)
-    assert row["label"] == names[int(expected.argmax())]
+    names = local.class_names
+    expected = local.probabilities([image, np.asarray(Image.open(jpeg))])
+    with served_model(f"runs:/{single['run'].info.run_id}/model", single["uri"]) as url:
+        pixels = post_images(url, image[None])
+        status, as_files = post(url, {"inputs": files})
+        status_named, named = post(url, {"dataframe_split": {"columns": ["image"],
+                                                              "data": [[f] for f in files]}})
+        scaled = post(url, {"inputs": (image[None] / 255.0).tolist()})
+        garbage = post(url, {"inputs": ["bm90IGFuIGltYWdl"]})  # "not an image"
+    assert status == status_named == 200, (as_files, named)
+    for row, probs in zip([*pixels, *as_files["predictions"]], [expected[0], *expected],
+                          strict=True):
+        np.testing.assert_allclose([row[name] for name in names], probs, atol=1e-4)
+        assert row["label"] == names[int(probs.argmax())]
+    assert named == as_files
+    assert scaled[0] == 400 and "scaled to 0..1" in scaled[1]["message"]
+    assert garbage[0] == 400 and "image 0 is not a base64-encoded image" in garbage[1][
+        "message"]
 
 
 def test_sweep_has_a_parent_with_children_and_a_summary(root, tmp_path, mlflow_store):
