@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -150,3 +151,10 @@ class Predictor:
             return run(cut(rgb, *hand_square(hand.landmarks)))
 
         return predict
+
+
+def load(folder: str | Path) -> Predictor:
+    """The predictor of a saved model: a run's output folder, or its ``model.keras``."""
+    from rps import model as model_lib
+
+    return Predictor.of(*model_lib.load(Path(folder).expanduser()))
