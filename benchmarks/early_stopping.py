@@ -1,14 +1,14 @@
 """Early stopping: the patience the renders justify, and what it changes on real photos.
 
     python benchmarks/early_stopping.py --renders ../shared/data/rps \
-        --real ../shared/data/rps-real-frames ../shared/data/rps-real-dev [--patience 15]
+        --real ../shared/data/rps-real-frames ../shared/data/rps-real-dev
 
 For a few seeds the default config trains on the renders for a long budget with early
 stopping off; the longest wait between two rises of validation accuracy (on the renders'
 held-out slice, never on real photos) is what a patience must outlast. Then each seed
-trains again with `--patience`, and every model, from the long budget with and without
-early stopping and from the default budget, is scored on the renders' test split and with
-`python evaluate.py` on each folder of real photos.
+trains again with the default `trainer.patience`, and every model, from the long budget
+with and without early stopping and from the default budget, is scored on the renders'
+test split and with `python evaluate.py` on each folder of real photos.
 Prints markdown tables, which benchmarks/results.py puts into docs/results.md.
 """
 
@@ -60,17 +60,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--renders", type=Path, required=True)
     parser.add_argument("--real", type=Path, nargs="+", required=True)
-    parser.add_argument("--patience", type=int, default=15)
     parser.add_argument("--out", type=Path, default=Path("/tmp/rps-early-stopping"))
     args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+    from rps import config
+
+    patience = config.compose(REPO / "conf").trainer.patience
+    default_epochs = config.compose(REPO / "conf").trainer.epochs
     waits, rows = [], []
     for seed in SEEDS:
         runs = {
             f"{LONG} epochs, patience null": [f"trainer.epochs={LONG}", "trainer.patience=null"],
-            f"{LONG} epochs, patience {args.patience}": [f"trainer.epochs={LONG}",
-                                                        f"trainer.patience={args.patience}"],
-            "default epochs, patience null": ["trainer.patience=null"],
-            f"default epochs, patience {args.patience}": [f"trainer.patience={args.patience}"],
+            f"{LONG} epochs, patience {patience}": [f"trainer.epochs={LONG}",
+                                                        f"trainer.patience={patience}"],
+            f"{default_epochs} epochs (the default), patience null": ["trainer.patience=null"],
+            f"{default_epochs} epochs, patience {patience} (the default)": [],
         }
         for i, (name, overrides) in enumerate(runs.items()):
             folder = args.out / f"seed{seed}" / f"run{i}"
@@ -89,7 +93,7 @@ def main() -> None:
     for seed, wait, peak, best, last in waits:
         print(f"| {seed} | {wait} | {peak} | {best:.3f} | {last:.3f} |")
     names = " | ".join(real.name for real in args.real)
-    print(f"\nWith trainer.patience={args.patience} (every model restores its best epoch):\n")
+    print(f"\nWith trainer.patience={patience} (every model restores its best epoch):\n")
     print(f"| seed | run | epochs run | best val accuracy | render test | {names} |\n"
           f"|---|---|---|---|---|{'---|' * len(args.real)}")
     for seed, name, epochs, val, test, real in rows:

@@ -39,6 +39,10 @@ BENCHMARKS = {
               lambda a: ["--data", a.renders, "--out", a.out / "speed"]),
     "live": ("Live", "live.py's frame rate per image backbone, and why it traces the model",
              lambda a: ["--images", a.renders / "test"]),
+    "early_stopping": ("Early stopping", "the patience the renders justify, and what early "
+                       "stopping changes on the renders and on real photos",
+                       lambda a: ["--renders", a.renders, "--real", *a.real,
+                                  "--out", a.out / "early_stopping"]),
     "serving": ("Serving", "a served model's latency per 640x480 photo, as a base64 JPEG and as "
                 "JSON pixels",
                 lambda a: ["--images", a.real[0]]),
