@@ -50,20 +50,20 @@ def run(cfg: DictConfig, ctx: JobContext) -> dict:
     """A new run, or with ``trainer.resume`` the interrupted run it names, which goes on in
     its own output folder and MLflow run. Returns what ``metrics.json`` holds."""
     started = time.perf_counter()
-    resumed = validated(lambda: resume.prepare(cfg, ctx.overrides, ctx.root),
-                        ctx.output_dir, ctx.root) if cfg.trainer.resume else None
-    if resumed is not None:
-        log.info("resuming run %s into %s", resumed.run_id, resumed.output_dir)
-        cfg, ctx = resumed.cfg, replace(ctx, output_dir=resumed.output_dir)
-    conf = validated(lambda: _checked(cfg), ctx.output_dir, ctx.root)
-    startup.import_tensorflow()
-    from rps import pipeline  # TensorFlow's, after the checks that need none
-
-    # Whatever can refuse the input (the data, downloads, the hand models, the weights) comes
-    # before the run opens: a refusal leaves no run and no output folder.
-    ready = validated(lambda: pipeline.ready(conf), ctx.output_dir, ctx.root)
     mlrun = tracking.Run()
     try:
+        resumed = validated(lambda: resume.prepare(cfg, ctx.overrides, ctx.root),
+                            ctx.output_dir, ctx.root) if cfg.trainer.resume else None
+        if resumed is not None:
+            log.info("resuming run %s into %s", resumed.run_id, resumed.output_dir)
+            cfg, ctx = resumed.cfg, replace(ctx, output_dir=resumed.output_dir)
+        conf = validated(lambda: _checked(cfg), ctx.output_dir, ctx.root)
+        startup.import_tensorflow()
+        from rps import pipeline  # TensorFlow's, after the checks that need none
+
+        # Whatever can refuse the input (the data, downloads, the hand models, the weights)
+        # comes before the run opens: a refusal leaves no run and no output folder.
+        ready = validated(lambda: pipeline.ready(conf), ctx.output_dir, ctx.root)
         # The lock comes first: a run whose process is still alive is not reopened.
         with checkpoint.lock(ctx.output_dir), _tracked(cfg, conf, ctx, resumed) as (mlrun,
                                                                                     tb_dir):
