@@ -193,7 +193,8 @@ class SweepCallback(Callback):
         state = {"parent_run_id": self.parent, "varying": varying_keys(config)}
         (sweep_dir / STATE_FILE).write_text(json.dumps(state))
         atexit.register(self._close, "KILLED")
-        log.info("mlflow: sweep parent run %s in %s", self.parent, uri)
+        log.info("mlflow: sweep parent run %s in %s; in mlflow ui: %s", self.parent, uri,
+                 tracking.ui_link(uri, experiment, self.parent))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:

@@ -42,6 +42,7 @@ EPOCH_METRICS = {"loss": "train/loss", "accuracy": "train/accuracy", "val_loss":
 DATA_KEYS = ("data.root", "data.tfds_dir")
 PATH_KEYS = (*DATA_KEYS, "cache.dir", "tracking.", "hydra.")
 SERVER_TIMEOUT_S = 5
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` listens unless told otherwise
 # Where a run keeps its config: in its output folder, and logged with it.
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
 LOGGED_CONFIG = "config/config.yaml"
@@ -128,6 +129,15 @@ def experiment_id(client, name: str, uri: str) -> str:
     if found.tags.get(EXPERIMENT_KIND_TAG) is None:
         client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
     return found.experiment_id
+
+
+def ui_link(uri: str, experiment: str, run_id: str | None = None) -> str:
+    """Where ``mlflow ui`` (for a local store, at its default address) shows an experiment or
+    a run, in its model-training view: MLflow 3.17's UI opens in its GenAI view, which shows
+    traces and no runs, unless the link or the user picks the other."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI_ADDRESS
+    page = f"experiments/{experiment}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{base}/#/{page}?workflowType=machine_learning"
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -279,7 +289,8 @@ def job_run(cfg: TrackingConfig, root: Path, name: str, tags: Mapping[str, str],
     experiment = experiment_id(client, cfg.experiment, uri)
     run = client.create_run(experiment, run_name=name, tags=dict(tags))
     tracked = Run(client=client, run_id=run.info.run_id, uri=uri, experiment_id=experiment)
-    log.info("mlflow: run %s (%s) in %s", tracked.run_id, name, uri)
+    log.info("mlflow: run %s (%s) in %s; in mlflow ui: %s", tracked.run_id, name, uri,
+             ui_link(uri, experiment, tracked.run_id))
     with _closing(tracked):
         yield tracked
 

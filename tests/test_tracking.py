@@ -45,7 +45,7 @@ def single(root, tmp_path_factory):
                    "head.dropout=0.1", f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = runs(uri)
-    return {"uri": uri, "out": out, "run": run, "client": MlflowClient(uri)}
+    return {"uri": uri, "out": out, "run": run, "client": MlflowClient(uri), "log": proc.stdout}
 
 
 def test_run_has_params_tags_and_per_epoch_metrics(single, root):
@@ -92,6 +92,12 @@ def test_the_experiment_is_model_training_and_the_data_its_runs_inputs(single, r
     assert {n for c in (counts["train"], counts["val"]) for n in c.values()} <= set(range(11))
     assert sum(counts["train"].values()) + sum(counts["val"].values()) == 30
     assert len({d.digest for d in inputs.values()}) == 3
+    # MLflow 3.17's UI shows runs in its model-training view, which this link opens.
+    link = (f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/"
+            f"{run.info.run_id}?workflowType=machine_learning")
+    assert f"in mlflow ui: {link}" in single["log"]
+    assert tracking.ui_link("http://host:5000/", "7") == (
+        "http://host:5000/#/experiments/7?workflowType=machine_learning")
 
 
 def test_run_artifacts(single):
