@@ -32,7 +32,7 @@ def make_video(images: Path, frames: int, path: Path) -> Path:
     files = sorted(p for p in images.rglob("*") if p.suffix.lower() in {".png", ".jpg"})
     if not files:
         raise SystemExit(f"no .png or .jpg images under {images}: pass --images <folder>")
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (640, 480))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 30.0, (640, 480))
     for i in range(frames):
         photo = cv2.resize(cv2.imread(str(files[i * 7 % len(files)])), (300, 300))
         canvas = np.full((480, 640, 3), 200, dtype=np.uint8)

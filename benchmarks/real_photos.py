@@ -62,7 +62,7 @@ def run(script: str, *overrides: str, log: Path) -> float:
 
 def video(real: Path, path: Path, photos: int = 30) -> Path:
     files = sorted(p for p in real.rglob("*") if p.suffix.lower() in {".jpg", ".png"})
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (640, 480))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 30.0, (640, 480))
     for file in files[::max(1, len(files) // photos)][:photos]:
         image = cv2.imread(str(file))
         scale = min(600 / image.shape[1], 440 / image.shape[0])

@@ -209,7 +209,7 @@ def photos(folder: str | None = None) -> tuple[np.ndarray, np.ndarray]:
 @functools.cache
 def _canvas(folder: str | None, stamp: tuple | None) -> tuple[np.ndarray, np.ndarray]:
     """The bundled photos, then the user's."""
-    images = [cv2.cvtColor(cv2.imread(str(files(package) / name)), cv2.COLOR_BGR2RGB)
+    images = [cv2.cvtColor(_bundled(str(files(package) / name)), cv2.COLOR_BGR2RGB)
               for package, name in PHOTOS]
     if folder is not None:
         images += user_photos(Path(folder).expanduser())
@@ -218,6 +218,14 @@ def _canvas(folder: str | None, stamp: tuple | None) -> tuple[np.ndarray, np.nda
     for canvas_image, image in zip(canvas, images, strict=True):
         canvas_image[:image.shape[0], :image.shape[1]] = image
     return canvas, sizes
+
+
+def _bundled(path: str) -> np.ndarray:
+    image = cv2.imread(path)
+    if image is None:
+        raise FileNotFoundError(f"{path}, a photo that installs with rps, cannot be read: "
+                                "reinstall rps")
+    return image
 
 
 def user_photos(folder: Path) -> list[np.ndarray]:

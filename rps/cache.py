@@ -18,7 +18,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -110,7 +110,7 @@ class ArrayCache:
     def put(self, kind: str, key: str, arrays: dict[str, np.ndarray]) -> Path:
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
+                np.savez(f, **cast(dict[str, Any], arrays))  # names, not flags
 
         return write_atomically(self.path(kind, key), write)
 

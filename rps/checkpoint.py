@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,8 +63,9 @@ def save(folder: Path, state: State) -> Path:
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays, **{_META: np.array(json.dumps({"version": VERSION,
-                                                                   **meta}))})
+            named: dict[str, Any] = {**arrays, _META: np.array(json.dumps(
+                {"version": VERSION, **meta}))}
+            np.savez(f, **named)
 
     return write_atomically(path(folder), write)
 
@@ -85,7 +87,8 @@ def load(folder: Path) -> State | None:
                 name, index = key.rsplit("_", 1)
                 arrays[name][int(index)] = stored[key]
     optimizer = arrays.pop("optimizer")
-    return State(**meta, **arrays, optimizer=[optimizer[k] for k in range(len(optimizer))])
+    fields: dict[str, Any] = {**meta, **arrays}
+    return State(**fields, optimizer=[optimizer[k] for k in range(len(optimizer))])
 
 
 def resumable(folder: Path) -> bool:

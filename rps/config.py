@@ -373,7 +373,7 @@ class Config:
 
 
 # Schemas a YAML option extends through its defaults list: one per group, or per subclass.
-SCHEMAS = {
+SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"tfds": TfdsDataConfig, "folder": FolderDataConfig},
     "backbone": {"backbone": BackboneConfig},
     "head": {"linear": HeadConfig, "dense": DenseHeadConfig},
@@ -440,19 +440,18 @@ def to_object(cfg: DictConfig) -> Config:
 
 def _refuse_unknown(node: DictConfig, prefix: str = "") -> None:
     """A key that no schema has, added with Hydra's ``+``, would be dropped unread: refused."""
-    schema = node._metadata.object_type
+    schema = OmegaConf.get_type(node)
     known = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) \
         else None
     for key in node.keys():
-        name = f"{prefix}{key}"
+        name = f"{prefix}{key!s}"
         if known is not None and key not in known:
             where = prefix.rstrip(".") or "the config"
             raise ConfigError(
                 f"{name} is not a key of {where}, whose keys are {', '.join(sorted(known))}: "
                 "nothing would read it (a leading + adds a key, it does not make one used). "
                 "Spell it as one of those keys, without the +.")
-        child = node._get_node(key)
-        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+        if not OmegaConf.is_missing(node, key) and isinstance(child := node[key], DictConfig):
             _refuse_unknown(child, f"{name}.")
 
 
@@ -542,6 +541,13 @@ class RootConfig:
     since they trained."""
 
     root: str | None = None
+
+    @property
+    def folder(self) -> Path:
+        """``root``, for an app that needs it: their schemas refuse a config without it."""
+        if self.root is None:
+            raise ConfigError("data.root has no value: set data.root=<folder>.")
+        return Path(self.root).expanduser()
 
 
 @dataclass

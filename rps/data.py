@@ -220,7 +220,7 @@ def _load_folder(cfg: FolderDataConfig, size: int,
         _require_images(root, {split: s.labels for split, s in splits.items()},
                         class_names, "no readable images left after skipping",
                         "replace the unreadable files")
-    if cache is not None:
+    if cache is not None and key is not None:
         cache.put(_CACHE_KIND, key, _to_arrays(splits, bad, root))
     return class_names, splits
 
@@ -273,7 +273,7 @@ def labelled(folder: Path, class_names: list[str]) -> tuple[Photos, list[BadImag
     with ThreadPoolExecutor() as pool:
         decoded = list(pool.map(_read, paths))
     ok = [not isinstance(d, BadImage) for d in decoded]
-    return (Photos([d for d, good in zip(decoded, ok, strict=True) if good], labels[ok],
+    return (Photos([d for d in decoded if not isinstance(d, BadImage)], labels[ok],
                    [str(p) for p, good in zip(paths, ok, strict=True) if good]),
             [BadImage(path, NOT_AN_IMAGE) for path in others]
             + [d for d in decoded if isinstance(d, BadImage)])

@@ -20,7 +20,7 @@ from rps import cache as cache_lib
 from rps import config, logged_model, outputs, scores, tracking
 from rps import data as data_lib
 from rps import model as model_lib
-from rps.config import Config, EnsembleConfig, FolderDataConfig, TrackingConfig
+from rps.config import Config, EnsembleConfig, FolderDataConfig, TfdsDataConfig, TrackingConfig
 from rps.errors import UserError
 from rps.predictor import Predictor
 
@@ -98,7 +98,9 @@ def _test_split(cfg: Config) -> str:
     data = cfg.data
     if isinstance(data, FolderDataConfig):
         return f"the folder {Path(data.root).expanduser().resolve() / 'test'}"
-    return f"the tfds dataset {data.tfds_name}"
+    if isinstance(data, TfdsDataConfig):
+        return f"the tfds dataset {data.tfds_name}"
+    raise TypeError(f"no test split for data config {type(data).__name__}")
 
 
 def run(conf: EnsembleConfig, output_dir: Path, root: Path) -> dict:

@@ -28,7 +28,7 @@ def run(conf: EvaluateConfig, output_dir: Path, root: Path) -> dict:
     model = logged_model.chosen(conf, conf.tracking, root)
     if conf.roi.find == RoiFind.hand:
         model = model.finding_hands()
-    folder = Path(conf.data.root).expanduser()
+    folder = conf.data.folder
     split, bad = data_lib.labelled(folder, model.class_names)
     probs = model.probabilities(split.images, conf.batch_size)
     scored = scores.summary(probs, split.labels, model.class_names)

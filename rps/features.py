@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from rps import augment, hands, landmarks
 from rps.cache import ArrayCache, derived_seed, digest
-from rps.config import Config
+from rps.config import Config, ImageAugConfig, LandmarkAugConfig
 from rps.data import Data
 from rps.errors import DataError
 from rps.model import Classifier
@@ -51,7 +51,8 @@ def views(cfg: Config) -> int:
     return AUTO_VIEWS if cfg.aug.on_images or cfg.aug.on_landmarks else 1
 
 
-def build(cfg: Config, classifier: Classifier, data: Data, cache: ArrayCache) -> Features:
+def build(cfg: Config, classifier: Classifier, data: Data,
+          cache: ArrayCache | None) -> Features:
     """Read each (split, view) from the cache, or compute and store it.
 
     The key covers everything that determines a feature: the backbone and a digest of its
@@ -60,12 +61,17 @@ def build(cfg: Config, classifier: Classifier, data: Data, cache: ArrayCache) ->
     """
     if cfg.backbone.finds_hands:
         return _hand_features(cfg, data, cache)
+    if classifier.backbone is None or cache is None:
+        raise TypeError("image features are computed once only to be cached: with no cache, "
+                        "training reads the images")
     backbone = digest(VERSION, keras.__version__, cfg.backbone.name.value,
                       cfg.backbone.input_size, *classifier.backbone.get_weights())
     n_views = views(cfg)
-    policy = cfg.aug.on_images and {
+    image_aug = cfg.aug if isinstance(cfg.aug, ImageAugConfig) and cfg.aug.on_images else None
+    policy = image_aug is not None and {
         "aug": vars(cfg.aug), "version": augment.VERSION, "seed": cfg.trainer.seed,
-        "photos": cfg.aug.background_dir and digest(augment.photos(cfg.aug.background_dir)[0])}
+        "photos": image_aug.background_dir and digest(augment.photos(
+            image_aug.background_dir)[0])}
     train_images, val_images = digest(data.train.images), digest(data.val.images)
     extractor = classifier.feature_extractor()
     spent = saved = 0.0
@@ -73,7 +79,7 @@ def build(cfg: Config, classifier: Classifier, data: Data, cache: ArrayCache) ->
     for view in range(n_views):
         key = digest(backbone, "train", train_images, policy, view)
         seed = derived_seed(cfg.trainer.seed, view)
-        augmentation = augment.build(cfg.aug, seed) if policy else None
+        augmentation = augment.build(image_aug, seed) if image_aug is not None else None
         array, cost, hit = _cached(cache, key, f"train view {view + 1}/{n_views}",
                                    lambda a=augmentation: _compute(extractor,
                                                                    data.train.images, a,
@@ -113,7 +119,8 @@ def _hand_features(cfg: Config, data: Data, cache: ArrayCache | None) -> Feature
     for view in range(views(cfg)):
         rng = np.random.default_rng(derived_seed(cfg.trainer.seed, view))
         moved = (landmarks.augmented(train, cfg.aug.landmark_jitter, cfg.aug.landmark_tilt,
-                                     rng) if cfg.aug.on_landmarks else train)
+                                     rng)
+                 if isinstance(cfg.aug, LandmarkAugConfig) and cfg.aug.on_landmarks else train)
         views_.append(landmarks.features(moved))
     return Features(np.stack(views_), landmarks.features(points["val"][found["val"]]), spent,
                     saved, data.train.labels[found["train"]], data.val.labels[found["val"]],

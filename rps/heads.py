@@ -16,9 +16,10 @@ def build(cfg: HeadConfig, num_features: int, num_classes: int) -> keras.Model:
     """
     features = keras.Input((num_features,), name="features")
     x = features
-    for index in range(cfg.depth if isinstance(cfg, DenseHeadConfig) else 0):
-        x = keras.layers.Dropout(cfg.dropout, name=f"dropout_{index}")(x)
-        x = keras.layers.Dense(cfg.units, activation="relu", name=f"dense_{index}")(x)
+    if isinstance(cfg, DenseHeadConfig):
+        for index in range(cfg.depth):
+            x = keras.layers.Dropout(cfg.dropout, name=f"dropout_{index}")(x)
+            x = keras.layers.Dense(cfg.units, activation="relu", name=f"dense_{index}")(x)
     x = keras.layers.Dropout(cfg.dropout, name="dropout_logits")(x)
     logits = keras.layers.Dense(num_classes, name="logits")(x)
     return keras.Model(features, logits, name="head")

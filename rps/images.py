@@ -63,15 +63,17 @@ def _on_white(rgba: np.ndarray) -> np.ndarray:
 
 
 def read_rgb(path: str | Path | IO[bytes]) -> np.ndarray:
-    """Decode a whole file now, so a truncated or corrupt one fails here, named."""
+    """Decode a whole file (or its bytes) now, so a truncated or corrupt one fails here,
+    named."""
+    name = path if isinstance(path, str | Path) else "image bytes"
     try:
         with Image.open(path) as img:
             img.load()
             return to_rgb(img)
     except UnidentifiedImageError:
-        raise BadImage(path, "not an image Pillow can read") from None
+        raise BadImage(name, "not an image Pillow can read") from None
     except _DECODE_ERRORS as err:
-        raise BadImage(path, str(err) or type(err).__name__) from None
+        raise BadImage(name, str(err) or type(err).__name__) from None
 
 
 def square_resizer(size: int) -> keras.layers.Resizing:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -131,7 +132,8 @@ def _tracked(cfg: DictConfig, conf: Config, ctx: JobContext,
     }
     with tracking.job_run(conf.tracking, ctx.root, name, tags,
                           swept.parent_run_id if swept else None) as mlrun:
-        resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        resolved = cast(dict[str, Any],  # a DictConfig's container is a dict
+                        OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
         params = tracking.flatten(resolved)
         for key in tracking.DATA_KEYS:  # where the files are, whatever the working directory
             if params.get(key) not in (None, "None"):

@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TextIO
 
 import cv2
 import numpy as np
@@ -175,7 +175,7 @@ class PredictionLog:
                               f"{' or '.join(self.SUFFIXES)} file.")
         self.path = path
         self.rows = 0
-        self._file = None
+        self._file: TextIO | None = None
         self._csv: csv.DictWriter | None = None
 
     def write(self, row: dict) -> None:
@@ -302,7 +302,8 @@ class Meter:
 # --- the two modes -------------------------------------------------------------------------
 
 class Mode(Protocol):
-    done: bool
+    @property
+    def done(self) -> bool: ...
 
     def step(self, frame: Frame) -> np.ndarray: ...
 
@@ -352,7 +353,7 @@ class Classifier:
         points = None if read is None else read.landmarks[:, :2] + offset
         others = [hand.landmarks[:, :2] + offset for hand in found if hand is not read]
         self.box = fixed
-        if fixed is None and found:
+        if fixed is None and points is not None:
             top, left, side = hand_square(points)
             self.box = Roi(left, top, side)
         shown = np.nan_to_num(probabilities)
@@ -499,8 +500,9 @@ def run(conf: LiveConfig, output_dir: Path, root: Path) -> Summary:
             stack.callback(video.close)
         meter = Meter()
         if model is None:
-            folder = Path(conf.data.root).expanduser() / conf.capture.split.value / conf.label
-            mode: Mode = Capturer(conf, CropWriter(folder, conf.label), meter,
+            label = conf.label or ""  # LiveConfig refuses capture without a label
+            folder = conf.data.folder / conf.capture.split.value / label
+            mode: Mode = Capturer(conf, CropWriter(folder, label), meter,
                                   recording=conf.headless)
         else:
             rows = PredictionLog(_path(conf.predictions, output_dir / "predictions.csv"))

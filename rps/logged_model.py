@@ -23,6 +23,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from mlflow.pyfunc import PythonModel
 
 from rps import hands, tracking
 from rps import model as model_lib
@@ -39,7 +40,7 @@ KERAS_ARTIFACT = "keras_model"
 PACKAGE = Path(__file__).resolve().parent
 
 
-class PredictorModel(mlflow.pyfunc.PythonModel):
+class PredictorModel(PythonModel):
     """Images in, one row per image out: the probability of each class and the label,
     ``no hand`` where the finder found none. An image is an image file (JPEG, PNG, ...),
     base64-encoded, or its RGB pixels 0-255 (a batch of one size)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 
 from rps import augment, backbones, heads, landmarks
-from rps.config import Config
+from rps.config import Config, ImageAugConfig
 from rps.errors import UserError, first_line
 from rps.images import square_resizer
 
@@ -61,7 +61,8 @@ def build(cfg: Config, num_classes: int) -> Classifier:
     backbone.name = BACKBONE
     # Pooling keeps the backbone's channels: they are the head's features.
     head = heads.build(cfg.head, backbone.output.shape[-1], num_classes)
-    augmentation = augment.build(cfg.aug, cfg.trainer.seed) if cfg.aug.on_images else None
+    augmentation = (augment.build(cfg.aug, cfg.trainer.seed)
+                    if isinstance(cfg.aug, ImageAugConfig) and cfg.aug.on_images else None)
     resize = square_resizer(cfg.backbone.input_size)
     to_features = [backbones.preprocessing(cfg.backbone.name), backbone,
                    keras.layers.GlobalAveragePooling2D(name=POOL)]

@@ -24,7 +24,7 @@ from rps import (
     train,
 )
 from rps import data as data_lib
-from rps.config import Config, FolderDataConfig
+from rps.config import Config, FolderDataConfig, TfdsDataConfig
 from rps.context import JobContext
 from rps.model import Classifier
 from rps.predictor import Predictor
@@ -87,8 +87,10 @@ def _log_data(mlrun: tracking.Run, conf: Config, data: data_lib.Data) -> None:
     if isinstance(conf.data, FolderDataConfig):
         where = Path(conf.data.root).expanduser().resolve()
         name, source = where.name, str(where)
-    else:
+    elif isinstance(conf.data, TfdsDataConfig):
         name = source = f"tfds:{conf.data.tfds_name}"
+    else:
+        raise TypeError(f"no source for data config {type(conf.data).__name__}")
     splits = {}
     for split in data_lib.SPLITS:
         part = getattr(data, split)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,7 @@ class Predictor:
     Whenever a finder is used, an image with no hand gets a row of NaN: no class, never a
     guess."""
 
-    model: object  # a Keras model: raw RGB (or landmark features) in, logits out
+    model: Any  # a Keras model: raw RGB (or landmark features) in, logits out
     class_names: list[str]  # logit i is class_names[i]
     finder: hands.HandFinder | None = None
     # Images -> their landmarks (N, 21, 3), NaN where no hand: the finder's search unless a
@@ -126,7 +127,7 @@ class Predictor:
         model = self.model
         reads_landmarks = self.reads_landmarks
         # One image, or for a landmark head one hand's features.
-        shape = [landmarks.SIZE] if reads_landmarks else [None, None, 3]
+        shape: list[int | None] = [landmarks.SIZE] if reads_landmarks else [None, None, 3]
 
         @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
         def probabilities(x):
@@ -138,7 +139,8 @@ class Predictor:
             return frozen(tf.constant(x, tf.float32))[0].numpy()
 
         # Optimise before timing.
-        run(np.zeros(shape[:1] if reads_landmarks else (warm_size, warm_size, 3), np.float32))
+        run(np.zeros((landmarks.SIZE,) if reads_landmarks else (warm_size, warm_size, 3),
+                     np.float32))
         missing = np.full(len(self.class_names), np.nan)
 
         def predict(rgb: np.ndarray, hand: hands.Hand | None) -> np.ndarray:

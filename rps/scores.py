@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # for annotations only: the data module pulls in TensorFlow
-    from rps.data import Data, Split
+    from rps.data import Data, Photos, Split
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -56,7 +56,8 @@ def summary(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> di
     }
 
 
-def misclassified(scored: dict, split: Split, class_names: list[str]) -> list[dict]:
+def misclassified(scored: dict, split: Split | Photos,
+                  class_names: list[str]) -> list[dict]:
     """Each image of ``split`` that :func:`summary` found wrong, with what it was taken for."""
     return [{"index": i, "source": split.sources[i], "true": class_names[split.labels[i]],
              "predicted": class_names[p] if p >= 0 else NO_HAND,

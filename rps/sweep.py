@@ -15,9 +15,10 @@ import json
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
@@ -28,6 +29,9 @@ from rps import config as config_lib
 from rps import plots, tracking
 from rps.context import project_root
 from rps.errors import SweepFailed, UserError, report
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 log = logging.getLogger("rps")
 
@@ -51,12 +55,16 @@ def info(sweep_dir: Path | None) -> SweepInfo | None:
     return SweepInfo(state["parent_run_id"], state["varying"])
 
 
+def task_overrides(config: DictConfig) -> list[str]:
+    """The overrides given on the command line, from a config with its ``hydra`` node."""
+    return [str(override) for override in config.hydra.overrides.task]
+
+
 def varying_keys(config: DictConfig) -> list[str]:
     """Keys swept on the command line (``head.units=8,16``) or by the sweeper's params."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    overrides = OverridesParser.create().parse_overrides(
-        list(OmegaConf.to_container(config.hydra.overrides.task)))
+    overrides = OverridesParser.create().parse_overrides(task_overrides(config))
     keys = [o.key_or_group for o in overrides if o.is_sweep_override()]
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
     return sorted(set(keys) | set(params))
@@ -79,7 +87,7 @@ def _pairs(overrides: list[str]) -> dict[str, str]:
     return {p[0]: p[1] if len(p) > 1 else "" for p in pairs}
 
 
-def rows_of(runs: list[Any], jobs: list[dict[str, Any]] = ()) -> list[Row]:
+def rows_of(runs: list[Any], jobs: Sequence[dict[str, Any]] = ()) -> list[Row]:
     """A row per run, and per recorded job that failed before it opened one (its config
     did not validate)."""
     rows = []
@@ -108,7 +116,7 @@ def varying(rows: list[Row]) -> list[str]:
 def best(rows: list[Row]) -> Row | None:
     """Chosen on validation accuracy: test accuracy must never pick a model."""
     done = [r for r in rows if r.status == "FINISHED" and r.val_accuracy is not None]
-    return max(done, key=lambda r: r.val_accuracy, default=None)
+    return max(done, key=lambda r: r.val_accuracy or 0.0, default=None)
 
 
 def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
@@ -164,7 +172,7 @@ def recorded_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
 
 class SweepCallback(Callback):
     def __init__(self) -> None:
-        self.client = None
+        self.client: MlflowClient | None = None
         self.parent: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -183,7 +191,7 @@ class SweepCallback(Callback):
         except UserError as err:
             report(err)
             raise SystemExit(2) from None
-        overrides = list(OmegaConf.to_container(config.hydra.overrides.task))
+        overrides = task_overrides(config)
         run = self.client.create_run(
             experiment, run_name=f"sweep {tracking.run_name(overrides)}",
             tags={"sweep_dir": str(sweep_dir), "overrides": json.dumps(overrides),
@@ -211,23 +219,25 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir).absolute()
         jobs = recorded_jobs(sweep_dir)
         failures = [job for job in jobs if job["failed"]]
-        if self.parent is not None:
-            self._summarise(sweep_dir, jobs, len(failures))
+        if self.client is not None and self.parent is not None:
+            self._summarise(self.client, self.parent, sweep_dir, jobs, len(failures))
             self._close("FAILED" if jobs and len(failures) == len(jobs) else "FINISHED")
         if failures:
             print(f"{len(failures)} of {len(jobs)} sweep jobs failed; see the log above "
                   "and each failed run's error.txt in MLflow.")
             raise SweepFailed()
 
-    def _summarise(self, sweep_dir: Path, jobs: list[dict[str, Any]], failures: int) -> None:
-        runs = self.client.search_runs(
-            [self.client.get_run(self.parent).info.experiment_id],
-            filter_string=f"tags.`{tracking.PARENT_TAG}` = '{self.parent}'", max_results=5000)
+    @staticmethod
+    def _summarise(client: MlflowClient, parent: str, sweep_dir: Path,
+                   jobs: list[dict[str, Any]], failures: int) -> None:
+        runs = client.search_runs(
+            [client.get_run(parent).info.experiment_id],
+            filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent}'", max_results=5000)
         rows = rows_of(runs, jobs)
         header, body = table(rows)
         text = markdown(header, body)
         winner = best(rows)
-        if winner is not None:
+        if winner is not None and winner.val_accuracy is not None:
             text += (f"\nBest by validation accuracy: job {winner.job}, {winner.name} "
                      f"(val_accuracy {winner.val_accuracy:.4f}, run {winner.run_id})\n")
         print(f"\nSweep {sweep_dir} ({len(rows)} jobs):\n{text}")
@@ -240,26 +250,27 @@ class SweepCallback(Callback):
                               sweep_dir / f"{SUMMARY}.png")
         for name in (f"{SUMMARY}.md", f"{SUMMARY}.csv", f"{SUMMARY}.png", OPTUNA_RESULTS):
             if (sweep_dir / name).exists():
-                self.client.log_artifact(self.parent, str(sweep_dir / name))
+                client.log_artifact(parent, str(sweep_dir / name))
         tags = {"jobs": str(len(rows)), "failed_jobs": str(failures)}
-        if winner is not None:
+        if winner is not None and winner.val_accuracy is not None:
             tags |= {"best_run_id": winner.run_id, "best_run_name": winner.name}
-            self.client.set_tag(winner.run_id, "best_in_sweep", "true")
+            client.set_tag(winner.run_id, "best_in_sweep", "true")
             from mlflow.entities import Param
 
-            swept = info(sweep_dir).varying  # also keys that took one value in every job
-            self.client.log_batch(self.parent, params=[
+            state = info(sweep_dir)  # its keys: also those that took one value in every job
+            swept = state.varying if state is not None else []
+            client.log_batch(parent, params=[
                 Param(f"best/{key}", winner.overrides[key]) for key in swept
                 if key in winner.overrides])
-            self.client.log_metric(self.parent, "best/val_accuracy", winner.val_accuracy)
+            client.log_metric(parent, "best/val_accuracy", winner.val_accuracy)
             if winner.test_accuracy is not None:
-                self.client.log_metric(self.parent, "best/test_accuracy", winner.test_accuracy)
+                client.log_metric(parent, "best/test_accuracy", winner.test_accuracy)
         for key, value in tags.items():
-            self.client.set_tag(self.parent, key, value)
+            client.set_tag(parent, key, value)
 
     def _close(self, status: str) -> None:
         """Also runs at exit, so a sweep stopped by Ctrl-C leaves no parent RUNNING."""
-        if self.parent is not None:
+        if self.client is not None and self.parent is not None:
             if self.client.get_run(self.parent).info.status == "RUNNING":
                 self.client.set_terminated(self.parent, status=status)
             self.parent = None

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rps.config import TrackingConfig
@@ -353,8 +353,9 @@ def run_config(run, uri: str, given: Sequence[str], fix: str) -> DictConfig:
     try:
         typed = compose(config_name="config", overrides=original)
         stored = _stored(run_id, Path(folder) if folder else None, uri, fix)
-        return OmegaConf.merge(typed, stored,
-                               OmegaConf.from_dotlist([o.lstrip("+") for o in given]))
+        return _mapping(OmegaConf.merge(typed, stored,
+                                        OmegaConf.from_dotlist([o.lstrip("+") for o in given])),
+                        f"run {run_id}'s config")
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(
             f"run {run_id}'s config no longer composes with this version of rps "
@@ -363,7 +364,7 @@ def run_config(run, uri: str, given: Sequence[str], fix: str) -> DictConfig:
 
 def _stored(run_id: str, folder: Path | None, uri: str, fix: str) -> DictConfig:
     if folder is not None and (folder / HYDRA_CONFIG).is_file():
-        return OmegaConf.load(folder / HYDRA_CONFIG)
+        return _mapping(OmegaConf.load(folder / HYDRA_CONFIG), str(folder / HYDRA_CONFIG))
     from mlflow.exceptions import MlflowException
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -374,4 +375,11 @@ def _stored(run_id: str, folder: Path | None, uri: str, fix: str) -> DictConfig:
             raise UserError(
                 f"run {run_id} has neither {local} nor a logged {LOGGED_CONFIG} "
                 f"({first_line(err)}), so its config is unknown: {fix}.") from None
-        return OmegaConf.load(path)
+        return _mapping(OmegaConf.load(path), f"run {run_id}'s {LOGGED_CONFIG}")
+
+
+def _mapping(cfg: DictConfig | ListConfig, what: str) -> DictConfig:
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{what} is a list, not a config of keys and values: it was edited "
+                          "or damaged. Start the run again.")
+    return cfg

@@ -167,7 +167,8 @@ class Checkpointer:
                                                                     epochs_log)
         self.start = start
         self.started = time.perf_counter() - seconds
-        self.stage, self.trained, self.early, self.end = 1, classifier, None, 0
+        self.stage, self.trained, self.end = 1, classifier, 0
+        self.early: EarlyStopping | None = None
 
     def begin(self, stage: int, trained: keras.Model, early: EarlyStopping | None,
               end: int) -> None:
@@ -286,14 +287,14 @@ def fit(cfg: Config, classifier: Classifier, data: data_lib.Data,
     model = classifier.train
     best, epochs_log, saver = _bookkeeping(model, on_epoch, checkpoints, resume)
     n_train = len(data.train.labels)
-    no_hand = {}
+    no_hand: dict[str, int] = {}
 
     started = time.perf_counter() - (resume.seconds if resume is not None else 0.0)
     features_seconds = 0.0
     for stage, epochs, lr in _stages(cfg):
         if resume is not None and stage < resume.next_stage:
             continue
-        if stage == 2:
+        if stage == 2 and isinstance(cfg.finetune, UnfreezeConfig):
             best.restore()
             unfrozen = backbones.unfreeze_top(classifier.backbone, cfg.finetune.layers)
             log.info("fine-tuning: %d backbone layers with weights unfrozen, lr x %g, %d epochs",
@@ -304,20 +305,20 @@ def fit(cfg: Config, classifier: Classifier, data: data_lib.Data,
                                                           on_features)
         if cached is not None:
             features_seconds += cached.seconds
-            no_hand, n_train = cached.no_hand, len(cached.train_labels)
+            no_hand, n_train = cached.no_hand or {}, len(cached.train_labels)
         # A step on cached features is so small that Python's per-step overhead dominates
         # it; but MirroredStrategy fails on several steps per call (keras-team/keras#19246).
         many = on_features and cfg.trainer.strategy is Strategy.default
-        resumes = resume is not None and resume.stage == stage
+        resumed = resume if resume is not None and resume.stage == stage else None
         with strategy.scope():  # the optimizer's variables are distributed too
             _compile(trained, cfg, lr, epochs, n_train,
                      steps_per_execution=HEAD_STEPS_PER_EXECUTION if many else 1)
-            if resumes:
-                _restore(model, trained, resume)
+            if resumed is not None:
+                _restore(model, trained, resumed)
         early = (EarlyStopping(cfg.trainer.patience) if cfg.trainer.patience is not None
                  else None)
-        if resumes and early is not None:
-            early.resumed = resume.early_stopping
+        if resumed is not None and early is not None:
+            early.resumed = resumed.early_stopping
         end = sum(r["stage"] < stage for r in epochs_log.history) + epochs
         epochs_log.stage = stage
         if saver is not None:

@@ -201,21 +201,21 @@ class VideoSink:
         self._size: tuple[int, int] | None = None
 
     def write(self, image: np.ndarray) -> None:
-        if self._writer is None:
-            self._open(image.shape[1], image.shape[0])
+        if self._writer is None or self._size is None:
+            self._writer, self._size = self._open(image.shape[1], image.shape[0])
         if (image.shape[1], image.shape[0]) != self._size:
             image = letterbox(image, *self._size)
         self._writer.write(image)
         self.frames += 1
 
-    def _open(self, width: int, height: int) -> None:
+    def _open(self, width: int, height: int) -> tuple[cv2.VideoWriter, tuple[int, int]]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fourcc = cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()])
-        self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (width, height))
-        if not self._writer.isOpened():
+        fourcc = cv2.VideoWriter.fourcc(*FOURCC[self.path.suffix.lower()])
+        writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (width, height))
+        if not writer.isOpened():
             raise OutputError(f"cannot write the video {self.path}: check that its folder is "
                               "writable, or pick another output= path.")
-        self._size = (width, height)
+        return writer, (width, height)
 
     def close(self) -> None:
         if self._writer is not None:
