@@ -34,7 +34,10 @@ def make_video(images: Path, frames: int, path: Path) -> Path:
         raise SystemExit(f"no .png or .jpg images under {images}: pass --images <folder>")
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 30.0, (640, 480))
     for i in range(frames):
-        photo = cv2.resize(cv2.imread(str(files[i * 7 % len(files)])), (300, 300))
+        read = cv2.imread(str(files[i * 7 % len(files)]))
+        if read is None:
+            raise SystemExit(f"{files[i * 7 % len(files)]} is not an image OpenCV reads")
+        photo = cv2.resize(read, (300, 300))
         canvas = np.full((480, 640, 3), 200, dtype=np.uint8)
         canvas[90:390, 170:470] = photo
         writer.write(canvas)
@@ -101,8 +104,8 @@ def main() -> None:
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES))
     args = parser.parse_args()
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = Path(scratch)
         video = make_video(args.images, args.frames, tmp / "clip.mp4")
         for backbone in args.backbones:
             folder = build_model(backbone, tmp / backbone)

@@ -65,6 +65,8 @@ def video(real: Path, path: Path, photos: int = 30) -> Path:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 30.0, (640, 480))
     for file in files[::max(1, len(files) // photos)][:photos]:
         image = cv2.imread(str(file))
+        if image is None:
+            sys.exit(f"{file} is not an image OpenCV reads")
         scale = min(600 / image.shape[1], 440 / image.shape[0])
         image = cv2.resize(image, (int(image.shape[1] * scale), int(image.shape[0] * scale)))
         for k in range(HOLD):  # held, drifting two pixels a frame, as a hand would
@@ -112,7 +114,10 @@ def main() -> None:
                     (folder / where / "evaluation.json").read_text())
         run("live.py", f"model_path={folder}/run", f"source={clip}", "headless=true",
             f"hydra.run.dir={folder}/live", log=folder / "live.log")
-        fps = re.search(r"([0-9.]+) FPS", (folder / "live.log").read_text()).group(1)
+        measured = re.search(r"([0-9.]+) FPS", (folder / "live.log").read_text())
+        if measured is None:
+            sys.exit(f"live.py printed no frame rate: see {folder / 'live.log'}")
+        fps = measured.group(1)
         rows.append((name, overrides, tested, scores, cold if fresh else None, warm, fps,
                      seconds))
         print(f"{name}: done", file=sys.stderr)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import io
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # rps, when it is not installed into the environment
@@ -40,6 +42,8 @@ def frames(images: Path, count: int) -> list[bytes]:
     out = []
     for path in files[:count]:
         image = cv2.imread(str(path))
+        if image is None:
+            raise SystemExit(f"{path} is not an image OpenCV reads")
         h, w = image.shape[:2]
         side_w, side_h = min(w, h * 4 // 3), min(h, w * 3 // 4)
         top, left = (h - side_h) // 2, (w - side_w) // 2
@@ -101,8 +105,7 @@ def main() -> None:
                     if time.monotonic() > deadline or server.poll() is not None:
                         raise SystemExit("make serve did not answer within 180 s") from None
                     time.sleep(0.5)
-            decoded = [cv2.cvtColor(cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR),
-                                    cv2.COLOR_BGR2RGB) for j in jpegs]
+            decoded = [np.asarray(Image.open(io.BytesIO(j)).convert("RGB")) for j in jpegs]
             files = [json.dumps({"inputs": [base64.b64encode(j).decode()]}).encode()
                      for j in jpegs]
             pixels = [json.dumps({"inputs": [d.tolist()]}).encode() for d in decoded]

@@ -58,6 +58,8 @@ def val_accuracies(store: Path) -> list[str]:
 
     client = MlflowClient(f"sqlite:///{store}")
     experiment = client.get_experiment_by_name("rps")
+    if experiment is None:
+        sys.exit(f"the sweep logged no experiment rps in {store}")
     runs = client.search_runs([experiment.experiment_id],
                               filter_string=f"tags.`{tracking.PARENT_TAG}` != ''")
     return [f"{row.val_accuracy:.4f}" if row.val_accuracy is not None else row.status

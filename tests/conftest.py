@@ -106,6 +106,15 @@ def kill_after_checkpoint(overrides: Sequence[str], folder: Path, epoch: int):
     return checkpoint.load(folder)
 
 
+def logged_runs(uri: str, experiment: str = "rps") -> list:
+    """The runs of an experiment in the store at ``uri`` (none if it has no such experiment)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id]) if found is not None else []
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -120,7 +129,7 @@ def wait_for(url: str, server: subprocess.Popen, seconds: float = 120) -> None:
             urllib.request.urlopen(url, timeout=2).close()
             return
         except OSError:
-            assert server.poll() is None, server.stderr.read()[-3000:]
+            assert server.poll() is None, server.stderr.read()[-3000:] if server.stderr else ""
             assert time.monotonic() < deadline, f"server did not start in {seconds:.0f} s"
             time.sleep(1)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import REPO, compose_cfg, make_folder_dataset, run_cli
+from conftest import REPO, compose_cfg, logged_runs, make_folder_dataset, run_cli
 from mlflow.tracking import MlflowClient
 
 from rps import config, ensemble, landmarks, logged_model, outputs, tracking
@@ -96,8 +96,7 @@ def swept(tmp_path_factory) -> dict:
     proc = run_cli("-m", "data=folder", f"data.root={root}", *SMALL, "trainer.seed=1,2",
                    f"tracking.uri={uri}", f"hydra.sweep.dir={folder / 'sweep'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    client = MlflowClient(uri)
-    found = client.search_runs([client.get_experiment_by_name("rps").experiment_id])
+    found = logged_runs(uri)
     (parent,) = [r for r in found if tracking.PARENT_TAG not in r.data.tags]
     children = [r.info.run_id for r in found if tracking.PARENT_TAG in r.data.tags]
     return {"root": root, "uri": uri, "parent": parent.info.run_id, "children": children,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_folder_dataset, run_cli
+from conftest import logged_runs, make_folder_dataset, run_cli
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -26,10 +26,9 @@ def trained(tmp_path_factory) -> dict:
                    "aug=none", "finetune=none", "trainer.epochs=2", "trainer.batch_size=8",
                    f"tracking.uri={uri}", f"hydra.run.dir={folder / 'run'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    client = MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("rps").experiment_id])
+    (run,) = logged_runs(uri)
     return {"out": folder / "run", "uri": uri, "run_id": run.info.run_id,
-            "folder": root / "test", "client": client}
+            "folder": root / "test", "client": MlflowClient(uri)}
 
 
 def evaluate_cli(*overrides: str):

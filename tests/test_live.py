@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, SHARED, make_folder_dataset, run_cli
+from conftest import REPO, SHARED, logged_runs, make_folder_dataset, run_cli
 from mlflow.tracking import MlflowClient
 
 from rps import config
@@ -56,7 +56,7 @@ def photos(n: int) -> list[np.ndarray]:
     files = sorted((SHARED / "test").rglob("*.png"))
     if files:
         picked = files[::max(1, len(files) // n)][:n]
-        return [cv2.resize(cv2.imread(str(p)), (300, 300)) for p in picked]
+        return [cv2.resize(read_bgr(p), (300, 300)) for p in picked]
     rng = np.random.default_rng(0)
     return [rng.integers(0, 256, (300, 300, 3), dtype=np.uint8) for _ in range(n)]
 
@@ -68,8 +68,14 @@ def on_canvas(photo: np.ndarray) -> np.ndarray:
     return frame
 
 
+def read_bgr(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path))
+    assert image is not None, f"{path} is not an image OpenCV reads"
+    return image
+
+
 def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps,
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps,
                              (frames[0].shape[1], frames[0].shape[0]))
     assert writer.isOpened()
     for frame in frames:
@@ -111,7 +117,9 @@ def assert_agrees(rows: list[dict], crops: list[np.ndarray], model_dir: Path) ->
 
 
 def compose_live(*overrides: str) -> LiveConfig:
-    return config.to_object(config.compose(REPO / "conf", overrides, name="live"))
+    conf = config.to_object(config.compose(REPO / "conf", overrides, name="live"))
+    assert isinstance(conf, LiveConfig)
+    return conf
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +141,7 @@ def trained(tmp_path_factory) -> dict:
                    f"tracking.uri={uri}", "tracking.register=rps_live",
                    f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    client = MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("rps").experiment_id])
+    (run,) = logged_runs(uri)
     return {"out": out, "uri": uri, "run_id": run.info.run_id}
 
 

@@ -21,7 +21,7 @@ def imports(path) -> set[str]:
             found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("rps.")}
         elif isinstance(node, ast.ImportFrom) and node.module == "rps":
             found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rps."):
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rps."):
             found.add(node.module.split(".")[1])
     return found
 

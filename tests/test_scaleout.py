@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, free_port, make_folder_dataset, run_cli, wait_for
+from conftest import REPO, free_port, logged_runs, make_folder_dataset, run_cli, wait_for
 from mlflow.tracking import MlflowClient
 
 from rps import logged_model, tracking
@@ -27,8 +27,7 @@ def tiny(tmp_path_factory) -> list[str]:
 
 def sweep_runs(uri: str):
     """The sweep's parent run and its children, by job number."""
-    client = MlflowClient(uri)
-    found = client.search_runs([client.get_experiment_by_name("rps").experiment_id])
+    found = logged_runs(uri)
     (parent,) = [r for r in found if tracking.PARENT_TAG not in r.data.tags]
     children = [r for r in found if r.data.tags.get(tracking.PARENT_TAG) == parent.info.run_id]
     return parent, sorted(children, key=lambda r: int(r.data.tags["job_num"]))
