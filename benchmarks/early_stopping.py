@@ -26,11 +26,21 @@ LONG = 100  # epochs: long enough for validation accuracy to peak and fall
 
 
 def job(folder: Path, renders: Path, *overrides: str) -> dict:
-    proc = subprocess.run([sys.executable, str(REPO / "run.py"), "data=folder",
-                           f"data.root={renders}", *overrides,
-                           f"tracking.uri=sqlite:///{folder.parent}/mlflow.db",
-                           f"hydra.run.dir={folder}"], cwd=REPO, capture_output=True,
-                          text=True, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "run.py"),
+            "data=folder",
+            f"data.root={renders}",
+            *overrides,
+            f"tracking.uri=sqlite:///{folder.parent}/mlflow.db",
+            f"hydra.run.dir={folder}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         sys.exit(f"run.py {' '.join(overrides)} failed:\n{proc.stderr[-3000:]}")
     return json.loads((folder / "metrics.json").read_text())
@@ -38,9 +48,19 @@ def job(folder: Path, renders: Path, *overrides: str) -> dict:
 
 def scored(folder: Path, real: Path) -> float:
     out = folder.parent / f"{folder.name}-eval-{real.name}"
-    proc = subprocess.run([sys.executable, str(REPO / "evaluate.py"), f"model_path={folder}",
-                           f"data.root={real}", f"hydra.run.dir={out}"], cwd=REPO,
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "evaluate.py"),
+            f"model_path={folder}",
+            f"data.root={real}",
+            f"hydra.run.dir={out}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         sys.exit(f"evaluate.py on {real} failed:\n{proc.stderr[-3000:]}")
     return json.loads((out / "evaluation.json").read_text())["accuracy"]
@@ -71,8 +91,10 @@ def main() -> None:
     for seed in SEEDS:
         runs = {
             f"{LONG} epochs, patience null": [f"trainer.epochs={LONG}", "trainer.patience=null"],
-            f"{LONG} epochs, patience {patience}": [f"trainer.epochs={LONG}",
-                                                        f"trainer.patience={patience}"],
+            f"{LONG} epochs, patience {patience}": [
+                f"trainer.epochs={LONG}",
+                f"trainer.patience={patience}",
+            ],
             f"{default_epochs} epochs (the default), patience null": ["trainer.patience=null"],
             f"{default_epochs} epochs, patience {patience} (the default)": [],
         }
@@ -84,21 +106,35 @@ def main() -> None:
                 wait, peak = longest_wait(history)
                 last = history[-1]["val_accuracy"]
                 waits.append((seed, wait, peak, max(h["val_accuracy"] for h in history), last))
-            rows.append((seed, name, len(history), metrics["best_val_accuracy"],
-                         metrics["test_accuracy"], [scored(folder, real) for real in args.real]))
+            rows.append(
+                (
+                    seed,
+                    name,
+                    len(history),
+                    metrics["best_val_accuracy"],
+                    metrics["test_accuracy"],
+                    [scored(folder, real) for real in args.real],
+                )
+            )
             print(f"seed {seed}, {name}: done", file=sys.stderr)
     print(f"The default config on the renders, {LONG} epochs, early stopping off:\n")
-    print("| seed | longest wait between rises of val accuracy | epoch of the peak | "
-          "best val accuracy | val accuracy at the end |\n|---|---|---|---|---|")
+    print(
+        "| seed | longest wait between rises of val accuracy | epoch of the peak | "
+        "best val accuracy | val accuracy at the end |\n|---|---|---|---|---|"
+    )
     for seed, wait, peak, best, last in waits:
         print(f"| {seed} | {wait} | {peak} | {best:.3f} | {last:.3f} |")
     names = " | ".join(real.name for real in args.real)
     print(f"\nWith trainer.patience={patience} (every model restores its best epoch):\n")
-    print(f"| seed | run | epochs run | best val accuracy | render test | {names} |\n"
-          f"|---|---|---|---|---|{'---|' * len(args.real)}")
+    print(
+        f"| seed | run | epochs run | best val accuracy | render test | {names} |\n"
+        f"|---|---|---|---|---|{'---|' * len(args.real)}"
+    )
     for seed, name, epochs, val, test, real in rows:
-        print(f"| {seed} | {name} | {epochs} | {val:.3f} | {test:.3f} | "
-              f"{' | '.join(f'{r:.3f}' for r in real)} |")
+        print(
+            f"| {seed} | {name} | {epochs} | {val:.3f} | {test:.3f} | "
+            f"{' | '.join(f'{r:.3f}' for r in real)} |"
+        )
 
 
 if __name__ == "__main__":

@@ -55,10 +55,21 @@ def train(renders: Path, out: Path, *overrides: str) -> Path:
     """The default (with ``overrides``), trained on the renders in a fresh process, as a
     user runs it; its model file."""
     run = out / "run"
-    proc = subprocess.run([sys.executable, str(REPO / "run.py"), "data=folder",
-                           f"data.root={renders.resolve()}", f"hydra.run.dir={run}",
-                           f"tracking.uri=sqlite:///{out}/mlflow.db", *overrides],
-                          cwd=REPO, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "run.py"),
+            "data=folder",
+            f"data.root={renders.resolve()}",
+            f"hydra.run.dir={run}",
+            f"tracking.uri=sqlite:///{out}/mlflow.db",
+            *overrides,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         sys.exit(f"training the default failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
     return run / model_lib.MODEL_FILE
@@ -84,11 +95,15 @@ def main() -> None:
     if args.model is None and args.renders is None:
         parser.error("give --model, a trained landmark model, or --renders to train one on")
     model, class_names = model_lib.load(
-        train(args.renders, args.out) if args.model is None else args.model)
+        train(args.renders, args.out) if args.model is None else args.model
+    )
     folders = {folder.name: data.labelled(folder, class_names)[0] for folder in args.sets}
-    lines = ["| search | " + " | ".join(
-        f"{name}: found | accuracy | ms median | ms p90" for name in folders) + " |",
-        "|---|" + "---|---|---|---|" * len(folders)]
+    lines = [
+        "| search | "
+        + " | ".join(f"{name}: found | accuracy | ms median | ms p90" for name in folders)
+        + " |",
+        "|---|" + "---|---|---|---|" * len(folders),
+    ]
     for name, (min_palm_score, tiled, retries) in STAGES.items():
         finder = Staged(min_palm_score, tiled, retries)
         cells = []
@@ -97,14 +112,18 @@ def main() -> None:
             probs = Predictor(model, class_names, finder).probabilities(photos.images)
             scored = scores.summary(probs, photos.labels, class_names)
             found = 1 - scored["no_hand"] / len(photos)
-            cells.append(f"{found:.3f} | {scored['accuracy']:.3f} | {np.median(ms):.0f} | "
-                         f"{np.percentile(ms, 90):.0f}")
+            cells.append(
+                f"{found:.3f} | {scored['accuracy']:.3f} | {np.median(ms):.0f} | "
+                f"{np.percentile(ms, 90):.0f}"
+            )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
         print(f"{name}: done", file=sys.stderr)
     print("### The hand search, stage by stage\n")
-    print(f"`python benchmarks/hand_search.py --model <default run> {' '.join(folders)}`: one "
-          "model trained on the renders, the same images, each stage added to the ones above; "
-          "ms per image for the search alone, on 2 cores.\n")
+    print(
+        f"`python benchmarks/hand_search.py --model <default run> {' '.join(folders)}`: one "
+        "model trained on the renders, the same images, each stage added to the ones above; "
+        "ms per image for the search alone, on 2 cores.\n"
+    )
     print("\n".join(lines))
 
 

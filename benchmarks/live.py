@@ -49,8 +49,9 @@ def build_model(backbone: str, folder: Path) -> Path:
     from rps import config
     from rps import model as model_lib
 
-    conf = config.to_object(config.compose(REPO / "conf", [f"backbone={backbone}",
-                                                           "backbone.weights=null"]))
+    conf = config.to_object(
+        config.compose(REPO / "conf", [f"backbone={backbone}", "backbone.weights=null"])
+    )
     model_lib.save(model_lib.build(conf, 3).inference, ["paper", "rock", "scissors"], folder)
     return folder
 
@@ -77,8 +78,9 @@ def call_styles(model_dir: Path) -> dict[str, float]:
     crop = np.random.default_rng(0).integers(0, 256, (300, 300, 3)).astype(np.float32)
     batch = crop[None]
     frozen = Predictor(model, class_names).frame(300)
-    traced = tf.function(lambda x: model(x, training=False),
-                         input_signature=[tf.TensorSpec([1, None, None, 3])])
+    traced = tf.function(
+        lambda x: model(x, training=False), input_signature=[tf.TensorSpec([1, None, None, 3])]
+    )
     return {
         "predict": median_ms(lambda _: model.predict(batch, verbose=0), crop),
         "eager": median_ms(lambda _: model(batch, training=False).numpy(), crop),
@@ -91,9 +93,14 @@ def bench_live(model_dir: Path, video: Path, out: Path):
     from rps.config import LiveConfig, RoiConfig, RoiFind
     from rps.live import run
 
-    conf = LiveConfig(model_path=str(model_dir), source=str(video), headless=True,
-                      roi=RoiConfig(find=RoiFind.fixed),
-                      output=str(out / "annotated.mp4"), predictions=str(out / "p.csv"))
+    conf = LiveConfig(
+        model_path=str(model_dir),
+        source=str(video),
+        headless=True,
+        roi=RoiConfig(find=RoiFind.fixed),
+        output=str(out / "annotated.mp4"),
+        predictions=str(out / "p.csv"),
+    )
     return run(conf, out, REPO)
 
 
@@ -112,18 +119,26 @@ def main() -> None:
             styles = call_styles(folder)
             summary = bench_live(folder, video, folder)
             rows.append((backbone, styles, summary))
-    print(f"### live.py per image backbone: {args.frames} frames of 640x480 video, 300x300 "
-          f"ROI, {os.cpu_count()} CPU cores\n")
-    print("Median ms per call on one crop, then live.py's loop (which calls the frozen "
-          "function).\n")
-    print("| backbone | predict | eager | tf.function | frozen | live: model ms "
-          "| live: frame ms | live: end-to-end FPS |")
+    print(
+        f"### live.py per image backbone: {args.frames} frames of 640x480 video, 300x300 "
+        f"ROI, {os.cpu_count()} CPU cores\n"
+    )
+    print(
+        "Median ms per call on one crop, then live.py's loop (which calls the frozen function).\n"
+    )
+    print(
+        "| backbone | predict | eager | tf.function | frozen | live: model ms "
+        "| live: frame ms | live: end-to-end FPS |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for backbone, styles, s in rows:
-        calls = " | ".join(f"{styles[k]:.1f}" for k in ("predict", "eager", "tf.function",
-                                                         "frozen"))
-        print(f"| {backbone} | {calls} | {s.median_model_ms:.1f} | {s.median_frame_ms:.1f} | "
-              f"{s.fps:.1f} |")
+        calls = " | ".join(
+            f"{styles[k]:.1f}" for k in ("predict", "eager", "tf.function", "frozen")
+        )
+        print(
+            f"| {backbone} | {calls} | {s.median_model_ms:.1f} | {s.median_frame_ms:.1f} | "
+            f"{s.fps:.1f} |"
+        )
 
 
 if __name__ == "__main__":

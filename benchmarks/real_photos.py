@@ -34,10 +34,14 @@ CONFIGS = {
     "default": ([], True),
     "default, aug=none": (["aug=none"], True),
     "default, head=linear": (["head=linear"], True),
-    "experiment=cnn, 3 + 1 epochs": (["experiment=cnn", "trainer.epochs=3",
-                                      "finetune.epochs=1"], False),
-    "experiment=cnn finetune=none, 3 epochs": (["experiment=cnn", "finetune=none",
-                                                "trainer.epochs=3"], False),
+    "experiment=cnn, 3 + 1 epochs": (
+        ["experiment=cnn", "trainer.epochs=3", "finetune.epochs=1"],
+        False,
+    ),
+    "experiment=cnn finetune=none, 3 epochs": (
+        ["experiment=cnn", "finetune=none", "trainer.epochs=3"],
+        False,
+    ),
 }
 HOLD = 10  # frames each photo stays in the live video
 # The README's other commands, timed on the renders with the default's landmarks cached.
@@ -51,8 +55,13 @@ COMMANDS = {
 
 def run(script: str, *overrides: str, log: Path) -> float:
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(REPO / script), *overrides], cwd=REPO,
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / script), *overrides],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     seconds = time.perf_counter() - started
     log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
@@ -63,7 +72,7 @@ def run(script: str, *overrides: str, log: Path) -> float:
 def video(real: Path, path: Path, photos: int = 30) -> Path:
     files = sorted(p for p in real.rglob("*") if p.suffix.lower() in {".jpg", ".png"})
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 30.0, (640, 480))
-    for file in files[::max(1, len(files) // photos)][:photos]:
+    for file in files[:: max(1, len(files) // photos)][:photos]:
         image = cv2.imread(str(file))
         if image is None:
             sys.exit(f"{file} is not an image OpenCV reads")
@@ -73,7 +82,7 @@ def video(real: Path, path: Path, photos: int = 30) -> Path:
             frame = np.zeros((480, 640, 3), np.uint8)
             top = (480 - image.shape[0]) // 2
             left = min(640 - image.shape[1], max(0, (640 - image.shape[1]) // 2 + 2 * k - 10))
-            frame[top:top + image.shape[0], left:left + image.shape[1]] = image
+            frame[top : top + image.shape[0], left : left + image.shape[1]] = image
             writer.write(frame)
     writer.release()
     return path
@@ -82,8 +91,13 @@ def video(real: Path, path: Path, photos: int = 30) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--renders", type=Path, required=True)
-    parser.add_argument("--real", type=Path, nargs="+", required=True,
-                        help="folders of real photos; live.py's video is of the first")
+    parser.add_argument(
+        "--real",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="folders of real photos; live.py's video is of the first",
+    )
     parser.add_argument("--out", type=Path, default=Path("/tmp/rps-real"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -95,41 +109,64 @@ def main() -> None:
         cache = args.out / f"cache-{'hands' if hands else 'cnn'}"
         fresh = not cache.exists()
         os.environ["RPS_CACHE_DIR"] = str(cache)
-        common = ["data=folder", f"data.root={args.renders}", *overrides,
-                  f"tracking.uri=sqlite:///{folder}/mlflow.db"]
+        common = [
+            "data=folder",
+            f"data.root={args.renders}",
+            *overrides,
+            f"tracking.uri=sqlite:///{folder}/mlflow.db",
+        ]
         folder.mkdir(parents=True, exist_ok=True)
         cold = run("run.py", *common, f"hydra.run.dir={folder}/run", log=folder / "cold.log")
-        warm = (run("run.py", *common, f"hydra.run.dir={folder}/warm", log=folder / "warm.log")
-                if i == 0 else None)
+        warm = (
+            run("run.py", *common, f"hydra.run.dir={folder}/warm", log=folder / "warm.log")
+            if i == 0
+            else None
+        )
         tested = json.loads((folder / "run" / "metrics.json").read_text())["test_accuracy"]
         scores, seconds = {}, {}
         for real in args.real:
             for find in ("hand",) if hands else ("hand", "fixed"):
                 where = f"eval-{real.name}-{find}"
                 seconds[real.name, find] = run(
-                    "evaluate.py", f"model_path={folder}/run", f"data.root={real}",
-                    f"roi.find={find}", f"hydra.run.dir={folder}/{where}",
-                    log=folder / f"{where}.log")
+                    "evaluate.py",
+                    f"model_path={folder}/run",
+                    f"data.root={real}",
+                    f"roi.find={find}",
+                    f"hydra.run.dir={folder}/{where}",
+                    log=folder / f"{where}.log",
+                )
                 scores[real.name, find] = json.loads(
-                    (folder / where / "evaluation.json").read_text())
-        run("live.py", f"model_path={folder}/run", f"source={clip}", "headless=true",
-            f"hydra.run.dir={folder}/live", log=folder / "live.log")
+                    (folder / where / "evaluation.json").read_text()
+                )
+        run(
+            "live.py",
+            f"model_path={folder}/run",
+            f"source={clip}",
+            "headless=true",
+            f"hydra.run.dir={folder}/live",
+            log=folder / "live.log",
+        )
         measured = re.search(r"([0-9.]+) FPS", (folder / "live.log").read_text())
         if measured is None:
             sys.exit(f"live.py printed no frame rate: see {folder / 'live.log'}")
         fps = measured.group(1)
-        rows.append((name, overrides, tested, scores, cold if fresh else None, warm, fps,
-                     seconds))
+        rows.append((name, overrides, tested, scores, cold if fresh else None, warm, fps, seconds))
         print(f"{name}: done", file=sys.stderr)
     os.environ["RPS_CACHE_DIR"] = str(args.out / "cache-hands")
     timed = {}
     for i, (name, overrides) in enumerate(COMMANDS.items()):
         folder = args.out / f"command{i}"
         folder.mkdir(parents=True, exist_ok=True)
-        timed[name] = run("run.py", *overrides, f"data.root={args.renders}", "data=folder",
-                          f"tracking.uri=sqlite:///{folder}/mlflow.db",
-                          f"hydra.run.dir={folder}/run", f"hydra.sweep.dir={folder}/sweep",
-                          log=folder / "log.txt")
+        timed[name] = run(
+            "run.py",
+            *overrides,
+            f"data.root={args.renders}",
+            "data=folder",
+            f"tracking.uri=sqlite:///{folder}/mlflow.db",
+            f"hydra.run.dir={folder}/run",
+            f"hydra.sweep.dir={folder}/sweep",
+            log=folder / "log.txt",
+        )
     print(render(rows, timed, args))
 
 
@@ -145,8 +182,8 @@ def render(rows, timed, args) -> str:
         f"photos, with the share of its images where a hand was found; `live.py` ran it "
         f"headless on a 640x480 video of {sets[0]}, hand search included.",
         "",
-        "| config | overrides | render test | " + " | ".join(
-            f"{s}, `roi.find=hand` | hand found | {s}, `roi.find=fixed`" for s in sets)
+        "| config | overrides | render test | "
+        + " | ".join(f"{s}, `roi.find=hand` | hand found | {s}, `roi.find=fixed`" for s in sets)
         + " | cold job | warm job | live.py FPS | evaluate.py |",
         "|---|---|---|" + "---|---|---|" * len(sets) + "---|---|---|---|",
     ]
@@ -155,27 +192,47 @@ def render(rows, timed, args) -> str:
         for s in sets:
             hand, fixed = scores[s, "hand"], scores.get((s, "fixed"))
             found = 1 - hand["no_hand"] / hand["images"]
-            cells.append(f"{hand['accuracy']:.3f} | {found:.3f} | "
-                         f"{'' if fixed is None else format(fixed['accuracy'], '.3f')}")
+            cells.append(
+                f"{hand['accuracy']:.3f} | {found:.3f} | "
+                f"{'' if fixed is None else format(fixed['accuracy'], '.3f')}"
+            )
         lines.append(
             f"| {name} | `{' '.join(overrides) or '(none)'}` | {tested:.3f} | "
-            + " | ".join(cells) + " | "
+            + " | ".join(cells)
+            + " | "
             f"{'' if cold is None else f'{cold / 60:.1f} min'} | "
             f"{'' if warm is None else f'{warm:.0f} s'} | {fps} | "
-            + ", ".join(f"{seconds[s, 'hand']:.0f} s" for s in sets) + " |")
+            + ", ".join(f"{seconds[s, 'hand']:.0f} s" for s in sets)
+            + " |"
+        )
     classes = list(rows[0][3][sets[0], "hand"]["recall"])
-    lines += ["", "Recall per class on the real photos (`roi.find=hand`):", "",
-              "| config | set | " + " | ".join(classes) + " |",
-              "|---|---|" + "---|" * len(classes)]
+    lines += [
+        "",
+        "Recall per class on the real photos (`roi.find=hand`):",
+        "",
+        "| config | set | " + " | ".join(classes) + " |",
+        "|---|---|" + "---|" * len(classes),
+    ]
     for name, _, _, scores, *_ in rows:
         for s in sets:
-            lines.append(f"| {name} | {s} | " + " | ".join(
-                f"{v:.3f}" for v in scores[s, "hand"]["recall"].values()) + " |")
-    lines += ["", "### The README's other commands", "",
-              "On the renders, with the default's landmarks already cached (wall time, one run "
-              "each):", "", "| command | time |", "|---|---|"]
-    lines += [f"| `{name}` | {seconds:.1f} s |" if seconds < 10 else
-              f"| `{name}` | {seconds:.0f} s |" for name, seconds in timed.items()]
+            lines.append(
+                f"| {name} | {s} | "
+                + " | ".join(f"{v:.3f}" for v in scores[s, "hand"]["recall"].values())
+                + " |"
+            )
+    lines += [
+        "",
+        "### The README's other commands",
+        "",
+        "On the renders, with the default's landmarks already cached (wall time, one run each):",
+        "",
+        "| command | time |",
+        "|---|---|",
+    ]
+    lines += [
+        f"| `{name}` | {seconds:.1f} s |" if seconds < 10 else f"| `{name}` | {seconds:.0f} s |"
+        for name, seconds in timed.items()
+    ]
     return "\n".join(lines)
 
 

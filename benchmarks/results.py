@@ -25,41 +25,64 @@ REPO = Path(__file__).resolve().parents[1]
 PAGE = REPO / "docs" / "results.md"
 # name: (heading, what it answers, its arguments from --renders, --real and --out)
 BENCHMARKS = {
-    "real_photos": ("Real photos", "the judge of robustness: trained on renders, scored on "
-                    "real photos; each user command timed",
-                    lambda a: ["--renders", a.renders, "--real", *a.real,
-                               "--out", a.out / "real_photos"]),
-    "hand_search": ("Hand search", "what each stage of the hand search adds on real photos, "
-                    "and what it costs",
-                    lambda a: ["--renders", a.renders, "--out", a.out / "hand_search",
-                               *a.real]),
-    "views": ("Views", "whether the landmark head reads real hands turned toward edge-on",
-              lambda a: ["--renders", a.renders, "--out", a.out / "views", *a.real]),
-    "speed": ("Speed", "backbone throughput; what the feature cache saves",
-              lambda a: ["--data", a.renders, "--out", a.out / "speed"]),
-    "live": ("Live", "live.py's frame rate per image backbone, and why it traces the model",
-             lambda a: ["--images", a.renders / "test"]),
-    "early_stopping": ("Early stopping", "the patience the renders justify, and what early "
-                       "stopping changes on the renders and on real photos",
-                       lambda a: ["--renders", a.renders, "--real", *a.real,
-                                  "--out", a.out / "early_stopping"]),
-    "serving": ("Serving", "a served model's latency per 640x480 photo, as a base64 JPEG and as "
-                "JSON pixels",
-                lambda a: ["--images", a.real[0]]),
-    "sweeps": ("Sweeps", "one head sweep run serially, with joblib and with Ray",
-               lambda a: ["--data", a.renders, "--out", a.out / "sweeps"]),
+    "real_photos": (
+        "Real photos",
+        "the judge of robustness: trained on renders, scored on "
+        "real photos; each user command timed",
+        lambda a: ["--renders", a.renders, "--real", *a.real, "--out", a.out / "real_photos"],
+    ),
+    "hand_search": (
+        "Hand search",
+        "what each stage of the hand search adds on real photos, and what it costs",
+        lambda a: ["--renders", a.renders, "--out", a.out / "hand_search", *a.real],
+    ),
+    "views": (
+        "Views",
+        "whether the landmark head reads real hands turned toward edge-on",
+        lambda a: ["--renders", a.renders, "--out", a.out / "views", *a.real],
+    ),
+    "speed": (
+        "Speed",
+        "backbone throughput; what the feature cache saves",
+        lambda a: ["--data", a.renders, "--out", a.out / "speed"],
+    ),
+    "live": (
+        "Live",
+        "live.py's frame rate per image backbone, and why it traces the model",
+        lambda a: ["--images", a.renders / "test"],
+    ),
+    "early_stopping": (
+        "Early stopping",
+        "the patience the renders justify, and what early "
+        "stopping changes on the renders and on real photos",
+        lambda a: ["--renders", a.renders, "--real", *a.real, "--out", a.out / "early_stopping"],
+    ),
+    "serving": (
+        "Serving",
+        "a served model's latency per 640x480 photo, as a base64 JPEG and as JSON pixels",
+        lambda a: ["--images", a.real[0]],
+    ),
+    "sweeps": (
+        "Sweeps",
+        "one head sweep run serially, with joblib and with Ray",
+        lambda a: ["--data", a.renders, "--out", a.out / "sweeps"],
+    ),
 }
 SECTION = re.compile(r"^## .*\n<!-- (\w+) \w+ -->\n", re.M)
 
 
 def commit() -> str:
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
-                              check=False).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
+        ).stdout.strip()
 
     # Edits to docs (this page among them) change nothing that the benchmarks measure.
-    dirty = " with uncommitted changes" if git("status", "--porcelain", "--untracked-files=no",
-                                               "--", ".", ":!docs") else ""
+    dirty = (
+        " with uncommitted changes"
+        if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs")
+        else ""
+    )
     return git("rev-parse", "--short", "HEAD") + dirty
 
 
@@ -68,8 +91,10 @@ def kept_sections() -> dict[str, str]:
     text = PAGE.read_text() if PAGE.exists() else ""
     found = list(SECTION.finditer(text))
     bounds = [m.start() for m in found] + [len(text)]
-    return {m.group(1): text[m.start():end].rstrip() + "\n"
-            for m, end in zip(found, bounds[1:], strict=True)}
+    return {
+        m.group(1): text[m.start() : end].rstrip() + "\n"
+        for m, end in zip(found, bounds[1:], strict=True)
+    }
 
 
 def main() -> None:
@@ -81,39 +106,52 @@ def main() -> None:
     args = parser.parse_args()
     for folder in (args.renders / "train", args.renders / "test", *args.real):
         if not folder.is_dir():
-            sys.exit(f"{folder} is not a folder: --renders takes a folder with train/ and "
-                     "test/, --real folders of real photos, each in one folder per class.")
+            sys.exit(
+                f"{folder} is not a folder: --renders takes a folder with train/ and "
+                "test/, --real folders of real photos, each in one folder per class."
+            )
     sections = kept_sections()
     for name in args.only:
         heading, answers, arguments = BENCHMARKS[name]
-        command = [sys.executable, str(REPO / "benchmarks" / f"{name}.py"),
-                   *map(str, arguments(args))]
+        command = [
+            sys.executable,
+            str(REPO / "benchmarks" / f"{name}.py"),
+            *map(str, arguments(args)),
+        ]
         print(f"{name}: {' '.join(command[1:])}", file=sys.stderr)
-        proc = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, text=True,
-                              check=False)
+        proc = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, text=True, check=False)
         if proc.returncode != 0:
-            sys.exit(f"benchmarks/{name}.py failed (exit {proc.returncode}), with the "
-                     f"messages above; {PAGE} keeps the sections measured before it.")
+            sys.exit(
+                f"benchmarks/{name}.py failed (exit {proc.returncode}), with the "
+                f"messages above; {PAGE} keeps the sections measured before it."
+            )
         measured = commit().split()[0]
-        sections[name] = (f"## {heading}\n<!-- {name} {measured} -->\n\n"
-                          f"`python benchmarks/{name}.py` (commit {measured}): {answers}.\n\n"
-                          f"{proc.stdout.strip()}\n")
+        sections[name] = (
+            f"## {heading}\n<!-- {name} {measured} -->\n\n"
+            f"`python benchmarks/{name}.py` (commit {measured}): {answers}.\n\n"
+            f"{proc.stdout.strip()}\n"
+        )
         write(sections)
     print(f"wrote {PAGE}", file=sys.stderr)
 
 
 def write(sections: dict[str, str]) -> None:
     """The page: one header, then each benchmark's section in the order of BENCHMARKS."""
-    PAGE.write_text("\n".join([
-        "# Results",
-        "",
-        f"Regenerated by `python benchmarks/results.py --renders <renders> --real <real "
-        f"photos> ...` on {date.today()}, commit {commit()}, {platform.machine()} with "
-        f"{os.cpu_count()} cores, no GPU. Each section names the commit it was measured on; "
-        "figures are one run's medians and ratios, and this machine is noisy.",
-        "",
-        *(sections[name] for name in BENCHMARKS if name in sections),
-    ]))
+    PAGE.write_text(
+        "\n".join(
+            [
+                "# Results",
+                "",
+                f"Regenerated by `python benchmarks/results.py --renders <renders> --real <real "
+                f"photos> ...` on {date.today()}, commit {commit()}, {platform.machine()} with "
+                f"{os.cpu_count()} cores, no GPU. Each section names the commit it was "
+                "measured on; figures are one run's medians and ratios, and this machine is "
+                "noisy.",
+                "",
+                *(sections[name] for name in BENCHMARKS if name in sections),
+            ]
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def frames(images: Path, count: int) -> list[bytes]:
         h, w = image.shape[:2]
         side_w, side_h = min(w, h * 4 // 3), min(h, w * 3 // 4)
         top, left = (h - side_h) // 2, (w - side_w) // 2
-        image = cv2.resize(image[top:top + side_h, left:left + side_w], SIZE)
+        image = cv2.resize(image[top : top + side_h, left : left + side_w], SIZE)
         out.append(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
     return out
 
@@ -60,14 +60,16 @@ def logged_model(store: Path) -> str:
     model = model_lib.build(conf, 3).inference
     settings = config.TrackingConfig(uri=f"sqlite:///{store / 'mlflow.db'}")
     with tracking.job_run(settings, store, "serving benchmark", {}) as run:
-        logged_model.log(run, model, ["paper", "rock", "scissors"],
-                         np.zeros((1, 64, 64, 3), np.uint8), None)
+        logged_model.log(
+            run, model, ["paper", "rock", "scissors"], np.zeros((1, 64, 64, 3), np.uint8), None
+        )
     return run.run_id or ""
 
 
 def served(url: str, body: bytes) -> float:
-    request = urllib.request.Request(f"{url}/invocations", data=body,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}/invocations", data=body, headers={"Content-Type": "application/json"}
+    )
     started = time.perf_counter()
     with urllib.request.urlopen(request, timeout=120) as response:
         json.loads(response.read())
@@ -90,10 +92,21 @@ def main() -> None:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"}
-        server = subprocess.Popen(["make", "-s", "serve", f"BIN={Path(sys.executable).parent}",
-                                   f"RUN_ID={run_id}", f"SERVE_PORT={port}"], cwd=REPO, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
+        server = subprocess.Popen(
+            [
+                "make",
+                "-s",
+                "serve",
+                f"BIN={Path(sys.executable).parent}",
+                f"RUN_ID={run_id}",
+                f"SERVE_PORT={port}",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 180
@@ -106,13 +119,13 @@ def main() -> None:
                         raise SystemExit("make serve did not answer within 180 s") from None
                     time.sleep(0.5)
             decoded = [np.asarray(Image.open(io.BytesIO(j)).convert("RGB")) for j in jpegs]
-            files = [json.dumps({"inputs": [base64.b64encode(j).decode()]}).encode()
-                     for j in jpegs]
+            files = [json.dumps({"inputs": [base64.b64encode(j).decode()]}).encode() for j in jpegs]
             pixels = [json.dumps({"inputs": [d.tolist()]}).encode() for d in decoded]
             served(url, files[0])  # the first request loads what the model needs
             rows = {
                 "in-process predictor (decoded RGB)": [
-                    _timed(lambda d=d: predictor.probabilities([d])) for d in decoded],
+                    _timed(lambda d=d: predictor.probabilities([d])) for d in decoded
+                ],
                 "served, base64 JPEG": [served(url, body) for body in files],
                 "served, JSON pixels": [served(url, body) for body in pixels[:5]],
             }
@@ -120,8 +133,10 @@ def main() -> None:
             os.killpg(server.pid, signal.SIGINT)
             server.wait(timeout=30)
     base = statistics.median(rows["in-process predictor (decoded RGB)"])
-    print(f"{len(jpegs)} photos from {args.images.name}, each 640x480, one per request; "
-          f"JPEG {statistics.median(len(j) for j in jpegs) / 1000:.0f} kB median.\n")
+    print(
+        f"{len(jpegs)} photos from {args.images.name}, each 640x480, one per request; "
+        f"JPEG {statistics.median(len(j) for j in jpegs) / 1000:.0f} kB median.\n"
+    )
     print("| how | requests | median ms | x in-process |\n|---|---|---|---|")
     for name, times in rows.items():
         median = statistics.median(times)

@@ -44,8 +44,7 @@ def flops_per_image(model) -> float:
             total += h * w * c * layer.kernel_size[0] * layer.kernel_size[1]
         elif isinstance(layer, keras.layers.Conv2D):
             h, w, c = layer.output.shape[1:]
-            total += h * w * c * layer.kernel_size[0] * layer.kernel_size[1] * \
-                layer.input.shape[-1]
+            total += h * w * c * layer.kernel_size[0] * layer.kernel_size[1] * layer.input.shape[-1]
         elif isinstance(layer, keras.layers.Dense):
             total += layer.units * layer.input.shape[-1]
     return 2.0 * total
@@ -57,8 +56,12 @@ def throughput(repeats: int = 3, images: int = 128) -> list[list[str]]:
     from rps import backbones
     from rps.config import BackboneConfig, BackboneName
 
-    sizes = {BackboneName.efficientnet_lite0: 224, BackboneName.mobilenet_v2: 224,
-             BackboneName.efficientnet_b0: 224, BackboneName.resnet50: 300}
+    sizes = {
+        BackboneName.efficientnet_lite0: 224,
+        BackboneName.mobilenet_v2: 224,
+        BackboneName.efficientnet_b0: 224,
+        BackboneName.resnet50: 300,
+    }
     rows = []
     for name, size in sizes.items():
         model = backbones.build(BackboneConfig(name=name, input_size=size, weights=None))
@@ -72,17 +75,29 @@ def throughput(repeats: int = 3, images: int = 128) -> list[list[str]]:
             rates.append(images / (time.perf_counter() - started))
         rate = statistics.median(rates)
         gflops = flops_per_image(model) / 1e9
-        rows.append([name.value, str(size), f"{rate:.1f}", f"{gflops:.2f}",
-                     f"{rate * gflops:.0f}", f"{rate * gflops / PEAK_GFLOPS:.0%}"])
+        rows.append(
+            [
+                name.value,
+                str(size),
+                f"{rate:.1f}",
+                f"{gflops:.2f}",
+                f"{rate * gflops:.0f}",
+                f"{rate * gflops / PEAK_GFLOPS:.0%}",
+            ]
+        )
     return rows
 
 
 def job(out: Path, name: str, *overrides: str) -> dict:
     """One run.py process; returns its metrics (the last job's, for a sweep) and wall time."""
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(REPO / "run.py"), *overrides],
-                          capture_output=True, text=True, check=False,
-                          env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out}/mlflow.db"})
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), *overrides],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out}/mlflow.db"},
+    )
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
@@ -102,43 +117,69 @@ def main() -> None:
     cache = args.out / "cache"
     # A frozen image backbone, where the cache does its work: the image recipe fine-tunes,
     # and stage 2 runs end to end whatever the cache holds.
-    base = ["data=folder", f"data.root={args.data}", f"cache.dir={cache}", "experiment=cnn",
-            "finetune=none"]
+    base = [
+        "data=folder",
+        f"data.root={args.data}",
+        f"cache.dir={cache}",
+        "experiment=cnn",
+        "finetune=none",
+    ]
 
     def run(name: str, *overrides: str, multirun: bool = False) -> dict:
-        where = (f"hydra.sweep.dir={args.out / name}" if multirun
-                 else f"hydra.run.dir={args.out / name}")
+        where = (
+            f"hydra.sweep.dir={args.out / name}" if multirun else f"hydra.run.dir={args.out / name}"
+        )
         return job(args.out, name, *(["-m"] if multirun else []), *base, *overrides, where)
 
     print(f"### Backbone features on {os.cpu_count()} CPU cores (batch 32, median of 3)\n")
-    table(["backbone", "input", "images/s", "GFLOP/image", "GFLOP/s", "of ~100 GFLOP/s peak"],
-          throughput())
+    table(
+        ["backbone", "input", "images/s", "GFLOP/image", "GFLOP/s", "of ~100 GFLOP/s peak"],
+        throughput(),
+    )
 
     cold = run("cold")
     warm = run("warm")
     shutil.rmtree(cache)
     sweep = run("sweep", "head.units=64,128,256,512", multirun=True)
-    print("\n### `experiment=cnn finetune=none`, wall time to test accuracy (each a fresh "
-          "process)\n")
-    rows = [["cold (empty cache)", f"{cold['wall']:.0f}", acc(cold), "1.00"],
-            ["warm (cache present)", f"{warm['wall']:.0f}", acc(warm),
-             f"{warm['wall'] / cold['wall']:.2f}"],
-            ["4-job head sweep, empty cache", f"{sweep['wall']:.0f}",
-             " ".join(acc({"metrics": [m]}) for m in sweep["metrics"]),
-             f"{sweep['wall'] / cold['wall']:.2f}"]]
+    print(
+        "\n### `experiment=cnn finetune=none`, wall time to test accuracy (each a fresh process)\n"
+    )
+    rows = [
+        ["cold (empty cache)", f"{cold['wall']:.0f}", acc(cold), "1.00"],
+        [
+            "warm (cache present)",
+            f"{warm['wall']:.0f}",
+            acc(warm),
+            f"{warm['wall'] / cold['wall']:.2f}",
+        ],
+        [
+            "4-job head sweep, empty cache",
+            f"{sweep['wall']:.0f}",
+            " ".join(acc({"metrics": [m]}) for m in sweep["metrics"]),
+            f"{sweep['wall'] / cold['wall']:.2f}",
+        ],
+    ]
     table(["run", "wall s", "test accuracy", "x cold"], rows)
 
     epochs = ["aug=none", "trainer.epochs=5", "trainer.patience=null"]
     e2e = run("end_to_end", *epochs, "cache.enabled=false")
     cached = run("cached", *epochs)
-    print("\n### Per epoch, `aug=none`, same seed: end to end against the head on cached "
-          "features\n")
+    print(
+        "\n### Per epoch, `aug=none`, same seed: end to end against the head on cached features\n"
+    )
     rows = []
     for label, result in (("end to end", e2e), ("cached head", cached)):
         metrics = result["metrics"][0]
         per_epoch = statistics.median(h["seconds"] for h in metrics["history"])
-        rows.append([label, f"{per_epoch:.2f}", f"{metrics['features_seconds']:.0f}",
-                     f"{result['wall']:.0f}", acc(result)])
+        rows.append(
+            [
+                label,
+                f"{per_epoch:.2f}",
+                f"{metrics['features_seconds']:.0f}",
+                f"{result['wall']:.0f}",
+                acc(result),
+            ]
+        )
     ratio = float(rows[0][1]) / float(rows[1][1])
     table(["training", "s/epoch (median)", "feature pass s", "wall s", "test accuracy"], rows)
     print(f"\nCached head epochs are {ratio:.0f}x faster.")

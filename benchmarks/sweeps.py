@@ -27,11 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 def launchers(workers: int) -> dict[str, list[str]]:
     return {
         "serial (basic)": [],
-        f"joblib, n_jobs={workers}": ["hydra/launcher=joblib",
-                                      f"hydra.launcher.n_jobs={workers}"],
-        f"ray, {workers} workers": ["hydra/launcher=ray",
-                                    f"++hydra.launcher.ray.init.num_cpus={workers}",
-                                    "++hydra.launcher.ray.init.include_dashboard=false"],
+        f"joblib, n_jobs={workers}": ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={workers}"],
+        f"ray, {workers} workers": [
+            "hydra/launcher=ray",
+            f"++hydra.launcher.ray.init.num_cpus={workers}",
+            "++hydra.launcher.ray.init.include_dashboard=false",
+        ],
     }
 
 
@@ -41,8 +42,13 @@ def run(out: Path, name: str, *overrides: str) -> float:
     folder.mkdir(parents=True)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db"}
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(REPO / "run.py"), *overrides], env=env,
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), *overrides],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     wall = time.perf_counter() - started
     (folder / "log.txt").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
@@ -60,10 +66,13 @@ def val_accuracies(store: Path) -> list[str]:
     experiment = client.get_experiment_by_name("rps")
     if experiment is None:
         sys.exit(f"the sweep logged no experiment rps in {store}")
-    runs = client.search_runs([experiment.experiment_id],
-                              filter_string=f"tags.`{tracking.PARENT_TAG}` != ''")
-    return [f"{row.val_accuracy:.4f}" if row.val_accuracy is not None else row.status
-            for row in sweep.rows_of(runs)]
+    runs = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`{tracking.PARENT_TAG}` != ''"
+    )
+    return [
+        f"{row.val_accuracy:.4f}" if row.val_accuracy is not None else row.status
+        for row in sweep.rows_of(runs)
+    ]
 
 
 def main() -> None:
@@ -79,21 +88,41 @@ def main() -> None:
     shutil.rmtree(args.out, ignore_errors=True)
     # A frozen image backbone, so the warm cache leaves each job seconds of work and the
     # launchers' own costs show; fine-tuning costs minutes per job whatever the launcher.
-    base = ["data=folder", f"data.root={args.data}", f"cache.dir={args.out / 'cache'}",
-            "experiment=cnn", "finetune=none", *args.overrides]
+    base = [
+        "data=folder",
+        f"data.root={args.data}",
+        f"cache.dir={args.out / 'cache'}",
+        "experiment=cnn",
+        "finetune=none",
+        *args.overrides,
+    ]
 
-    warm = run(args.out, "warm-up", *base, f"head.units={args.units.split(',')[0]}",
-               f"hydra.run.dir={args.out / 'warm-up' / 'run'}")
+    warm = run(
+        args.out,
+        "warm-up",
+        *base,
+        f"head.units={args.units.split(',')[0]}",
+        f"hydra.run.dir={args.out / 'warm-up' / 'run'}",
+    )
     rows = []
     for label, launcher in launchers(args.workers).items():
         name = label.split(",")[0].split(" ")[0]
-        wall = run(args.out, name, "-m", *base, f"head.units={args.units}", *launcher,
-                   f"hydra.sweep.dir={args.out / name / 'sweep'}")
+        wall = run(
+            args.out,
+            name,
+            "-m",
+            *base,
+            f"head.units={args.units}",
+            *launcher,
+            f"hydra.sweep.dir={args.out / name / 'sweep'}",
+        )
         rows.append((label, wall, val_accuracies(args.out / name / "mlflow.db")))
     serial = rows[0][1]
-    print(f"### A {len(args.units.split(','))}-job sweep, `-m head.units={args.units}`, per "
-          f"launcher, warm cache (`experiment=cnn finetune=none`; the warm-up job that filled "
-          f"it: {warm:.0f} s)\n")
+    print(
+        f"### A {len(args.units.split(','))}-job sweep, `-m head.units={args.units}`, per "
+        f"launcher, warm cache (`experiment=cnn finetune=none`; the warm-up job that filled "
+        f"it: {warm:.0f} s)\n"
+    )
     print("| launcher | wall s | x serial | val accuracy per job |\n|---|---|---|---|")
     for label, wall, accuracies in rows:
         print(f"| {label} | {wall:.0f} | {wall / serial:.2f} | {' '.join(accuracies)} |")

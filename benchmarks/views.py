@@ -37,9 +37,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/rps-views"))
     parser.add_argument("sets", type=Path, nargs="+", help="labelled folders (class subfolders)")
     args = parser.parse_args()
-    models = {tilt: model_lib.load(train(args.renders, args.out / f"tilt{tilt}",
-                                         f"aug.landmark_tilt={tilt}"))
-              for tilt in args.tilts}
+    models = {
+        tilt: model_lib.load(
+            train(args.renders, args.out / f"tilt{tilt}", f"aug.landmark_tilt={tilt}")
+        )
+        for tilt in args.tilts
+    }
     class_names = next(iter(models.values()))[1]
     finder = hands.HandFinder()
     points, labels = [], []
@@ -50,21 +53,27 @@ def main() -> None:
         points.append(found[kept])
         labels.append(photos.labels[kept])
     real, truth = np.concatenate(points), np.concatenate(labels)
-    lines = ["| `aug.landmark_tilt` | " + " | ".join(
-        f"pitch {p}, yaw {y}" for p, y in VIEWS) + " |", "|---|" + "---|" * len(VIEWS)]
+    lines = [
+        "| `aug.landmark_tilt` | " + " | ".join(f"pitch {p}, yaw {y}" for p, y in VIEWS) + " |",
+        "|---|" + "---|" * len(VIEWS),
+    ]
     for tilt, (model, _) in models.items():
         cells = []
         for pitch, yaw in VIEWS:
-            logits = model.predict(landmarks.features(landmarks.turned(real, pitch, yaw)),
-                                   verbose=0)
-            scored = scores.summary(scores.softmax(np.asarray(logits, np.float64)), truth,
-                                    class_names)
+            logits = model.predict(
+                landmarks.features(landmarks.turned(real, pitch, yaw)), verbose=0
+            )
+            scored = scores.summary(
+                scores.softmax(np.asarray(logits, np.float64)), truth, class_names
+            )
             cells.append(f"{scored['accuracy']:.3f}")
         lines.append(f"| {tilt} | " + " | ".join(cells) + " |")
     print("### Real hands turned out of the image plane\n")
-    print(f"The {len(truth)} hands found in {', '.join(f.name for f in args.sets)}, turned "
-          "by fixed angles in degrees and read by the default trained on the renders with "
-          "each `aug.landmark_tilt` (accuracy).\n")
+    print(
+        f"The {len(truth)} hands found in {', '.join(f.name for f in args.sets)}, turned "
+        "by fixed angles in degrees and read by the default trained on the renders with "
+        "each `aug.landmark_tilt` (accuracy).\n"
+    )
     print("\n".join(lines))
 
 

@@ -60,22 +60,32 @@ def build(cfg: ImageAugConfig, seed: int) -> keras.Sequential:
     if cfg.rotation:
         transforms.append(keras.layers.RandomRotation(cfg.rotation, seed=seed + 1, **fill))
     if cfg.zoom_in or cfg.zoom_out:
-        transforms.append(keras.layers.RandomZoom((-cfg.zoom_in, cfg.zoom_out), seed=seed + 2,
-                                                  **fill))
+        transforms.append(
+            keras.layers.RandomZoom((-cfg.zoom_in, cfg.zoom_out), seed=seed + 2, **fill)
+        )
     if cfg.translation:
-        transforms.append(keras.layers.RandomTranslation(cfg.translation, cfg.translation,
-                                                         seed=seed + 3, **fill))
+        transforms.append(
+            keras.layers.RandomTranslation(cfg.translation, cfg.translation, seed=seed + 3, **fill)
+        )
     if hand:
         if cfg.background_dir is not None:
             photos(cfg.background_dir)  # a bad folder fails now, not in the first batch
-        transforms.append(HandComposite(cfg.background, cfg.skin_tone,
-                                        cfg.background_photos, cfg.background_recolour,
-                                        cfg.background_dir, seed=seed + 8))
+        transforms.append(
+            HandComposite(
+                cfg.background,
+                cfg.skin_tone,
+                cfg.background_photos,
+                cfg.background_recolour,
+                cfg.background_dir,
+                seed=seed + 8,
+            )
+        )
     if cfg.brightness:
         transforms.append(keras.layers.RandomBrightness(cfg.brightness, seed=seed + 4))
     if cfg.contrast:
         transforms.append(
-            keras.layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=seed + 5))
+            keras.layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=seed + 5)
+        )
     if cfg.saturation:
         # Keras reads 0.5 as "unchanged", so jitter symmetrically around it.
         band = (0.5 - cfg.saturation / 2, 0.5 + cfg.saturation / 2)
@@ -104,8 +114,9 @@ def hand_mask(images: tf.Tensor) -> tf.Tensor:
     brightest = tf.reduce_max(images, axis=-1, keepdims=True)
     darkest = tf.reduce_min(images, axis=-1, keepdims=True)
     saturation = (brightest - darkest) / tf.maximum(brightest, 1.0)
-    background = (_smoothstep(WHITENESS, darkest / WHITE)
-                  * (1.0 - _smoothstep(SATURATION, saturation)))
+    background = _smoothstep(WHITENESS, darkest / WHITE) * (
+        1.0 - _smoothstep(SATURATION, saturation)
+    )
     hand = -_dilate(-(1.0 - background), 3)
     hand = -_dilate(-_dilate(hand, 5), 5)
     return tf.nn.avg_pool2d(hand, 3, 1, "SAME")
@@ -132,7 +143,7 @@ def _fractal_noise(uniform, batch: tf.Tensor) -> tf.Tensor:
     total = 0.0
     for octave, cells in enumerate(NOISE_GRIDS):
         grid = uniform([batch, cells, cells, 2])
-        total += persistence ** octave * tf.image.resize(grid, [PATTERN_SIZE] * 2, "bicubic")
+        total += persistence**octave * tf.image.resize(grid, [PATTERN_SIZE] * 2, "bicubic")
     low = tf.reduce_min(total, axis=[1, 2], keepdims=True)
     high = tf.reduce_max(total, axis=[1, 2], keepdims=True)
     return (total - low) / tf.maximum(high - low, 1e-6)
@@ -171,11 +182,13 @@ def backgrounds(uniform, shape: tf.Tensor) -> tf.Tensor:
         _sharpen(stripes * tf.sin(math.pi * frequency * across + phase), uniform, batch),
     ]
     kind = tf.one_hot(tf.cast(uniform([batch], 0.0, PATTERNS), tf.int32), PATTERNS)
-    pattern = tf.reduce_sum(tf.concat(patterns, axis=-1) * kind[:, None, None, :], axis=-1,
-                            keepdims=True)
+    pattern = tf.reduce_sum(
+        tf.concat(patterns, axis=-1) * kind[:, None, None, :], axis=-1, keepdims=True
+    )
     grain = uniform([batch, 1, 1, 1], 0.0, 0.3) * (2.0 * film - 1.0)
-    pattern, grain = tf.split(tf.image.resize(tf.concat([pattern, grain], axis=-1),
-                                              shape[1:3], "bilinear"), 2, axis=-1)
+    pattern, grain = tf.split(
+        tf.image.resize(tf.concat([pattern, grain], axis=-1), shape[1:3], "bilinear"), 2, axis=-1
+    )
     return tf.clip_by_value(two_colours(uniform, pattern) * (1.0 + grain), 0.0, WHITE)
 
 
@@ -201,38 +214,45 @@ def photos(folder: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     edited or added photo is read again."""
     stamp = None
     if folder is not None and Path(folder).expanduser().is_dir():
-        stamp = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size)
-                      for p in sorted(Path(folder).expanduser().iterdir()))
+        stamp = tuple(
+            (p.name, p.stat().st_mtime_ns, p.stat().st_size)
+            for p in sorted(Path(folder).expanduser().iterdir())
+        )
     return _canvas(folder, stamp)
 
 
 @functools.cache
 def _canvas(folder: str | None, stamp: tuple | None) -> tuple[np.ndarray, np.ndarray]:
     """The bundled photos, then the user's."""
-    images = [cv2.cvtColor(_bundled(str(files(package) / name)), cv2.COLOR_BGR2RGB)
-              for package, name in PHOTOS]
+    images = [
+        cv2.cvtColor(_bundled(str(files(package) / name)), cv2.COLOR_BGR2RGB)
+        for package, name in PHOTOS
+    ]
     if folder is not None:
         images += user_photos(Path(folder).expanduser())
     sizes = np.array([image.shape[:2] for image in images])
     canvas = np.zeros((len(images), *sizes.max(axis=0), 3), np.uint8)
     for canvas_image, image in zip(canvas, images, strict=True):
-        canvas_image[:image.shape[0], :image.shape[1]] = image
+        canvas_image[: image.shape[0], : image.shape[1]] = image
     return canvas, sizes
 
 
 def _bundled(path: str) -> np.ndarray:
     image = cv2.imread(path)
     if image is None:
-        raise FileNotFoundError(f"{path}, a photo that installs with rps, cannot be read: "
-                                "reinstall rps")
+        raise FileNotFoundError(
+            f"{path}, a photo that installs with rps, cannot be read: reinstall rps"
+        )
     return image
 
 
 def user_photos(folder: Path) -> list[np.ndarray]:
     """Every file in ``folder`` (dotfiles aside) as RGB, shrunk to ``USER_PHOTO_SIDE``."""
     if not folder.is_dir():
-        raise ConfigError(f"aug.background_dir={str(folder)!r} is not a folder: point it at a "
-                          "folder of photos of the places the camera will see, or drop it.")
+        raise ConfigError(
+            f"aug.background_dir={str(folder)!r} is not a folder: point it at a "
+            "folder of photos of the places the camera will see, or drop it."
+        )
     paths = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     images, bad = [], []
     for path in paths:
@@ -246,12 +266,16 @@ def user_photos(folder: Path) -> list[np.ndarray]:
             image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         images.append(image)
     if bad:
-        raise ConfigError(f"aug.background_dir={str(folder)!r} has {len(bad)} file(s) that are "
-                          f"not readable images: {'; '.join(bad[:5])}"
-                          f"{'; ...' if len(bad) > 5 else ''}. Delete or replace them.")
+        raise ConfigError(
+            f"aug.background_dir={str(folder)!r} has {len(bad)} file(s) that are "
+            f"not readable images: {'; '.join(bad[:5])}"
+            f"{'; ...' if len(bad) > 5 else ''}. Delete or replace them."
+        )
     if not images:
-        raise ConfigError(f"aug.background_dir={str(folder)!r} has no images: add photos of "
-                          "the places the camera will see (any format Pillow reads).")
+        raise ConfigError(
+            f"aug.background_dir={str(folder)!r} has no images: add photos of "
+            "the places the camera will see (any format Pillow reads)."
+        )
     return images
 
 
@@ -268,8 +292,9 @@ def photo_crops(uniform, shape: tf.Tensor, folder: str | None = None) -> tf.Tens
     mirrored = uniform([batch]) < 0.5  # crop_and_resize flips a box whose x2 < x1
     left, right = tf.where(mirrored, right, left), tf.where(mirrored, left, right)
     canvas_h, canvas_w = canvas.shape[1:3]
-    boxes = tf.stack([top / canvas_h, left / canvas_w, (top + side) / canvas_h,
-                      right / canvas_w], axis=1)
+    boxes = tf.stack(
+        [top / canvas_h, left / canvas_w, (top + side) / canvas_h, right / canvas_w], axis=1
+    )
     return tf.image.crop_and_resize(tf.constant(canvas), boxes, index, shape[1:3])
 
 
@@ -302,8 +327,15 @@ class HandComposite(_Random):
     warmer as it darkens, as real skin does. All act through :func:`hand_mask`.
     """
 
-    def __init__(self, probability: float, skin_tone: float, photo_share: float = 0.0,
-                 recolour: float = 0.0, photo_dir: str | None = None, **kwargs):
+    def __init__(
+        self,
+        probability: float,
+        skin_tone: float,
+        photo_share: float = 0.0,
+        recolour: float = 0.0,
+        photo_dir: str | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.probability = probability
         self.skin_tone = skin_tone
@@ -317,8 +349,7 @@ class HandComposite(_Random):
         shape = tf.shape(images)
         mask = hand_mask(images)
         shade = self.uniform([shape[0], 1, 1, 1], -self.skin_tone, self.skin_tone)
-        hand = tf.clip_by_value(images * (1.0 - shade * tf.constant(SKIN_DARKENING)), 0.0,
-                                WHITE)
+        hand = tf.clip_by_value(images * (1.0 - shade * tf.constant(SKIN_DARKENING)), 0.0, WHITE)
         replace = self.uniform([shape[0], 1, 1, 1]) < self.probability
         new = backgrounds(self.uniform, shape)
         if self.photo_share > 0:
@@ -332,9 +363,14 @@ class HandComposite(_Random):
         return mask * hand + (1.0 - mask) * behind
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "probability": self.probability,
-                "skin_tone": self.skin_tone, "photo_share": self.photo_share,
-                "recolour": self.recolour, "photo_dir": self.photo_dir}
+        return {
+            **super().get_config(),
+            "probability": self.probability,
+            "skin_tone": self.skin_tone,
+            "photo_share": self.photo_share,
+            "recolour": self.recolour,
+            "photo_dir": self.photo_dir,
+        }
 
 
 @keras.saving.register_keras_serializable(package="rps")
@@ -381,11 +417,11 @@ class RandomBlur(_Random):
         kernel = tf.reshape(tf.transpose(tf.repeat(weights, 3, axis=0)), [-1, 1])  # (K, B*3)
         kernel = tf.reshape(kernel, [2 * radius + 1, 1, -1, 1])
         folded = tf.reshape(tf.transpose(images, [1, 2, 0, 3]), [1, shape[1], shape[2], -1])
-        padded = tf.pad(folded, [[0, 0], [radius, radius], [radius, radius], [0, 0]],
-                        "SYMMETRIC")
+        padded = tf.pad(folded, [[0, 0], [radius, radius], [radius, radius], [0, 0]], "SYMMETRIC")
         blurred = tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], "VALID")
-        blurred = tf.nn.depthwise_conv2d(blurred, tf.transpose(kernel, [1, 0, 2, 3]),
-                                         [1, 1, 1, 1], "VALID")
+        blurred = tf.nn.depthwise_conv2d(
+            blurred, tf.transpose(kernel, [1, 0, 2, 3]), [1, 1, 1, 1], "VALID"
+        )
         unfolded = tf.reshape(blurred, [shape[1], shape[2], shape[0], 3])
         return tf.transpose(unfolded, [2, 0, 1, 3])
 

@@ -96,7 +96,6 @@ def build(cfg: BackboneConfig) -> keras.Model:
     return model
 
 
-
 def freeze(backbone: keras.Model) -> None:
     backbone.trainable = False
 

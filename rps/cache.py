@@ -135,8 +135,14 @@ def usage(folder: Path) -> list[Usage]:
     for kind in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
         files = [f for f in kind.iterdir() if f.is_file()]
         stats = [f.stat() for f in files]
-        found.append(Usage(kind.name, len(files), sum(st.st_size for st in stats),
-                           max((st.st_mtime for st in stats), default=None)))
+        found.append(
+            Usage(
+                kind.name,
+                len(files),
+                sum(st.st_size for st in stats),
+                max((st.st_mtime for st in stats), default=None),
+            )
+        )
     return found
 
 
@@ -166,31 +172,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m rps.cache",
         description="The size of rps's cache of decoded images, backbone features, hand "
         "landmarks and hand models, and a way to clean it. Every entry is rebuilt when a job "
-        "needs it again (the hand models are fetched again through the package registry).")
+        "needs it again (the hand models are fetched again through the package registry).",
+    )
     parser.add_argument("action", nargs="?", choices=["size", "clean"], default="size")
-    parser.add_argument("--dir", type=Path, help="the cache folder (default: $RPS_CACHE_DIR, "
-                        "else $XDG_CACHE_HOME/rps, else ~/.cache/rps), as cache.dir sets it")
-    parser.add_argument("--kind", action="append", default=[],
-                        help="clean only this kind (images, features, landmarks, hand_models); "
-                        "repeat for several")
-    parser.add_argument("--unused", type=float, metavar="DAYS",
-                        help="clean only entries no job has used for this many days")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        help="the cache folder (default: $RPS_CACHE_DIR, "
+        "else $XDG_CACHE_HOME/rps, else ~/.cache/rps), as cache.dir sets it",
+    )
+    parser.add_argument(
+        "--kind",
+        action="append",
+        default=[],
+        help="clean only this kind (images, features, landmarks, hand_models); repeat for several",
+    )
+    parser.add_argument(
+        "--unused",
+        type=float,
+        metavar="DAYS",
+        help="clean only entries no job has used for this many days",
+    )
     args = parser.parse_args(argv)
     folder = (args.dir or user_cache_dir()).expanduser()
     known = {u.kind for u in usage(folder)}
     if unknown := [k for k in args.kind if k not in known]:
-        parser.error(f"--kind {' '.join(unknown)}: {folder} holds no such kind; it holds "
-                     f"{', '.join(sorted(known)) or 'nothing yet'}.")
+        parser.error(
+            f"--kind {' '.join(unknown)}: {folder} holds no such kind; it holds "
+            f"{', '.join(sorted(known)) or 'nothing yet'}."
+        )
     if args.action == "clean":
         done = clean(folder, args.kind, args.unused)
         print(f"removed {done.entries} entries ({_megabytes(done.size)}) from {folder}")
     found = usage(folder)
     print(f"{folder}: {_megabytes(sum(u.size for u in found))}")
     for kind in found:
-        used = (time.strftime("%Y-%m-%d %H:%M", time.localtime(kind.last_used))
-                if kind.last_used else "-")
-        print(f"  {kind.kind:<12} {kind.entries:>5} entries {_megabytes(kind.size):>12}"
-              f"  last used {used}")
+        used = (
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(kind.last_used))
+            if kind.last_used
+            else "-"
+        )
+        print(
+            f"  {kind.kind:<12} {kind.entries:>5} entries {_megabytes(kind.size):>12}"
+            f"  last used {used}"
+        )
     return 0
 
 

@@ -55,16 +55,16 @@ def path(folder: Path) -> Path:
 
 
 def save(folder: Path, state: State) -> Path:
-    meta = {k: v for k, v in asdict(state).items()
-            if k not in (*_ARRAYS, "optimizer")}
-    arrays = {f"{name}_{i}": value for name in _ARRAYS
-              for i, value in getattr(state, name).items()}
+    meta = {k: v for k, v in asdict(state).items() if k not in (*_ARRAYS, "optimizer")}
+    arrays = {f"{name}_{i}": value for name in _ARRAYS for i, value in getattr(state, name).items()}
     arrays.update({f"optimizer_{k}": value for k, value in enumerate(state.optimizer)})
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
-            named: dict[str, Any] = {**arrays, _META: np.array(json.dumps(
-                {"version": VERSION, **meta}))}
+            named: dict[str, Any] = {
+                **arrays,
+                _META: np.array(json.dumps({"version": VERSION, **meta})),
+            }
             np.savez(f, **named)
 
     return write_atomically(path(folder), write)
@@ -78,10 +78,11 @@ def load(folder: Path) -> State | None:
     with np.load(file, allow_pickle=False) as stored:
         meta = json.loads(str(stored[_META]))
         if meta.pop("version") != VERSION:
-            raise UserError(f"{file} was written by another version of rps and cannot be "
-                            "resumed by this one: start the run again.")
-        arrays: dict[str, dict[int, np.ndarray]] = {name: {} for name in (*_ARRAYS,
-                                                                          "optimizer")}
+            raise UserError(
+                f"{file} was written by another version of rps and cannot be "
+                "resumed by this one: start the run again."
+            )
+        arrays: dict[str, dict[int, np.ndarray]] = {name: {} for name in (*_ARRAYS, "optimizer")}
         for key in stored.files:
             if key != _META:
                 name, index = key.rsplit("_", 1)

@@ -48,10 +48,18 @@ class DataConfig:
     limit: int | None = None
 
     def __post_init__(self) -> None:
-        _check(0.0 < self.val_fraction < 1.0, "data.val_fraction", self.val_fraction,
-               "between 0 and 1 (exclusive)")
-        _check(self.limit is None or self.limit >= 2, "data.limit", self.limit,
-               "at least 2 images per class, or null for all")
+        _check(
+            0.0 < self.val_fraction < 1.0,
+            "data.val_fraction",
+            self.val_fraction,
+            "between 0 and 1 (exclusive)",
+        )
+        _check(
+            self.limit is None or self.limit >= 2,
+            "data.limit",
+            self.limit,
+            "at least 2 images per class, or null for all",
+        )
 
 
 @dataclass
@@ -91,15 +99,20 @@ class BackboneConfig:
         return self.name is BackboneName.hand_landmarks
 
     def __post_init__(self) -> None:
-        _check(32 <= self.input_size <= 1024, "backbone.input_size", self.input_size,
-               "between 32 and 1024 pixels")
+        _check(
+            32 <= self.input_size <= 1024,
+            "backbone.input_size",
+            self.input_size,
+            "between 32 and 1024 pixels",
+        )
         if self.finds_hands != (self.weights == HAND_WEIGHTS):
             raise ConfigError(
                 f"backbone={self.name.value} with backbone.weights={self.weights!r}: "
                 f"weights={HAND_WEIGHTS} means MediaPipe's hand models, which only "
                 "backbone=hand_landmarks runs, and it runs nothing else. Use "
                 "backbone=hand_landmarks as it is, or a CNN backbone with imagenet, null or a "
-                "weights file.")
+                "weights file."
+            )
 
 
 @dataclass
@@ -122,8 +135,12 @@ class DenseHeadConfig(HeadConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check(self.units >= 1, "head.units", self.units, "a positive integer")
-        _check(1 <= self.depth <= 16, "head.depth", self.depth,
-               "between 1 and 16 (head=linear has none)")
+        _check(
+            1 <= self.depth <= 16,
+            "head.depth",
+            self.depth,
+            "between 1 and 16 (head=linear has none)",
+        )
 
 
 @dataclass
@@ -175,13 +192,22 @@ class ImageAugConfig(AugConfig):
     blur: float = 0.0
 
     def __post_init__(self) -> None:
-        for key in ("rotation", "translation", "brightness", "contrast",
-                    "saturation", "hue", "background", "background_photos",
-                    "background_recolour", "skin_tone", "white_balance"):
+        for key in (
+            "rotation",
+            "translation",
+            "brightness",
+            "contrast",
+            "saturation",
+            "hue",
+            "background",
+            "background_photos",
+            "background_recolour",
+            "skin_tone",
+            "white_balance",
+        ):
             value = getattr(self, key)
             _check(0.0 <= value <= 1.0, f"aug.{key}", value, "between 0 and 1")
-        _check(0.0 <= self.zoom_in < 1.0, "aug.zoom_in", self.zoom_in,
-               "at least 0 and below 1")
+        _check(0.0 <= self.zoom_in < 1.0, "aug.zoom_in", self.zoom_in, "at least 0 and below 1")
         _check(0.0 <= self.zoom_out <= 2.0, "aug.zoom_out", self.zoom_out, "between 0 and 2")
         _check(0.0 <= self.blur <= 5.0, "aug.blur", self.blur, "between 0 and 5 pixels")
         if self.background_dir is not None and not (self.background and self.background_photos):
@@ -189,15 +215,31 @@ class ImageAugConfig(AugConfig):
                 f"aug.background_dir={self.background_dir!r} would never be used: photos are "
                 "cropped only for the share aug.background of images that get a new "
                 "background, times aug.background_photos. Set both above 0 (aug=background "
-                "does), or drop aug.background_dir.")
+                "does), or drop aug.background_dir."
+            )
 
     @property
     def on_images(self) -> bool:
         """Whether any image transform is on: answered from the values, without building
         layers (which can mean loading photos)."""
-        return any(getattr(self, key) for key in (
-            "flip", "rotation", "zoom_in", "zoom_out", "translation", "brightness", "contrast",
-            "saturation", "hue", "background", "skin_tone", "white_balance", "blur"))
+        return any(
+            getattr(self, key)
+            for key in (
+                "flip",
+                "rotation",
+                "zoom_in",
+                "zoom_out",
+                "translation",
+                "brightness",
+                "contrast",
+                "saturation",
+                "hue",
+                "background",
+                "skin_tone",
+                "white_balance",
+                "blur",
+            )
+        )
 
 
 @dataclass
@@ -210,10 +252,18 @@ class LandmarkAugConfig(AugConfig):
     landmark_tilt: float = 0.0
 
     def __post_init__(self) -> None:
-        _check(0.0 <= self.landmark_jitter <= 0.5, "aug.landmark_jitter", self.landmark_jitter,
-               "between 0 and 0.5 (of the hand's size)")
-        _check(0.0 <= self.landmark_tilt <= 90.0, "aug.landmark_tilt", self.landmark_tilt,
-               "between 0 and 90 degrees")
+        _check(
+            0.0 <= self.landmark_jitter <= 0.5,
+            "aug.landmark_jitter",
+            self.landmark_jitter,
+            "between 0 and 0.5 (of the hand's size)",
+        )
+        _check(
+            0.0 <= self.landmark_tilt <= 90.0,
+            "aug.landmark_tilt",
+            self.landmark_tilt,
+            "between 0 and 90 degrees",
+        )
 
     @property
     def on_landmarks(self) -> bool:
@@ -233,8 +283,12 @@ class OptimizerConfig:
 
     def __post_init__(self) -> None:
         _check(0.0 < self.lr <= 10.0, "optimizer.lr", self.lr, "positive (and at most 10)")
-        _check(0.0 <= self.label_smoothing < 1.0, "optimizer.label_smoothing",
-               self.label_smoothing, "in [0, 1)")
+        _check(
+            0.0 <= self.label_smoothing < 1.0,
+            "optimizer.label_smoothing",
+            self.label_smoothing,
+            "in [0, 1)",
+        )
 
 
 @dataclass
@@ -248,8 +302,9 @@ class AdamWConfig(OptimizerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.weight_decay >= 0.0, "optimizer.weight_decay", self.weight_decay,
-               "non-negative")
+        _check(
+            self.weight_decay >= 0.0, "optimizer.weight_decay", self.weight_decay, "non-negative"
+        )
 
 
 @dataclass
@@ -278,12 +333,24 @@ class UnfreezeConfig(FinetuneConfig):
     lr_factor: float = 0.1
 
     def __post_init__(self) -> None:
-        _check(self.epochs >= 1, "finetune.epochs", self.epochs,
-               "at least 1 (finetune=none has no stage 2)")
-        _check(self.layers is None or self.layers >= 1, "finetune.layers", self.layers,
-               "1 or more, or null for the whole backbone (finetune=none unfreezes nothing)")
-        _check(0.0 < self.lr_factor <= 10.0, "finetune.lr_factor", self.lr_factor,
-               "positive (and at most 10)")
+        _check(
+            self.epochs >= 1,
+            "finetune.epochs",
+            self.epochs,
+            "at least 1 (finetune=none has no stage 2)",
+        )
+        _check(
+            self.layers is None or self.layers >= 1,
+            "finetune.layers",
+            self.layers,
+            "1 or more, or null for the whole backbone (finetune=none unfreezes nothing)",
+        )
+        _check(
+            0.0 < self.lr_factor <= 10.0,
+            "finetune.lr_factor",
+            self.lr_factor,
+            "positive (and at most 10)",
+        )
 
 
 class Strategy(str, Enum):
@@ -305,10 +372,18 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "trainer.epochs", self.epochs, "at least 1")
-        _check(1 <= self.batch_size <= 4096, "trainer.batch_size", self.batch_size,
-               "between 1 and 4096")
-        _check(self.patience is None or self.patience >= 1, "trainer.patience",
-               self.patience, "at least 1, or null to never stop early")
+        _check(
+            1 <= self.batch_size <= 4096,
+            "trainer.batch_size",
+            self.batch_size,
+            "between 1 and 4096",
+        )
+        _check(
+            self.patience is None or self.patience >= 1,
+            "trainer.patience",
+            self.patience,
+            "at least 1, or null to never stop early",
+        )
         _check(self.seed >= 0, "trainer.seed", self.seed, "non-negative")
 
 
@@ -322,8 +397,12 @@ class TrackingConfig:
     register: str | None = None
 
     def __post_init__(self) -> None:
-        _check(bool(self.experiment.strip()), "tracking.experiment", self.experiment,
-               "a non-empty name")
+        _check(
+            bool(self.experiment.strip()),
+            "tracking.experiment",
+            self.experiment,
+            "a non-empty name",
+        )
 
 
 @dataclass
@@ -339,8 +418,12 @@ class CacheConfig:
     views: int | None = None
 
     def __post_init__(self) -> None:
-        _check(self.views is None or 1 <= self.views <= 64, "cache.views", self.views,
-               "between 1 and 64, or null for automatic")
+        _check(
+            self.views is None or 1 <= self.views <= 64,
+            "cache.views",
+            self.views,
+            "between 1 and 64, or null for automatic",
+        )
 
 
 @dataclass
@@ -359,17 +442,20 @@ class Config:
     def __post_init__(self) -> None:
         if not isinstance(self.backbone, BackboneConfig):
             return  # a schema with MISSING groups: nothing to check yet
-        if self.backbone.finds_hands and (isinstance(self.aug, ImageAugConfig)
-                                          or isinstance(self.finetune, UnfreezeConfig)):
+        if self.backbone.finds_hands and (
+            isinstance(self.aug, ImageAugConfig) or isinstance(self.finetune, UnfreezeConfig)
+        ):
             raise ConfigError(
                 "backbone=hand_landmarks reads hands with a fixed pretrained model and trains "
                 "its head on their landmarks, so image augmentation and fine-tuning do not "
-                "apply: use aug=landmarks (or aug=none) and finetune=none.")
+                "apply: use aug=landmarks (or aug=none) and finetune=none."
+            )
         if not self.backbone.finds_hands and isinstance(self.aug, LandmarkAugConfig):
             raise ConfigError(
                 f"aug=landmarks moves hand landmarks, which only backbone=hand_landmarks "
                 f"reads, but backbone={self.backbone.name.value}: use an image option (aug=none, "
-                "light, any_angle, strong or background), or backbone=hand_landmarks.")
+                "light, any_angle, strong or background), or backbone=hand_landmarks."
+            )
 
 
 # Schemas a YAML option extends through its defaults list: one per group, or per subclass.
@@ -411,13 +497,16 @@ def _groups_help() -> str:
         chosen = hc.runtime.choices.get(group)
         first = [chosen] if chosen in options else []
         rest = [o for o in options if o != chosen]
-        lines.append(f"  {group:<15} " + " | ".join(
-            part for part in (", ".join(first), ", ".join(rest)) if part))
+        lines.append(
+            f"  {group:<15} "
+            + " | ".join(part for part in (", ".join(first), ", ".join(rest)) if part)
+        )
     return "\n".join(lines) + "\n"
 
 
-def compose(conf_dir: Path, overrides: Sequence[str] = (), name: str = "config",
-            with_hydra: bool = False) -> DictConfig:
+def compose(
+    conf_dir: Path, overrides: Sequence[str] = (), name: str = "config", with_hydra: bool = False
+) -> DictConfig:
     """The config that ``python run.py <overrides>`` composes from ``conf_dir`` (``name``
     "live", "evaluate" or "ensemble": that app's), for code outside the apps: benchmarks and
     tests. ``with_hydra`` keeps the ``hydra`` node (launcher, sweeper, sweep params)."""
@@ -441,8 +530,9 @@ def to_object(cfg: DictConfig) -> Config:
 def _refuse_unknown(node: DictConfig, prefix: str = "") -> None:
     """A key that no schema has, added with Hydra's ``+``, would be dropped unread: refused."""
     schema = OmegaConf.get_type(node)
-    known = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) \
-        else None
+    known = (
+        {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+    )
     for key in node.keys():
         name = f"{prefix}{key!s}"
         if known is not None and key not in known:
@@ -450,7 +540,8 @@ def _refuse_unknown(node: DictConfig, prefix: str = "") -> None:
             raise ConfigError(
                 f"{name} is not a key of {where}, whose keys are {', '.join(sorted(known))}: "
                 "nothing would read it (a leading + adds a key, it does not make one used). "
-                "Spell it as one of those keys, without the +.")
+                "Spell it as one of those keys, without the +."
+            )
         if not OmegaConf.is_missing(node, key) and isinstance(child := node[key], DictConfig):
             _refuse_unknown(child, f"{name}.")
 
@@ -466,8 +557,9 @@ def _instantiate(node: DictConfig):
         return OmegaConf.to_object(node)
     except MissingMandatoryValue as err:
         key = getattr(err, "full_key", "") or "a required value"
-        raise ConfigError(f"{key} has no value: set it on the command line, e.g. "
-                          f"`python run.py ... {key}=...`.") from None
+        raise ConfigError(
+            f"{key} has no value: set it on the command line, e.g. `python run.py ... {key}=...`."
+        ) from None
     except OmegaConfBaseException as err:
         cause = err.__cause__ if isinstance(err.__cause__, ConfigError) else None
         if cause is not None:
@@ -476,6 +568,7 @@ def _instantiate(node: DictConfig):
 
 
 # --- live.py ---------------------------------------------------------------------------------
+
 
 class LiveMode(str, Enum):
     classify = "classify"
@@ -530,8 +623,12 @@ class CaptureConfig:
 
     def __post_init__(self) -> None:
         _check(self.every >= 1, "capture.every", self.every, "at least 1 (every frame)")
-        _check(self.limit is None or self.limit >= 1, "capture.limit", self.limit,
-               "at least 1, or null for no limit")
+        _check(
+            self.limit is None or self.limit >= 1,
+            "capture.limit",
+            self.limit,
+            "at least 1, or null for no limit",
+        )
 
 
 @dataclass
@@ -613,8 +710,13 @@ class LiveConfig(ModelChoice):
                 f"mode=capture records images and uses no model, but {', '.join(given)} is "
                 "set: drop it, or use mode=classify to run the model."
             )
-        if not self.label or self.label != self.label.strip() or "/" in self.label \
-                or "\\" in self.label or self.label.startswith("."):
+        if (
+            not self.label
+            or self.label != self.label.strip()
+            or "/" in self.label
+            or "\\" in self.label
+            or self.label.startswith(".")
+        ):
             raise ConfigError(
                 "mode=capture needs label=<class name>, a folder name such as label=rock "
                 "(no slashes, no leading dot), but "
@@ -635,6 +737,7 @@ def register_live() -> None:
 
 # --- evaluate.py -----------------------------------------------------------------------------
 
+
 @dataclass
 class EvaluateConfig(ModelChoice):
     """``evaluate.py``: score a model on a labelled folder, ``data.root/<class>/<image>``.
@@ -651,9 +754,9 @@ class EvaluateConfig(ModelChoice):
         if not self.data.root:
             raise ConfigError(
                 "evaluate.py needs data.root=<folder>: a folder with one subfolder of images "
-                "per class (rock/, paper/, scissors/), such as a dataset's test/ folder.")
-        _check(1 <= self.batch_size <= 4096, "batch_size", self.batch_size,
-               "between 1 and 4096")
+                "per class (rock/, paper/, scissors/), such as a dataset's test/ folder."
+            )
+        _check(1 <= self.batch_size <= 4096, "batch_size", self.batch_size, "between 1 and 4096")
 
 
 def register_evaluate() -> None:
@@ -662,6 +765,7 @@ def register_evaluate() -> None:
 
 
 # --- ensemble.py -----------------------------------------------------------------------------
+
 
 @dataclass
 class EnsembleTrackingConfig(StoreConfig):
@@ -687,10 +791,13 @@ class EnsembleConfig:
             raise ConfigError(
                 "ensemble.py needs its members as exactly one of runs=[<run id>,<run id>,...] "
                 "(MLflow run ids, two or more) or sweep_id=<the parent run id of a sweep>, but "
-                f"got {'both' if self.runs else 'neither'}.")
+                f"got {'both' if self.runs else 'neither'}."
+            )
         if self.runs and len(set(self.runs)) != len(self.runs):
-            raise ConfigError(f"runs={list(self.runs)} names a run twice: each member counts "
-                              "once in the average, so list each run once.")
+            raise ConfigError(
+                f"runs={list(self.runs)} names a run twice: each member counts "
+                "once in the average, so list each run once."
+            )
 
 
 def register_ensemble() -> None:

@@ -28,10 +28,13 @@ class JobContext:
 
         hc = HydraConfig.get()
         multirun = hc.mode == RunMode.MULTIRUN
-        return cls(output_dir=Path(hc.runtime.output_dir), root=project_root(hc),
-                   overrides=list(hc.overrides.task),
-                   sweep_dir=Path(hc.sweep.dir).absolute() if multirun else None,
-                   job_num=hc.job.num if multirun else None)
+        return cls(
+            output_dir=Path(hc.runtime.output_dir),
+            root=project_root(hc),
+            overrides=list(hc.overrides.task),
+            sweep_dir=Path(hc.sweep.dir).absolute() if multirun else None,
+            job_num=hc.job.num if multirun else None,
+        )
 
 
 def project_root(hydra_cfg) -> Path:
@@ -50,12 +53,12 @@ def validated(check: Callable[[], T], output_dir: Path, root: Path) -> T:
     try:
         return check()
     except UserError:
-        if output_dir.is_dir() and all(p.name == ".hydra" or p.suffix == ".log"
-                                       for p in output_dir.iterdir()):
+        if output_dir.is_dir() and all(
+            p.name == ".hydra" or p.suffix == ".log" for p in output_dir.iterdir()
+        ):
             shutil.rmtree(output_dir)
             for parent in output_dir.parents:
                 if parent == root or not parent.is_relative_to(root) or any(parent.iterdir()):
                     break
                 parent.rmdir()
         raise
-

@@ -43,4 +43,4 @@ def cut(image: np.ndarray, top: int, left: int, side: int) -> np.ndarray:
     if any(pads):
         image = cv2.copyMakeBorder(image, *pads, cv2.BORDER_REPLICATE)
         top, left = top + pads[0], left + pads[2]
-    return image[top:top + side, left:left + side]
+    return image[top : top + side, left : left + side]

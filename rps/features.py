@@ -51,8 +51,7 @@ def views(cfg: Config) -> int:
     return AUTO_VIEWS if cfg.aug.on_images or cfg.aug.on_landmarks else 1
 
 
-def build(cfg: Config, classifier: Classifier, data: Data,
-          cache: ArrayCache | None) -> Features:
+def build(cfg: Config, classifier: Classifier, data: Data, cache: ArrayCache | None) -> Features:
     """Read each (split, view) from the cache, or compute and store it.
 
     The key covers everything that determines a feature: the backbone and a digest of its
@@ -62,16 +61,25 @@ def build(cfg: Config, classifier: Classifier, data: Data,
     if cfg.backbone.finds_hands:
         return _hand_features(cfg, data, cache)
     if classifier.backbone is None or cache is None:
-        raise TypeError("image features are computed once only to be cached: with no cache, "
-                        "training reads the images")
-    backbone = digest(VERSION, keras.__version__, cfg.backbone.name.value,
-                      cfg.backbone.input_size, *classifier.backbone.get_weights())
+        raise TypeError(
+            "image features are computed once only to be cached: with no cache, "
+            "training reads the images"
+        )
+    backbone = digest(
+        VERSION,
+        keras.__version__,
+        cfg.backbone.name.value,
+        cfg.backbone.input_size,
+        *classifier.backbone.get_weights(),
+    )
     n_views = views(cfg)
     image_aug = cfg.aug if isinstance(cfg.aug, ImageAugConfig) and cfg.aug.on_images else None
     policy = image_aug is not None and {
-        "aug": vars(cfg.aug), "version": augment.VERSION, "seed": cfg.trainer.seed,
-        "photos": image_aug.background_dir and digest(augment.photos(
-            image_aug.background_dir)[0])}
+        "aug": vars(cfg.aug),
+        "version": augment.VERSION,
+        "seed": cfg.trainer.seed,
+        "photos": image_aug.background_dir and digest(augment.photos(image_aug.background_dir)[0]),
+    }
     train_images, val_images = digest(data.train.images), digest(data.val.images)
     extractor = classifier.feature_extractor()
     spent = saved = 0.0
@@ -80,15 +88,22 @@ def build(cfg: Config, classifier: Classifier, data: Data,
         key = digest(backbone, "train", train_images, policy, view)
         seed = derived_seed(cfg.trainer.seed, view)
         augmentation = augment.build(image_aug, seed) if image_aug is not None else None
-        array, cost, hit = _cached(cache, key, f"train view {view + 1}/{n_views}",
-                                   lambda a=augmentation: _compute(extractor,
-                                                                   data.train.images, a,
-                                                                   cfg.trainer.batch_size))
+        array, cost, hit = _cached(
+            cache,
+            key,
+            f"train view {view + 1}/{n_views}",
+            lambda a=augmentation: _compute(
+                extractor, data.train.images, a, cfg.trainer.batch_size
+            ),
+        )
         train.append(array)
         spent, saved = (spent, saved + cost) if hit else (spent + cost, saved)
-    val, cost, hit = _cached(cache, digest(backbone, "val", val_images), "val",
-                             lambda: _compute(extractor, data.val.images, None,
-                                              cfg.trainer.batch_size))
+    val, cost, hit = _cached(
+        cache,
+        digest(backbone, "val", val_images),
+        "val",
+        lambda: _compute(extractor, data.val.images, None, cfg.trainer.batch_size),
+    )
     spent, saved = (spent, saved + cost) if hit else (spent + cost, saved)
     if saved:
         log.info("features: cache hit saved %.0f s of backbone passes", saved)
@@ -105,41 +120,64 @@ def _hand_features(cfg: Config, data: Data, cache: ArrayCache | None) -> Feature
         spent, saved = (spent, saved + cost) if hit else (spent + cost, saved)
     found = {name: ~np.isnan(p).any(axis=(1, 2)) for name, p in points.items()}
     no_hand = {name: int((~f).sum()) for name, f in found.items()}
-    log.info("hands: no hand found in %d of %d training and %d of %d validation images; "
-             "they are left out", no_hand["train"], len(found["train"]), no_hand["val"],
-             len(found["val"]))
+    log.info(
+        "hands: no hand found in %d of %d training and %d of %d validation images; "
+        "they are left out",
+        no_hand["train"],
+        len(found["train"]),
+        no_hand["val"],
+        len(found["val"]),
+    )
     if not found["train"].any() or not found["val"].any():
         raise DataError(
-            "no hand was found in any " + ("training" if not found["train"].any() else
-                                           "validation") + " image, so backbone="
+            "no hand was found in any "
+            + ("training" if not found["train"].any() else "validation")
+            + " image, so backbone="
             "hand_landmarks has nothing to learn from: check that the images show hands, "
-            "or use a CNN backbone (backbone=efficientnet_lite0).")
+            "or use a CNN backbone (backbone=efficientnet_lite0)."
+        )
     train = points["train"][found["train"]]
     views_ = []
     for view in range(views(cfg)):
         rng = np.random.default_rng(derived_seed(cfg.trainer.seed, view))
-        moved = (landmarks.augmented(train, cfg.aug.landmark_jitter, cfg.aug.landmark_tilt,
-                                     rng)
-                 if isinstance(cfg.aug, LandmarkAugConfig) and cfg.aug.on_landmarks else train)
+        moved = (
+            landmarks.augmented(train, cfg.aug.landmark_jitter, cfg.aug.landmark_tilt, rng)
+            if isinstance(cfg.aug, LandmarkAugConfig) and cfg.aug.on_landmarks
+            else train
+        )
         views_.append(landmarks.features(moved))
-    return Features(np.stack(views_), landmarks.features(points["val"][found["val"]]), spent,
-                    saved, data.train.labels[found["train"]], data.val.labels[found["val"]],
-                    no_hand)
+    return Features(
+        np.stack(views_),
+        landmarks.features(points["val"][found["val"]]),
+        spent,
+        saved,
+        data.train.labels[found["train"]],
+        data.val.labels[found["val"]],
+        no_hand,
+    )
 
 
-def cached_landmarks(images: np.ndarray, name: str, cache: ArrayCache | None,
-                     finder: hands.HandFinder | None = None) -> tuple[np.ndarray, float, bool]:
+def cached_landmarks(
+    images: np.ndarray, name: str, cache: ArrayCache | None, finder: hands.HandFinder | None = None
+) -> tuple[np.ndarray, float, bool]:
     """The landmarks of a split's images (NaN: no hand), found once and cached: the finder's
     models, its version and the images' bytes key them. Also the seconds the search took,
     and whether it came from the cache."""
-    key = digest(VERSION, hands.VERSION, [sha for _, sha in hands.MODELS.values()], name,
-                 digest(images))
-    return _cached(cache, key, f"{name} landmarks",
-                   lambda: hands.landmarks(finder or hands.HandFinder(), images), HAND_KIND)
+    key = digest(
+        VERSION, hands.VERSION, [sha for _, sha in hands.MODELS.values()], name, digest(images)
+    )
+    return _cached(
+        cache,
+        key,
+        f"{name} landmarks",
+        lambda: hands.landmarks(finder or hands.HandFinder(), images),
+        HAND_KIND,
+    )
 
 
-def _cached(cache: ArrayCache | None, key: str, label: str, compute,
-            kind: str = KIND) -> tuple[np.ndarray, float, bool]:
+def _cached(
+    cache: ArrayCache | None, key: str, label: str, compute, kind: str = KIND
+) -> tuple[np.ndarray, float, bool]:
     stored = cache.get(kind, key) if cache is not None else None
     if stored is not None:
         log.info("features: %s from the cache", label)
@@ -153,16 +191,20 @@ def _cached(cache: ArrayCache | None, key: str, label: str, compute,
     return array, seconds, False
 
 
-def _compute(features: keras.Model, images: np.ndarray, augmentation: keras.Layer | None,
-             batch_size: int) -> np.ndarray:
+def _compute(
+    features: keras.Model, images: np.ndarray, augmentation: keras.Layer | None, batch_size: int
+) -> np.ndarray:
     """Backbone passes in batches, with progress (images/s and ETA) every few seconds."""
     # Traced: aug=background runs ~2.5x faster as one graph than op by op.
-    augment_batch = None if augmentation is None else tf.function(
-        lambda batch: augmentation(batch, training=True), reduce_retracing=True)
+    augment_batch = (
+        None
+        if augmentation is None
+        else tf.function(lambda batch: augmentation(batch, training=True), reduce_retracing=True)
+    )
     started = last = time.perf_counter()
     out = []
     for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size].astype("float32")
+        batch = images[start : start + batch_size].astype("float32")
         if augment_batch is not None:
             batch = augment_batch(batch)
         out.append(np.asarray(features.predict_on_batch(batch)))
@@ -171,9 +213,18 @@ def _compute(features: keras.Model, images: np.ndarray, augmentation: keras.Laye
             last = now
             done = start + len(batch)
             rate = done / (now - started)
-            log.info("features: %d/%d images, %.0f images/s, ETA %.0f s", done, len(images),
-                     rate, (len(images) - done) / rate)
+            log.info(
+                "features: %d/%d images, %.0f images/s, ETA %.0f s",
+                done,
+                len(images),
+                rate,
+                (len(images) - done) / rate,
+            )
     seconds = time.perf_counter() - started
-    log.info("features: %d images in %.1f s (%.0f images/s)", len(images), seconds,
-             len(images) / max(seconds, 1e-9))
+    log.info(
+        "features: %d images in %.1f s (%.0f images/s)",
+        len(images),
+        seconds,
+        len(images) / max(seconds, 1e-9),
+    )
     return np.concatenate(out).astype("float32")

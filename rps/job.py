@@ -53,8 +53,13 @@ def run(cfg: DictConfig, ctx: JobContext) -> dict:
     started = time.perf_counter()
     mlrun = tracking.Run()
     try:
-        resumed = validated(lambda: resume.prepare(cfg, ctx.overrides, ctx.root),
-                            ctx.output_dir, ctx.root) if cfg.trainer.resume else None
+        resumed = (
+            validated(
+                lambda: resume.prepare(cfg, ctx.overrides, ctx.root), ctx.output_dir, ctx.root
+            )
+            if cfg.trainer.resume
+            else None
+        )
         if resumed is not None:
             log.info("resuming run %s into %s", resumed.run_id, resumed.output_dir)
             cfg, ctx = resumed.cfg, replace(ctx, output_dir=resumed.output_dir)
@@ -66,18 +71,22 @@ def run(cfg: DictConfig, ctx: JobContext) -> dict:
         # comes before the run opens: a refusal leaves no run and no output folder.
         ready = validated(lambda: pipeline.ready(conf), ctx.output_dir, ctx.root)
         # The lock comes first: a run whose process is still alive is not reopened.
-        with checkpoint.lock(ctx.output_dir), _tracked(cfg, conf, ctx, resumed) as (mlrun,
-                                                                                    tb_dir):
-            metrics = pipeline.trained(conf, ready, ctx, mlrun, tb_dir, resumed is not None,
-                                       started)
+        with checkpoint.lock(ctx.output_dir), _tracked(cfg, conf, ctx, resumed) as (mlrun, tb_dir):
+            metrics = pipeline.trained(
+                conf, ready, ctx, mlrun, tb_dir, resumed is not None, started
+            )
     except KeyboardInterrupt:
         message = _interrupted(mlrun, ctx.output_dir, swept=ctx.sweep_dir is not None)
         log.warning("%s", message, extra={PARAGRAPH: True})
         raise Interrupted(message) from None
     checkpoint.remove(ctx.output_dir)
-    log.info("test accuracy %.4f (loss %.4f), best val accuracy %.4f; outputs in %s",
-             metrics["test_accuracy"], metrics["test_loss"], metrics["best_val_accuracy"],
-             ctx.output_dir)
+    log.info(
+        "test accuracy %.4f (loss %.4f), best val accuracy %.4f; outputs in %s",
+        metrics["test_accuracy"],
+        metrics["test_loss"],
+        metrics["best_val_accuracy"],
+        ctx.output_dir,
+    )
     return metrics
 
 
@@ -85,19 +94,29 @@ def _interrupted(mlrun: tracking.Run, output_dir: Path, swept: bool) -> str:
     """What Ctrl-C kept, and the command that goes on from it."""
     if swept:
         return _interrupted(mlrun, output_dir, swept=False) + (
-            " The sweep stopped there: its later jobs did not run.")
+            " The sweep stopped there: its later jobs did not run."
+        )
     state = checkpoint.load(output_dir) if checkpoint.path(output_dir).exists() else None
     if state is None:
-        return ("interrupted before the first epoch ended, so there is no checkpoint to "
-                "resume from" + (f"; run {mlrun.run_id} is marked KILLED" if mlrun.active
-                                 else "") + ". Start the job again.")
-    kept = (f"interrupted: the checkpoint of epoch {state.epoch + 1} is kept in "
-            f"{checkpoint.path(output_dir)}")
+        return (
+            "interrupted before the first epoch ended, so there is no checkpoint to "
+            "resume from"
+            + (f"; run {mlrun.run_id} is marked KILLED" if mlrun.active else "")
+            + ". Start the job again."
+        )
+    kept = (
+        f"interrupted: the checkpoint of epoch {state.epoch + 1} is kept in "
+        f"{checkpoint.path(output_dir)}"
+    )
     if not mlrun.active:
-        return (f"{kept}, but trainer.resume finds runs in MLflow, which tracking.enabled=false "
-                "turned off: start the job again to train it.")
-    return (f"{kept} and run {mlrun.run_id} is marked KILLED. To go on from there: "
-            f"python run.py trainer.resume={mlrun.run_id}")
+        return (
+            f"{kept}, but trainer.resume finds runs in MLflow, which tracking.enabled=false "
+            "turned off: start the job again to train it."
+        )
+    return (
+        f"{kept} and run {mlrun.run_id} is marked KILLED. To go on from there: "
+        f"python run.py trainer.resume={mlrun.run_id}"
+    )
 
 
 def _checked(cfg: DictConfig) -> Config:
@@ -109,8 +128,9 @@ def _checked(cfg: DictConfig) -> Config:
 
 
 @contextmanager
-def _tracked(cfg: DictConfig, conf: Config, ctx: JobContext,
-             resumed: resume.Resumed | None) -> Iterator[tuple[tracking.Run, Path]]:
+def _tracked(
+    cfg: DictConfig, conf: Config, ctx: JobContext, resumed: resume.Resumed | None
+) -> Iterator[tuple[tracking.Run, Path]]:
     """The job's MLflow run, opened with its params and config (a resumed run is reopened
     as it was), and its TensorBoard folder."""
     if resumed is not None:
@@ -130,10 +150,13 @@ def _tracked(cfg: DictConfig, conf: Config, ctx: JobContext,
         "tensorboard_logdir": str(tb_dir),
         **tracking.git_state(ctx.root),
     }
-    with tracking.job_run(conf.tracking, ctx.root, name, tags,
-                          swept.parent_run_id if swept else None) as mlrun:
-        resolved = cast(dict[str, Any],  # a DictConfig's container is a dict
-                        OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    with tracking.job_run(
+        conf.tracking, ctx.root, name, tags, swept.parent_run_id if swept else None
+    ) as mlrun:
+        resolved = cast(
+            dict[str, Any],  # a DictConfig's container is a dict
+            OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+        )
         params = tracking.flatten(resolved)
         for key in tracking.DATA_KEYS:  # where the files are, whatever the working directory
             if params.get(key) not in (None, "None"):

@@ -46,8 +46,14 @@ GREY, WHITE, BLACK = (150, 150, 150), (255, 255, 255), (0, 0, 0)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 REDETECT_EVERY = 15  # frames: half a second at 30 FPS
 # The landmark chains drawn: thumb, four fingers from the wrist, and the knuckles.
-FINGERS = ((0, 1, 2, 3, 4), (0, 5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16),
-           (0, 17, 18, 19, 20), (5, 9, 13, 17))
+FINGERS = (
+    (0, 1, 2, 3, 4),
+    (0, 5, 6, 7, 8),
+    (9, 10, 11, 12),
+    (13, 14, 15, 16),
+    (0, 17, 18, 19, 20),
+    (5, 9, 13, 17),
+)
 
 
 class DisplayError(UserError):
@@ -56,6 +62,7 @@ class DisplayError(UserError):
 
 # --- geometry, smoothing, decision ---------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Roi:
     x: int
@@ -63,11 +70,15 @@ class Roi:
     size: int
 
     def crop(self, image: np.ndarray) -> np.ndarray:
-        return image[self.y:self.y + self.size, self.x:self.x + self.size]
+        return image[self.y : self.y + self.size, self.x : self.x + self.size]
 
     def inside(self, shape: Sequence[int]) -> bool:
-        return (self.x >= 0 and self.y >= 0 and self.x + self.size <= shape[1]
-                and self.y + self.size <= shape[0])
+        return (
+            self.x >= 0
+            and self.y >= 0
+            and self.x + self.size <= shape[1]
+            and self.y + self.size <= shape[0]
+        )
 
 
 def wanted_roi(cfg: RoiConfig, shape: Sequence[int]) -> Roi:
@@ -101,8 +112,9 @@ class Smoother:
         return np.mean(self._recent, axis=0)
 
 
-def decide(probabilities: np.ndarray, class_names: Sequence[str],
-           threshold: float) -> tuple[str, float]:
+def decide(
+    probabilities: np.ndarray, class_names: Sequence[str], threshold: float
+) -> tuple[str, float]:
     """The most likely class and its probability; ``uncertain`` when that is below the
     threshold, rather than a confident-looking guess."""
     if np.isnan(probabilities).any():
@@ -114,10 +126,17 @@ def decide(probabilities: np.ndarray, class_names: Sequence[str],
 
 # --- drawing -------------------------------------------------------------------------------
 
-def annotate(frame: np.ndarray, roi: Roi | None, lines: Sequence[str],
-             colour: tuple[int, int, int], bars: Sequence[tuple[str, float]] = (),
-             chosen: int | None = None, points: np.ndarray | None = None,
-             others: Sequence[np.ndarray] = ()) -> np.ndarray:
+
+def annotate(
+    frame: np.ndarray,
+    roi: Roi | None,
+    lines: Sequence[str],
+    colour: tuple[int, int, int],
+    bars: Sequence[tuple[str, float]] = (),
+    chosen: int | None = None,
+    points: np.ndarray | None = None,
+    others: Sequence[np.ndarray] = (),
+) -> np.ndarray:
     """A copy of the frame with the box the model saw, the landmarks (frame pixels) of the
     hand it read in colour and of any other hand in grey, text lines at the top and one bar
     per class at the bottom. Pure, so the window shows exactly what the video records."""
@@ -127,33 +146,53 @@ def annotate(frame: np.ndarray, roi: Roi | None, lines: Sequence[str],
     thick = max(1, round(2 * scale))
     step = round(32 * scale)
     if roi is not None:
-        cv2.rectangle(out, (roi.x, roi.y), (roi.x + roi.size - 1, roi.y + roi.size - 1),
-                      colour, thick)
+        cv2.rectangle(
+            out, (roi.x, roi.y), (roi.x + roi.size - 1, roi.y + roi.size - 1), colour, thick
+        )
     drawn = [(hand, GREY) for hand in others] + ([] if points is None else [(points, colour)])
     for hand, dots in drawn:
         xy = np.round(hand).astype(np.int32)
         for finger in FINGERS:
-            cv2.polylines(out, [xy[list(finger)]], False, WHITE if dots == colour else GREY,
-                          max(1, thick - 1))
+            cv2.polylines(
+                out, [xy[list(finger)]], False, WHITE if dots == colour else GREY, max(1, thick - 1)
+            )
         for x, y in xy:
             cv2.circle(out, (int(x), int(y)), thick + 1, dots, -1)
     margin = round(8 * scale)
     for i, line in enumerate(lines):
-        _text(out, line, (margin, margin + step * (i + 1)), scale,
-              colour if i == 0 else WHITE, thick)
+        _text(
+            out, line, (margin, margin + step * (i + 1)), scale, colour if i == 0 else WHITE, thick
+        )
     bar_width = width // 3
     for i, (name, value) in enumerate(bars):
         top = height - margin - step * (len(bars) - i)
         cv2.rectangle(out, (margin, top + 2), (margin + bar_width, top + step - 4), GREY, 1)
-        cv2.rectangle(out, (margin, top + 2), (margin + round(bar_width * value), top + step - 4),
-                      colour if i == chosen else GREY, -1)
-        _text(out, f"{name} {value:.0%}", (2 * margin + bar_width, top + step - margin),
-              scale * 0.8, WHITE, max(1, thick - 1))
+        cv2.rectangle(
+            out,
+            (margin, top + 2),
+            (margin + round(bar_width * value), top + step - 4),
+            colour if i == chosen else GREY,
+            -1,
+        )
+        _text(
+            out,
+            f"{name} {value:.0%}",
+            (2 * margin + bar_width, top + step - margin),
+            scale * 0.8,
+            WHITE,
+            max(1, thick - 1),
+        )
     return out
 
 
-def _text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float,
-          colour: tuple[int, int, int], thick: int) -> None:
+def _text(
+    image: np.ndarray,
+    text: str,
+    origin: tuple[int, int],
+    scale: float,
+    colour: tuple[int, int, int],
+    thick: int,
+) -> None:
     """Text on a dark box, legible on any background."""
     (w, h), base = cv2.getTextSize(text, FONT, scale, thick)
     x, y = origin
@@ -163,6 +202,7 @@ def _text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float,
 
 # --- sinks and views -----------------------------------------------------------------------
 
+
 class PredictionLog:
     """One row per frame, written as it comes (line-buffered), so Ctrl-C or a crash keeps
     every row so far. CSV or JSON Lines, by suffix."""
@@ -171,8 +211,10 @@ class PredictionLog:
 
     def __init__(self, path: Path):
         if path.suffix.lower() not in self.SUFFIXES:
-            raise OutputError(f"predictions={path}: the predictions file must be a "
-                              f"{' or '.join(self.SUFFIXES)} file.")
+            raise OutputError(
+                f"predictions={path}: the predictions file must be a "
+                f"{' or '.join(self.SUFFIXES)} file."
+            )
         self.path = path
         self.rows = 0
         self._file: TextIO | None = None
@@ -223,8 +265,9 @@ class Window:
     """
 
     def __init__(self, title: str = TITLE):
-        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
-                                                     or os.environ.get("WAYLAND_DISPLAY")):
+        if sys.platform.startswith("linux") and not (
+            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+        ):
             raise DisplayError(
                 "there is no display to open a window on (DISPLAY is not set): this is a "
                 "headless machine, a container or an SSH session without X forwarding. Run "
@@ -256,6 +299,7 @@ class NoWindow:
 
 
 # --- timing --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Summary:
@@ -293,13 +337,16 @@ class Meter:
     def summary(self) -> Summary:
         seconds = self.last - self.started if self.frame_s else 0.0
         return Summary(
-            frames=len(self.frame_s), seconds=seconds,
+            frames=len(self.frame_s),
+            seconds=seconds,
             fps=len(self.frame_s) / seconds if seconds > 0 else 0.0,
             median_model_ms=statistics.median(self.model_ms) if self.model_ms else None,
-            median_frame_ms=1000 * statistics.median(self.frame_s) if self.frame_s else None)
+            median_frame_ms=1000 * statistics.median(self.frame_s) if self.frame_s else None,
+        )
 
 
 # --- the two modes -------------------------------------------------------------------------
+
 
 class Mode(Protocol):
     @property
@@ -316,8 +363,15 @@ class Classifier:
 
     done = False
 
-    def __init__(self, model: Predictor, conf: LiveConfig, rows: PredictionLog,
-                 crops: CropWriter, meter: Meter, video: bool = True):
+    def __init__(
+        self,
+        model: Predictor,
+        conf: LiveConfig,
+        rows: PredictionLog,
+        crops: CropWriter,
+        meter: Meter,
+        video: bool = True,
+    ):
         self.predict = model.frame(conf.roi.size)
         self.hands = Hands(model.finder, follow=video) if model.finder else None
         self.class_names = model.class_names
@@ -337,18 +391,29 @@ class Classifier:
         found = self.hands(rgb) if self.hands else []
         # Each hand read; the surest reading is the frame's (rps.predictor.surety).
         readings = [(self.predict(rgb, hand), hand) for hand in found]
-        raw, read = (max(readings, key=lambda r: surety(r[1].score, r[0])) if readings
-                     else (self.predict(rgb, None), None))
+        raw, read = (
+            max(readings, key=lambda r: surety(r[1].score, r[0]))
+            if readings
+            else (self.predict(rgb, None), None)
+        )
         ms = 1000 * (time.perf_counter() - started)
         self.meter.model_ms.append(ms)
         probabilities = self.smoother(raw)
         label, probability = decide(probabilities, self.class_names, self.threshold)
-        self.rows.write({
-            "frame": frame.index, "file": frame.name, "class": label,
-            "probability": round(probability, 6), "latency_ms": round(ms, 3),
-            **({"hands": len(found)} if self.hands else {}),
-            **{f"p_{name}": round(float(p), 6)
-               for name, p in zip(self.class_names, probabilities, strict=True)}})
+        self.rows.write(
+            {
+                "frame": frame.index,
+                "file": frame.name,
+                "class": label,
+                "probability": round(probability, 6),
+                "latency_ms": round(ms, 3),
+                **({"hands": len(found)} if self.hands else {}),
+                **{
+                    f"p_{name}": round(float(p), 6)
+                    for name, p in zip(self.class_names, probabilities, strict=True)
+                },
+            }
+        )
         offset = np.zeros(2) if fixed is None else np.array([fixed.x, fixed.y])
         points = None if read is None else read.landmarks[:, :2] + offset
         others = [hand.landmarks[:, :2] + offset for hand in found if hand is not read]
@@ -357,14 +422,22 @@ class Classifier:
             top, left, side = hand_square(points)
             self.box = Roi(left, top, side)
         shown = np.nan_to_num(probabilities)
-        lines = [label if label == NO_HAND else f"{label} {probability:.0%}",
-                 f"{self.meter.fps:.1f} FPS  {ms:.0f} ms"]
+        lines = [
+            label if label == NO_HAND else f"{label} {probability:.0%}",
+            f"{self.meter.fps:.1f} FPS  {ms:.0f} ms",
+        ]
         if len(found) > 1:
             lines.append(f"{len(found)} hands: reading the boxed one, the surest")
-        return annotate(frame.image, self.box, lines,
-                        GREEN if label in self.class_names else AMBER,
-                        list(zip(self.class_names, shown.tolist(), strict=True)),
-                        int(np.argmax(shown)) if label != NO_HAND else None, points, others)
+        return annotate(
+            frame.image,
+            self.box,
+            lines,
+            GREEN if label in self.class_names else AMBER,
+            list(zip(self.class_names, shown.tolist(), strict=True)),
+            int(np.argmax(shown)) if label != NO_HAND else None,
+            points,
+            others,
+        )
 
     def on_key(self, key: int | None, frame: Frame) -> None:
         if key != SAVE_KEY:
@@ -439,9 +512,11 @@ class Capturer:
                 self.crops.save(roi.crop(frame.image))
             self._seen += 1
         limit = f"/{self.limit}" if self.limit else ""
-        lines = [f"{self.label}: {self.crops.count}{limit} saved",
-                 "recording (space: pause)" if self.recording else "paused (space: record)",
-                 f"{self.meter.fps:.1f} FPS"]
+        lines = [
+            f"{self.label}: {self.crops.count}{limit} saved",
+            "recording (space: pause)" if self.recording else "paused (space: record)",
+            f"{self.meter.fps:.1f} FPS",
+        ]
         return annotate(frame.image, roi, lines, RED if self.recording else GREY)
 
     def on_key(self, key: int | None, frame: Frame) -> None:
@@ -452,8 +527,14 @@ class Capturer:
 
 # --- the loop and the job ------------------------------------------------------------------
 
-def loop(frames: Iterable[Frame], mode: Mode, view: Window | NoWindow,
-         video: VideoSink | None, meter: Meter) -> None:
+
+def loop(
+    frames: Iterable[Frame],
+    mode: Mode,
+    view: Window | NoWindow,
+    video: VideoSink | None,
+    meter: Meter,
+) -> None:
     """Until the stream ends, q or Esc, Ctrl-C, or the mode is done. Each frame is written
     as it is processed, so however the loop ends, the outputs hold every processed frame."""
     meter.start()
@@ -502,13 +583,18 @@ def run(conf: LiveConfig, output_dir: Path, root: Path) -> Summary:
         if model is None:
             label = conf.label or ""  # LiveConfig refuses capture without a label
             folder = conf.data.folder / conf.capture.split.value / label
-            mode: Mode = Capturer(conf, CropWriter(folder, label), meter,
-                                  recording=conf.headless)
+            mode: Mode = Capturer(conf, CropWriter(folder, label), meter, recording=conf.headless)
         else:
             rows = PredictionLog(_path(conf.predictions, output_dir / "predictions.csv"))
             stack.callback(rows.close)
-            mode = Classifier(model, conf, rows, CropWriter(output_dir / "crops", "crop"), meter,
-                              video=not isinstance(source, FolderSource))
+            mode = Classifier(
+                model,
+                conf,
+                rows,
+                CropWriter(output_dir / "crops", "crop"),
+                meter,
+                video=not isinstance(source, FolderSource),
+            )
         loop(chain([first], frames), mode, view, video, meter)
     summary = meter.summary()
     _report(summary, source.what, conf, mode, video)
@@ -523,8 +609,14 @@ def _warn_if_roi_does_not_fit(cfg: RoiConfig, shape: Sequence[int]) -> None:
             "the region of interest (roi.size=%d, %s) does not fit in the %dx%d frame: "
             "using the frame's largest centred square (%d pixels), as training crops every "
             "image, for each frame it does not fit. To choose the square yourself, make it "
-            "lie inside the frame (roi.size=%d or less).", cfg.size, where, shape[1], shape[0],
-            roi.size, roi.size)
+            "lie inside the frame (roi.size=%d or less).",
+            cfg.size,
+            where,
+            shape[1],
+            shape[0],
+            roi.size,
+            roi.size,
+        )
 
 
 def _path(given: str | None, default: Path) -> Path:
@@ -532,10 +624,13 @@ def _path(given: str | None, default: Path) -> Path:
     return Path(given).expanduser() if given else default
 
 
-def _report(summary: Summary, what: str, conf: LiveConfig, mode: Mode,
-            video: VideoSink | None) -> None:
-    timing = (f"{summary.frames} frames from {what} in {summary.seconds:.1f} s: "
-              f"{summary.fps:.1f} FPS, median frame {summary.median_frame_ms or 0:.1f} ms")
+def _report(
+    summary: Summary, what: str, conf: LiveConfig, mode: Mode, video: VideoSink | None
+) -> None:
+    timing = (
+        f"{summary.frames} frames from {what} in {summary.seconds:.1f} s: "
+        f"{summary.fps:.1f} FPS, median frame {summary.median_frame_ms or 0:.1f} ms"
+    )
     if summary.median_model_ms is not None:
         timing += f", median model latency {summary.median_model_ms:.1f} ms"
     log.info("%s", timing)
@@ -547,7 +642,12 @@ def _report(summary: Summary, what: str, conf: LiveConfig, mode: Mode,
             log.info("%d saved crops in %s", mode.crops.count, mode.crops.folder)
     elif isinstance(mode, Capturer):
         total = sum(1 for p in mode.crops.folder.glob("*") if p.is_file())
-        log.info("saved %d crops of %r in %s (%d images there now). Train on them with "
-                 "`python run.py data=folder data.root=%s`.", mode.crops.count, conf.label,
-                 mode.crops.folder, total, conf.data.root)
-
+        log.info(
+            "saved %d crops of %r in %s (%d images there now). Train on them with "
+            "`python run.py data=folder data.root=%s`.",
+            mode.crops.count,
+            conf.label,
+            mode.crops.folder,
+            total,
+            conf.data.root,
+        )

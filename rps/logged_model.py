@@ -55,8 +55,9 @@ class PredictorModel(PythonModel):
         probs = self.predictor.probabilities(images_of(model_input))
         names = self.predictor.class_names
         table = pd.DataFrame(np.nan_to_num(probs, nan=0.0), columns=names)
-        table[LABEL] = [NO_HAND if np.isnan(row).any() else names[int(row.argmax())]
-                        for row in probs]
+        table[LABEL] = [
+            NO_HAND if np.isnan(row).any() else names[int(row.argmax())] for row in probs
+        ]
         return table
 
 
@@ -64,8 +65,9 @@ def images_of(model_input: Any) -> list[np.ndarray]:
     """The RGB images of a request: ``{"inputs": ["<base64 JPEG>", ...]}`` (or a column
     ``image`` of them), or ``{"inputs": <N x H x W x 3 pixels, 0-255>}``."""
     if isinstance(model_input, pd.DataFrame):
-        model_input = (model_input[IMAGE_COLUMN] if IMAGE_COLUMN in model_input
-                       else model_input.iloc[:, 0]).to_numpy()
+        model_input = (
+            model_input[IMAGE_COLUMN] if IMAGE_COLUMN in model_input else model_input.iloc[:, 0]
+        ).to_numpy()
     elif isinstance(model_input, dict):
         model_input = model_input.get(IMAGE_COLUMN, next(iter(model_input.values()), []))
     given = np.asarray(model_input)
@@ -73,12 +75,16 @@ def images_of(model_input: Any) -> list[np.ndarray]:
         return [_decoded(i, item) for i, item in enumerate(given.reshape(-1))]
     pixels = given.astype(np.float32)
     if pixels.ndim != 4 or pixels.shape[-1] != 3:
-        raise _bad_request(f"pixels must be N x H x W x 3 RGB, not an array of shape "
-                           f"{given.shape}; or send base64-encoded image files")
+        raise _bad_request(
+            f"pixels must be N x H x W x 3 RGB, not an array of shape "
+            f"{given.shape}; or send base64-encoded image files"
+        )
     if pixels.size and pixels.max() <= 1.0 and np.any(pixels != np.round(pixels)):
-        raise _bad_request("the pixels are scaled to 0..1; the model takes RGB 0-255, as "
-                           "an image file decodes: multiply by 255, or send the image files "
-                           "base64-encoded")
+        raise _bad_request(
+            "the pixels are scaled to 0..1; the model takes RGB 0-255, as "
+            "an image file decodes: multiply by 255, or send the image files "
+            "base64-encoded"
+        )
     return list(pixels)
 
 
@@ -89,8 +95,10 @@ def _decoded(index: int, item: Any) -> np.ndarray:
         return read_rgb(io.BytesIO(raw))
     except (binascii.Error, ValueError, BadImage) as err:
         reason = err.reason if isinstance(err, BadImage) else "not valid base64"
-        raise _bad_request(f"image {index} is not a base64-encoded image file ({reason}); "
-                           "send each JPEG or PNG file's bytes base64-encoded") from None
+        raise _bad_request(
+            f"image {index} is not a base64-encoded image file ({reason}); "
+            "send each JPEG or PNG file's bytes base64-encoded"
+        ) from None
 
 
 def _bad_request(message: str) -> MlflowException:
@@ -100,8 +108,9 @@ def _bad_request(message: str) -> MlflowException:
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
-def log(run: tracking.Run, model, class_names: list[str], example: np.ndarray,
-        register: str | None) -> None:
+def log(
+    run: tracking.Run, model, class_names: list[str], example: np.ndarray, register: str | None
+) -> None:
     """Logs ``model`` (raw RGB or, for a landmark head, hands -> logits) as the run's model."""
     if not run.active:
         return
@@ -112,8 +121,9 @@ def log(run: tracking.Run, model, class_names: list[str], example: np.ndarray,
     # both image files and pixels (images_of).
     signature = ModelSignature(
         inputs=None,
-        outputs=Schema([*(ColSpec("double", name) for name in class_names),
-                        ColSpec("string", LABEL)]),
+        outputs=Schema(
+            [*(ColSpec("double", name) for name in class_names), ColSpec("string", LABEL)]
+        ),
     )
     _no_progress_bars()
     with tempfile.TemporaryDirectory() as tmp:
@@ -125,11 +135,19 @@ def log(run: tracking.Run, model, class_names: list[str], example: np.ndarray,
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The structure of `inputs`")
             mlflow.models.Model.log(
-                artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=run.run_id,
-                python_model=str(PACKAGE / "served_model.py"), artifacts=artifacts,
-                code_paths=[str(PACKAGE)], signature=signature,
-                input_example=example.astype(np.float32), registered_model_name=register,
-                metadata={"class_names": class_names}, pip_requirements=_requirements(model))
+                artifact_path=None,
+                name=MODEL_NAME,
+                flavor=mlflow.pyfunc,
+                run_id=run.run_id,
+                python_model=str(PACKAGE / "served_model.py"),
+                artifacts=artifacts,
+                code_paths=[str(PACKAGE)],
+                signature=signature,
+                input_example=example.astype(np.float32),
+                registered_model_name=register,
+                metadata={"class_names": class_names},
+                pip_requirements=_requirements(model),
+            )
     run.log_text(json.dumps(class_names), "class_names.json")
 
 
@@ -142,15 +160,25 @@ def _requirements(model) -> list[str]:
     """Pinned explicitly: MLflow's inference of requirements runs the model and warns."""
     from importlib.metadata import version
 
-    names = ["tensorflow", "keras", "numpy", "pandas", "opencv-python", "pillow", "hydra-core",
-             "omegaconf", "mlflow"]
+    names = [
+        "tensorflow",
+        "keras",
+        "numpy",
+        "pandas",
+        "opencv-python",
+        "pillow",
+        "hydra-core",
+        "omegaconf",
+        "mlflow",
+    ]
     if model_lib.reads_landmarks(model):
         names.append("ai-edge-litert")
     return [f"{name}=={version(name)}" for name in names]
 
 
-def load(run_id: str | None = None, *, model_uri: str | None = None,
-         tracking_uri: str | None = None) -> Predictor:
+def load(
+    run_id: str | None = None, *, model_uri: str | None = None, tracking_uri: str | None = None
+) -> Predictor:
     """The predictor a run logged, from a run id or any MLflow model URI (``models:/rps/3``)."""
     if (run_id is None) == (model_uri is None):
         raise tracking.TrackingError("give exactly one of run_id or model_uri")

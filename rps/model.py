@@ -42,8 +42,9 @@ class Classifier:
     def feature_extractor(self) -> keras.Model:
         """``inference`` up to the pooled backbone features, what the cache stores. Built when
         asked, outside the trainer's distribution scope, so its passes stay on one device."""
-        return keras.Model(self.inference.inputs, self.inference.get_layer(POOL).output,
-                           name="features")
+        return keras.Model(
+            self.inference.inputs, self.inference.get_layer(POOL).output, name="features"
+        )
 
 
 def build(cfg: Config, num_classes: int) -> Classifier:
@@ -55,24 +56,32 @@ def build(cfg: Config, num_classes: int) -> Classifier:
         head = heads.build(cfg.head, landmarks.SIZE, num_classes)
         features = keras.Input((landmarks.SIZE,), name="landmark_features")
         model = keras.Model(features, head(features), name=HAND_MODEL)
-        return Classifier(train=model, inference=model, backbone=None, head=head,
-                          augment=None)
+        return Classifier(train=model, inference=model, backbone=None, head=head, augment=None)
     backbone = backbones.build(cfg.backbone)
     backbone.name = BACKBONE
     # Pooling keeps the backbone's channels: they are the head's features.
     head = heads.build(cfg.head, backbone.output.shape[-1], num_classes)
-    augmentation = (augment.build(cfg.aug, cfg.trainer.seed)
-                    if isinstance(cfg.aug, ImageAugConfig) and cfg.aug.on_images else None)
+    augmentation = (
+        augment.build(cfg.aug, cfg.trainer.seed)
+        if isinstance(cfg.aug, ImageAugConfig) and cfg.aug.on_images
+        else None
+    )
     resize = square_resizer(cfg.backbone.input_size)
-    to_features = [backbones.preprocessing(cfg.backbone.name), backbone,
-                   keras.layers.GlobalAveragePooling2D(name=POOL)]
+    to_features = [
+        backbones.preprocessing(cfg.backbone.name),
+        backbone,
+        keras.layers.GlobalAveragePooling2D(name=POOL),
+    ]
     name = f"rps_{cfg.backbone.name.value}"
     inference = _chain([resize, *to_features, head], name)
-    train = (inference if augmentation is None
-             else _chain([resize, augmentation, *to_features, head], name))
+    train = (
+        inference
+        if augmentation is None
+        else _chain([resize, augmentation, *to_features, head], name)
+    )
     return Classifier(
-        train=train, inference=inference, backbone=backbone, head=head,
-        augment=augmentation)
+        train=train, inference=inference, backbone=backbone, head=head, augment=augmentation
+    )
 
 
 def _chain(stages: list[keras.Layer], name: str) -> keras.Model:
@@ -94,16 +103,23 @@ def average(members: Sequence[keras.Model]) -> keras.Model:
     if len(kinds) > 1:
         raise UserError(
             "an ensemble averages one kind of model, but these mix landmark runs "
-            "(backbone=hand_landmarks) with image runs: list runs of one kind.")
+            "(backbone=hand_landmarks) with image runs: list runs of one kind."
+        )
     hands = kinds == {True}
-    given = (keras.Input((landmarks.SIZE,), name="landmark_features") if hands
-             else keras.Input((None, None, 3), name="image"))
+    given = (
+        keras.Input((landmarks.SIZE,), name="landmark_features")
+        if hands
+        else keras.Input((None, None, 3), name="image")
+    )
     logits = []
     for index, member in enumerate(members):
         member.name = f"member_{index}"  # nested models need distinct names to be saved
         logits.append(member(given))
-    return keras.Model(given, keras.layers.Average(name="mean_logits")(logits),
-                       name=HAND_MODEL if hands else "rps_ensemble")
+    return keras.Model(
+        given,
+        keras.layers.Average(name="mean_logits")(logits),
+        name=HAND_MODEL if hands else "rps_ensemble",
+    )
 
 
 def reads_landmarks(model: keras.Model) -> bool:
@@ -118,8 +134,7 @@ def input_size(model: keras.Model) -> int:
     try:
         return model.get_layer(BACKBONE).input.shape[1]
     except ValueError:  # no backbone layer of its own: an ensemble of nested models
-        return max(input_size(layer) for layer in model.layers
-                   if isinstance(layer, keras.Model))
+        return max(input_size(layer) for layer in model.layers if isinstance(layer, keras.Model))
 
 
 def save(model: keras.Model, class_names: list[str], folder: Path) -> Path:
@@ -145,23 +160,29 @@ def load(path: str | Path) -> tuple[keras.Model, list[str]]:
         )
     try:
         class_names = json.loads(names.read_text())
-        if not (isinstance(class_names, list) and class_names
-                and all(isinstance(name, str) for name in class_names)):
+        if not (
+            isinstance(class_names, list)
+            and class_names
+            and all(isinstance(name, str) for name in class_names)
+        ):
             raise ValueError("not a list of class names")
     except ValueError as err:
         raise UserError(
             f"{names} is not the list of class names rps writes ({first_line(err)}): it was "
-            f"edited or damaged. Restore it from the run's artifacts, or train again.") from None
+            f"edited or damaged. Restore it from the run's artifacts, or train again."
+        ) from None
     try:
         model = keras.models.load_model(file, compile=False)
     except Exception as err:  # Keras raises many kinds for a damaged or foreign file
         raise UserError(
             f"{file} cannot be loaded as a model ({first_line(err)}): it is cut short, "
             "damaged, or not a model that rps saved. Train again, or point at another run's "
-            "output folder or run id.") from None
+            "output folder or run id."
+        ) from None
     outputs = model.output_shape[-1]
     if outputs != len(class_names):
         raise UserError(
             f"{file} gives {outputs} scores but {names} names {len(class_names)} classes: the "
-            "two files come from different runs. Keep a run's two files together.")
+            "two files come from different runs. Keep a run's two files together."
+        )
     return model, class_names

@@ -26,5 +26,6 @@ def build(cfg: OptimizerConfig, base_lr: float, total_steps: int) -> keras.optim
 
 
 def loss(cfg: OptimizerConfig) -> keras.losses.Loss:
-    return keras.losses.CategoricalCrossentropy(from_logits=True,
-                                                label_smoothing=cfg.label_smoothing)
+    return keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=cfg.label_smoothing
+    )

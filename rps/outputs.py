@@ -43,8 +43,15 @@ def final_metrics(metrics: dict) -> dict[str, float]:
     return final
 
 
-def publish(folder: Path, mlrun: Run, model: keras.Model, metrics: dict, data: Data,
-            register: str | None, history: list[dict] | None = None) -> None:
+def publish(
+    folder: Path,
+    mlrun: Run,
+    model: keras.Model,
+    metrics: dict,
+    data: Data,
+    register: str | None,
+    history: list[dict] | None = None,
+) -> None:
     """Everything lands on disk before it is logged, so a tracking failure loses nothing."""
     model_lib.save(model, data.class_names, folder)
     (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2))

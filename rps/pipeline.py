@@ -47,8 +47,15 @@ def ready(conf: Config) -> Ready:
     return Ready(store, data, strategy, train.build(conf, len(data.class_names), strategy))
 
 
-def trained(conf: Config, ready: Ready, ctx: JobContext, mlrun: tracking.Run, tb_dir: Path,
-             resuming: bool, started: float) -> dict:
+def trained(
+    conf: Config,
+    ready: Ready,
+    ctx: JobContext,
+    mlrun: tracking.Run,
+    tb_dir: Path,
+    resuming: bool,
+    started: float,
+) -> dict:
     """Training, the test pass and the outputs: the work inside the run."""
     store, data, strategy, classifier = ready.store, ready.data, ready.strategy, ready.classifier
     state = checkpoint.load(ctx.output_dir) if resuming else None
@@ -57,26 +64,49 @@ def trained(conf: Config, ready: Ready, ctx: JobContext, mlrun: tracking.Run, tb
     else:
         _log_data(mlrun, conf, data)
     ctrl_c = interrupt.CtrlC()
-    callbacks = [tensorboard.callback(tb_dir),
-                 tensorboard.AugmentedImages(data.train.images, classifier.augment, tb_dir,
-                                             conf.trainer.seed),
-                 ctrl_c]
+    callbacks = [
+        tensorboard.callback(tb_dir),
+        tensorboard.AugmentedImages(
+            data.train.images, classifier.augment, tb_dir, conf.trainer.seed
+        ),
+        ctrl_c,
+    ]
     with ctrl_c.installed():
-        fitted = train.fit(conf, classifier, data, strategy, callbacks,
-                           on_epoch=mlrun.log_epoch, cache=store,
-                           checkpoints=ctx.output_dir, resume=state)
+        fitted = train.fit(
+            conf,
+            classifier,
+            data,
+            strategy,
+            callbacks,
+            on_epoch=mlrun.log_epoch,
+            cache=store,
+            checkpoints=ctx.output_dir,
+            resume=state,
+        )
 
     tested = Predictor.of(classifier.inference, data.class_names)
     if tested.finder is not None:
         tested.locate = lambda images: features.cached_landmarks(
-            images, "test", store, tested.finder)[0]
-    metrics = {**scores.test(tested, data, conf.trainer.batch_size),
-               **fitted.metrics, "seed": conf.trainer.seed,
-               # After a resume, the time counts the work kept, not the epochs lost.
-               "total_seconds": time.perf_counter() - started + (
-                   state.seconds if state is not None else 0.0)}
-    outputs.publish(ctx.output_dir, mlrun, classifier.inference, metrics, data,
-                    conf.tracking.register, fitted.history)
+            images, "test", store, tested.finder
+        )[0]
+    metrics = {
+        **scores.test(tested, data, conf.trainer.batch_size),
+        **fitted.metrics,
+        "seed": conf.trainer.seed,
+        # After a resume, the time counts the work kept, not the epochs lost.
+        "total_seconds": time.perf_counter()
+        - started
+        + (state.seconds if state is not None else 0.0),
+    }
+    outputs.publish(
+        ctx.output_dir,
+        mlrun,
+        classifier.inference,
+        metrics,
+        data,
+        conf.tracking.register,
+        fitted.history,
+    )
     mlrun.log_artifact(ctx.output_dir / ".hydra", "hydra")
     return metrics
 
@@ -97,6 +127,8 @@ def _log_data(mlrun: tracking.Run, conf: Config, data: data_lib.Data) -> None:
         counts = np.bincount(part.labels, minlength=len(data.class_names))
         splits[split] = tracking.DatasetSplit(
             digest=cache_lib.digest(part.labels, part.images[:, ::4, ::4]),
-            images=f"{part.images.dtype}{list(part.images.shape)}", classes=data.class_names,
-            counts=dict(zip(data.class_names, counts.tolist(), strict=True)))
+            images=f"{part.images.dtype}{list(part.images.shape)}",
+            classes=data.class_names,
+            counts=dict(zip(data.class_names, counts.tolist(), strict=True)),
+        )
     mlrun.log_datasets(name, source, splits)

@@ -38,8 +38,9 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str],
-                      title: str) -> Figure:
+def _confusion_figure(
+    matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str
+) -> Figure:
     """Colour is the share of each true class, so a rare class's errors stand out as much
     as a common one's; the cells still show raw counts."""
     counts = np.asarray(matrix, dtype=np.int64)
@@ -52,8 +53,15 @@ def _confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str
     ax = fig.add_subplot()
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for (row, col), count in np.ndenumerate(counts):
-        ax.text(col, row, str(count), ha="center", va="center", fontsize=11,
-                color="white" if share[row, col] > 0.5 else "black")
+        ax.text(
+            col,
+            row,
+            str(count),
+            ha="center",
+            va="center",
+            fontsize=11,
+            color="white" if share[row, col] > 0.5 else "black",
+        )
     ax.set_xticks(range(n), class_names, rotation=30 if n > 4 else 0)
     ax.set_yticks(range(n), class_names)
     ax.set(xlabel="predicted", ylabel="true", title=title)
@@ -61,8 +69,13 @@ def _confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str
     return fig
 
 
-def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: Path,
-                     *, title: str = "Test confusion matrix") -> Path:
+def confusion_matrix(
+    matrix: Sequence[Sequence[int]],
+    class_names: Sequence[str],
+    path: Path,
+    *,
+    title: str = "Test confusion matrix",
+) -> Path:
     """Rows are the true class, columns the predicted one."""
     return _save(_confusion_figure(matrix, class_names, title), path)
 
@@ -75,8 +88,9 @@ def _learning_figure(history: Sequence[Mapping]) -> Figure:
     fig = _figure(10, 4)
     for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy"), strict=True):
         for key, label in ((metric, "train"), (f"val_{metric}", "val")):
-            points = [(x, e[key]) for x, e in zip(epochs, history, strict=True)
-                      if e.get(key) is not None]
+            points = [
+                (x, e[key]) for x, e in zip(epochs, history, strict=True) if e.get(key) is not None
+            ]
             if points:
                 ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
         if finetune:
@@ -97,9 +111,13 @@ def learning_curves(history: Sequence[dict], path: Path) -> Path:
     return _save(_learning_figure(history), path)
 
 
-def _misclassified_figure(images: Sequence[np.ndarray], true: Sequence[str],
-                          predicted: Sequence[str], probabilities: Sequence[float] | None,
-                          max_images: int) -> Figure:
+def _misclassified_figure(
+    images: Sequence[np.ndarray],
+    true: Sequence[str],
+    predicted: Sequence[str],
+    probabilities: Sequence[float] | None,
+    max_images: int,
+) -> Figure:
     lengths = {len(images), len(true), len(predicted)}
     if probabilities is not None:
         lengths.add(len(probabilities))
@@ -124,18 +142,23 @@ def _misclassified_figure(images: Sequence[np.ndarray], true: Sequence[str],
     return fig
 
 
-def misclassified_grid(images: Sequence[np.ndarray], true: Sequence[str],
-                       predicted: Sequence[str], path: Path, *,
-                       probabilities: Sequence[float] | None = None,
-                       max_images: int = 36) -> Path:
+def misclassified_grid(
+    images: Sequence[np.ndarray],
+    true: Sequence[str],
+    predicted: Sequence[str],
+    path: Path,
+    *,
+    probabilities: Sequence[float] | None = None,
+    max_images: int = 36,
+) -> Path:
     """The images the model got wrong. With none, the PNG says so, so every run has
     the same artifacts."""
-    return _save(_misclassified_figure(images, true, predicted, probabilities, max_images),
-                 path)
+    return _save(_misclassified_figure(images, true, predicted, probabilities, max_images), path)
 
 
-def _comparison_figure(labels: Sequence[str], series: dict[str, Sequence[float | None]],
-                       title: str, ylabel: str) -> Figure:
+def _comparison_figure(
+    labels: Sequence[str], series: dict[str, Sequence[float | None]], title: str, ylabel: str
+) -> Figure:
     """A failed job has no value; it gets a visible "failed" instead of a silent gap."""
     if any(len(values) != len(labels) for values in series.values()):
         raise ValueError("every series needs one value per label")
@@ -146,16 +169,25 @@ def _comparison_figure(labels: Sequence[str], series: dict[str, Sequence[float |
     for j, (name, values) in enumerate(series.items()):
         centres = x + (j - (len(series) - 1) / 2) * width
         done = [(c, v) for c, v in zip(centres, values, strict=True) if v is not None]
-        bars = ax.bar([c for c, _ in done], [v for _, v in done], width, label=name,
-                      color=f"C{j}")
+        bars = ax.bar([c for c, _ in done], [v for _, v in done], width, label=name, color=f"C{j}")
         ax.bar_label(bars, fmt="{:.3f}", fontsize=7, padding=2)
         for centre, value in zip(centres, values, strict=True):
             if value is None:
-                ax.annotate("failed", (centre, 0), xytext=(0, 3), textcoords="offset points",
-                            rotation=90, ha="center", va="bottom", fontsize=8, color="crimson")
+                ax.annotate(
+                    "failed",
+                    (centre, 0),
+                    xytext=(0, 3),
+                    textcoords="offset points",
+                    rotation=90,
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                    color="crimson",
+                )
     long_labels = len(labels) > 6 or any(len(label) > 12 for label in labels)
-    ax.set_xticks(x, labels, rotation=30 if long_labels else 0,
-                  ha="right" if long_labels else "center")
+    ax.set_xticks(
+        x, labels, rotation=30 if long_labels else 0, ha="right" if long_labels else "center"
+    )
     ax.margins(y=0.12)
     ax.set(title=title, ylabel=ylabel)
     ax.grid(axis="y", alpha=0.3)
@@ -164,9 +196,14 @@ def _comparison_figure(labels: Sequence[str], series: dict[str, Sequence[float |
     return fig
 
 
-def comparison_bars(labels: Sequence[str], series: dict[str, Sequence[float | None]],
-                    path: Path, *, title: str = "Sweep comparison",
-                    ylabel: str = "accuracy") -> Path:
+def comparison_bars(
+    labels: Sequence[str],
+    series: dict[str, Sequence[float | None]],
+    path: Path,
+    *,
+    title: str = "Sweep comparison",
+    ylabel: str = "accuracy",
+) -> Path:
     """Sweep jobs side by side, so the best setting is visible at a glance."""
     return _save(_comparison_figure(labels, series, title, ylabel), path)
 
@@ -175,10 +212,12 @@ def test_figures(metrics: dict, data: Data, folder: Path) -> None:
     """The confusion matrix and the misclassified test images of ``metrics``
     (:func:`rps.scores.report`'s), into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    confusion_matrix(metrics["confusion_matrix"], data.class_names,
-                     folder / "confusion_matrix.png")
+    confusion_matrix(metrics["confusion_matrix"], data.class_names, folder / "confusion_matrix.png")
     wrong = metrics["misclassified"]
-    misclassified_grid([data.test.images[m["index"]] for m in wrong],
-                       [m["true"] for m in wrong], [m["predicted"] for m in wrong],
-                       folder / "misclassified.png",
-                       probabilities=[m["probability"] for m in wrong])
+    misclassified_grid(
+        [data.test.images[m["index"]] for m in wrong],
+        [m["true"] for m in wrong],
+        [m["predicted"] for m in wrong],
+        folder / "misclassified.png",
+        probabilities=[m["probability"] for m in wrong],
+    )

@@ -76,20 +76,29 @@ class Predictor:
         if self.locate is not None:  # one hand per image, found already
             seen = [[] if np.isnan(p).any() else [(p, 1.0)] for p in self.locate(images)]
         else:
-            seen = [[(hand.landmarks, hand.score) for hand in found]
-                    for found in hands.every_hand(self.finder, images)]
-        read = [(i, points, presence) for i, hands_seen in enumerate(seen)
-                for points, presence in hands_seen]
+            seen = [
+                [(hand.landmarks, hand.score) for hand in found]
+                for found in hands.every_hand(self.finder, images)
+            ]
+        read = [
+            (i, points, presence)
+            for i, hands_seen in enumerate(seen)
+            for points, presence in hands_seen
+        ]
         probs = np.full((len(seen), len(self.class_names)), np.nan)
         if not read:
             return probs
-        inputs = (landmarks.features(np.stack([points for _, points, _ in read]))
-                  if self.reads_landmarks
-                  else self._fitted([cut(np.asarray(images[i]), *hand_square(points))
-                                     for i, points, _ in read]))
+        inputs = (
+            landmarks.features(np.stack([points for _, points, _ in read]))
+            if self.reads_landmarks
+            else self._fitted(
+                [cut(np.asarray(images[i]), *hand_square(points)) for i, points, _ in read]
+            )
+        )
         best = np.zeros(len(seen))
-        for (i, _, presence), row in zip(read, self._logits_to_probs(inputs, batch_size),
-                                         strict=True):
+        for (i, _, presence), row in zip(
+            read, self._logits_to_probs(inputs, batch_size), strict=True
+        ):
             sure = surety(presence, row)
             if sure > best[i]:
                 best[i], probs[i] = sure, row
@@ -97,8 +106,9 @@ class Predictor:
 
     def _fitted(self, images) -> np.ndarray:
         size = self.input_size
-        return np.stack([image if image.shape[:2] == (size, size) else fit(image, size)
-                         for image in images]).astype(np.float32)
+        return np.stack(
+            [image if image.shape[:2] == (size, size) else fit(image, size) for image in images]
+        ).astype(np.float32)
 
     def _logits_to_probs(self, inputs: np.ndarray, batch_size: int) -> np.ndarray:
         logits = self.model.predict(inputs, batch_size=batch_size, verbose=0)
@@ -139,8 +149,11 @@ class Predictor:
             return frozen(tf.constant(x, tf.float32))[0].numpy()
 
         # Optimise before timing.
-        run(np.zeros((landmarks.SIZE,) if reads_landmarks else (warm_size, warm_size, 3),
-                     np.float32))
+        run(
+            np.zeros(
+                (landmarks.SIZE,) if reads_landmarks else (warm_size, warm_size, 3), np.float32
+            )
+        )
         missing = np.full(len(self.class_names), np.nan)
 
         def predict(rgb: np.ndarray, hand: hands.Hand | None) -> np.ndarray:

@@ -41,29 +41,39 @@ def prepare(cfg: DictConfig, overrides: list[str], root: Path) -> Resumed:
             f"trainer.resume continues run {run_id} with the config it started with, so it "
             f"takes no override that changes what is trained, but got {' '.join(refused)}. "
             f"Only these may change: {', '.join(k.rstrip('.') for k in ALLOWED)}. To train "
-            "something else, start a new run.")
+            "something else, start a new run."
+        )
     settings = config.tracking_of(cfg)
     if not settings.enabled:
-        raise ConfigError("trainer.resume finds the run in MLflow, which tracking.enabled=false "
-                          "turns off: drop tracking.enabled=false.")
+        raise ConfigError(
+            "trainer.resume finds the run in MLflow, which tracking.enabled=false "
+            "turns off: drop tracking.enabled=false."
+        )
     uri = tracking.store_uri(settings, root)
     run = tracking.find_run(uri, run_id)
     if run.info.status == "FINISHED":
-        raise UserError(f"run {run_id} is FINISHED: there is nothing to resume. Its model is "
-                        "logged with it; to train further, start a new run.")
+        raise UserError(
+            f"run {run_id} is FINISHED: there is nothing to resume. Its model is "
+            "logged with it; to train further, start a new run."
+        )
     folder = run.data.tags.get("output_dir")
     if not folder or not checkpoint.resumable(Path(folder)):
         where = checkpoint.path(Path(folder)) if folder else "its output folder (no output_dir tag)"
         raise UserError(
             f"run {run_id} ({run.info.status}) has no checkpoint: {where} does not exist. A "
             "run saves one after every epoch, so this run stopped before its first epoch "
-            "ended, or its output folder was moved or deleted: start it again.")
+            "ended, or its output folder was moved or deleted: start it again."
+        )
     cfg = tracking.run_config(run, uri, given, "start it again instead of resuming it")
     cfg.trainer.resume = run_id
-    return Resumed(run_id=run_id, uri=uri, cfg=cfg,
-                   output_dir=Path(folder), tensorboard_dir=Path(run.data.tags.get(
-                       "tensorboard_logdir", Path(folder) / "tensorboard")),
-                   overrides=given)
+    return Resumed(
+        run_id=run_id,
+        uri=uri,
+        cfg=cfg,
+        output_dir=Path(folder),
+        tensorboard_dir=Path(run.data.tags.get("tensorboard_logdir", Path(folder) / "tensorboard")),
+        overrides=given,
+    )
 
 
 def log_continuation(mlrun: tracking.Run, state: checkpoint.State) -> None:

@@ -41,9 +41,13 @@ def summary(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> di
         support = int((labels == index).sum())
         recall = tp / max(support, 1)
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {"precision": float(precision), "recall": float(recall),
-                           "f1": float(f1), "support": support,
-                           "no_hand": int((~found & (labels == index)).sum())}
+        per_class[name] = {
+            "precision": float(precision),
+            "recall": float(recall),
+            "f1": float(f1),
+            "support": support,
+            "no_hand": int((~found & (labels == index)).sum()),
+        }
     true_probs = probs[np.arange(len(labels)), labels][found]
     return {
         "accuracy": float((predicted == labels).mean()) if len(labels) else 0.0,
@@ -56,23 +60,33 @@ def summary(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> di
     }
 
 
-def misclassified(scored: dict, split: Split | Photos,
-                  class_names: list[str]) -> list[dict]:
+def misclassified(scored: dict, split: Split | Photos, class_names: list[str]) -> list[dict]:
     """Each image of ``split`` that :func:`summary` found wrong, with what it was taken for."""
-    return [{"index": i, "source": split.sources[i], "true": class_names[split.labels[i]],
-             "predicted": class_names[p] if p >= 0 else NO_HAND,
-             "probability": scored["confidence"][i]}
-            for i, p in enumerate(scored["predicted"]) if p != split.labels[i]]
+    return [
+        {
+            "index": i,
+            "source": split.sources[i],
+            "true": class_names[split.labels[i]],
+            "predicted": class_names[p] if p >= 0 else NO_HAND,
+            "probability": scored["confidence"][i],
+        }
+        for i, p in enumerate(scored["predicted"])
+        if p != split.labels[i]
+    ]
 
 
 def report(probs: np.ndarray, data: Data) -> dict:
     """The test split's scores, and each misclassified image with what it was taken for."""
     test = summary(probs, data.test.labels, data.class_names)
-    return {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
-            "test_no_hand": test["no_hand"],
-            "class_names": data.class_names, "per_class": test["per_class"],
-            "confusion_matrix": test["confusion_matrix"],
-            "misclassified": misclassified(test, data.test, data.class_names)}
+    return {
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "test_no_hand": test["no_hand"],
+        "class_names": data.class_names,
+        "per_class": test["per_class"],
+        "confusion_matrix": test["confusion_matrix"],
+        "misclassified": misclassified(test, data.test, data.class_names),
+    }
 
 
 def test(predictor, data: Data, batch_size: int) -> dict:
@@ -85,5 +99,7 @@ def members_scores(accuracies: list[float]) -> dict[str, float]:
     """An ensemble's members' test accuracy, mean and worst: what averaging them bought."""
     if not accuracies:
         return {}
-    return {"members/test_accuracy_mean": float(np.mean(accuracies)),
-            "members/test_accuracy_min": float(np.min(accuracies))}
+    return {
+        "members/test_accuracy_mean": float(np.mean(accuracies)),
+        "members/test_accuracy_min": float(np.min(accuracies)),
+    }

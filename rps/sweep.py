@@ -93,17 +93,33 @@ def rows_of(runs: list[Any], jobs: Sequence[dict[str, Any]] = ()) -> list[Row]:
     rows = []
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
-        rows.append(Row(job=tags.get("job_num", ""), name=run.info.run_name,
-                        status=run.info.status,
-                        val_accuracy=metrics.get("val/best_accuracy"),
-                        test_accuracy=metrics.get("test/accuracy"),
-                        train_s=metrics.get("time/train_s"), run_id=run.info.run_id,
-                        overrides=_pairs(json.loads(tags.get("overrides", "[]")))))
+        rows.append(
+            Row(
+                job=tags.get("job_num", ""),
+                name=run.info.run_name,
+                status=run.info.status,
+                val_accuracy=metrics.get("val/best_accuracy"),
+                test_accuracy=metrics.get("test/accuracy"),
+                train_s=metrics.get("time/train_s"),
+                run_id=run.info.run_id,
+                overrides=_pairs(json.loads(tags.get("overrides", "[]"))),
+            )
+        )
     tracked = {row.job for row in rows}
-    rows += [Row(job=str(job["num"]), name=tracking.run_name(job["overrides"]), status="FAILED",
-                 val_accuracy=None, test_accuracy=None, train_s=None, run_id="",
-                 overrides=_pairs(job["overrides"]))
-             for job in jobs if job["failed"] and str(job["num"]) not in tracked]
+    rows += [
+        Row(
+            job=str(job["num"]),
+            name=tracking.run_name(job["overrides"]),
+            status="FAILED",
+            val_accuracy=None,
+            test_accuracy=None,
+            train_s=None,
+            run_id="",
+            overrides=_pairs(job["overrides"]),
+        )
+        for job in jobs
+        if job["failed"] and str(job["num"]) not in tracked
+    ]
     return sorted(rows, key=lambda r: (int(r.job) if r.job.isdigit() else 1 << 30, r.run_id))
 
 
@@ -126,9 +142,17 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     def num(value: float | None, digits: int) -> str:
         return "" if value is None else f"{value:.{digits}f}"
 
-    body = [[r.job, *(r.overrides.get(k, "") for k in keys), r.status,
-             num(r.val_accuracy, 4), num(r.test_accuracy, 4), num(r.train_s, 1)]
-            for r in rows]
+    body = [
+        [
+            r.job,
+            *(r.overrides.get(k, "") for k in keys),
+            r.status,
+            num(r.val_accuracy, 4),
+            num(r.test_accuracy, 4),
+            num(r.train_s, 1),
+        ]
+        for r in rows
+    ]
     return header, body
 
 
@@ -193,16 +217,25 @@ class SweepCallback(Callback):
             raise SystemExit(2) from None
         overrides = task_overrides(config)
         run = self.client.create_run(
-            experiment, run_name=f"sweep {tracking.run_name(overrides)}",
-            tags={"sweep_dir": str(sweep_dir), "overrides": json.dumps(overrides),
-                  "experiment": str(config.get("experiment") or "none"),
-                  **tracking.git_state(root)})
+            experiment,
+            run_name=f"sweep {tracking.run_name(overrides)}",
+            tags={
+                "sweep_dir": str(sweep_dir),
+                "overrides": json.dumps(overrides),
+                "experiment": str(config.get("experiment") or "none"),
+                **tracking.git_state(root),
+            },
+        )
         self.parent = run.info.run_id
         state = {"parent_run_id": self.parent, "varying": varying_keys(config)}
         (sweep_dir / STATE_FILE).write_text(json.dumps(state))
         atexit.register(self._close, "KILLED")
-        log.info("mlflow: sweep parent run %s in %s; in mlflow ui: %s", self.parent, uri,
-                 tracking.ui_link(uri, experiment, self.parent))
+        log.info(
+            "mlflow: sweep parent run %s in %s; in mlflow ui: %s",
+            self.parent,
+            uri,
+            tracking.ui_link(uri, experiment, self.parent),
+        )
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
@@ -212,8 +245,12 @@ class SweepCallback(Callback):
             # Optuna marks a trial that returns None as failed and searches on; a NaN stops
             # the whole search. Other sweepers ignore the value.
             job_return.return_value = None
-        record_job(Path(config.hydra.sweep.dir).absolute(), config.hydra.job.num,
-                   list(job_return.overrides or []), job_failed)
+        record_job(
+            Path(config.hydra.sweep.dir).absolute(),
+            config.hydra.job.num,
+            list(job_return.overrides or []),
+            job_failed,
+        )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir).absolute()
@@ -223,31 +260,48 @@ class SweepCallback(Callback):
             self._summarise(self.client, self.parent, sweep_dir, jobs, len(failures))
             self._close("FAILED" if jobs and len(failures) == len(jobs) else "FINISHED")
         if failures:
-            print(f"{len(failures)} of {len(jobs)} sweep jobs failed; see the log above "
-                  "and each failed run's error.txt in MLflow.")
+            print(
+                f"{len(failures)} of {len(jobs)} sweep jobs failed; see the log above "
+                "and each failed run's error.txt in MLflow."
+            )
             raise SweepFailed()
 
     @staticmethod
-    def _summarise(client: MlflowClient, parent: str, sweep_dir: Path,
-                   jobs: list[dict[str, Any]], failures: int) -> None:
+    def _summarise(
+        client: MlflowClient,
+        parent: str,
+        sweep_dir: Path,
+        jobs: list[dict[str, Any]],
+        failures: int,
+    ) -> None:
         runs = client.search_runs(
             [client.get_run(parent).info.experiment_id],
-            filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent}'", max_results=5000)
+            filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent}'",
+            max_results=5000,
+        )
         rows = rows_of(runs, jobs)
         header, body = table(rows)
         text = markdown(header, body)
         winner = best(rows)
         if winner is not None and winner.val_accuracy is not None:
-            text += (f"\nBest by validation accuracy: job {winner.job}, {winner.name} "
-                     f"(val_accuracy {winner.val_accuracy:.4f}, run {winner.run_id})\n")
+            text += (
+                f"\nBest by validation accuracy: job {winner.job}, {winner.name} "
+                f"(val_accuracy {winner.val_accuracy:.4f}, run {winner.run_id})\n"
+            )
         print(f"\nSweep {sweep_dir} ({len(rows)} jobs):\n{text}")
         (sweep_dir / f"{SUMMARY}.md").write_text(text)
         (sweep_dir / f"{SUMMARY}.csv").write_text(csv_text(header, body))
-        labels = [",".join(f"{k}={r.overrides.get(k, '')}" for k in varying(rows)) or r.name
-                  for r in rows]
-        plots.comparison_bars(labels, {"val_accuracy": [r.val_accuracy for r in rows],
-                                       "test_accuracy": [r.test_accuracy for r in rows]},
-                              sweep_dir / f"{SUMMARY}.png")
+        labels = [
+            ",".join(f"{k}={r.overrides.get(k, '')}" for k in varying(rows)) or r.name for r in rows
+        ]
+        plots.comparison_bars(
+            labels,
+            {
+                "val_accuracy": [r.val_accuracy for r in rows],
+                "test_accuracy": [r.test_accuracy for r in rows],
+            },
+            sweep_dir / f"{SUMMARY}.png",
+        )
         for name in (f"{SUMMARY}.md", f"{SUMMARY}.csv", f"{SUMMARY}.png", OPTUNA_RESULTS):
             if (sweep_dir / name).exists():
                 client.log_artifact(parent, str(sweep_dir / name))
@@ -259,9 +313,14 @@ class SweepCallback(Callback):
 
             state = info(sweep_dir)  # its keys: also those that took one value in every job
             swept = state.varying if state is not None else []
-            client.log_batch(parent, params=[
-                Param(f"best/{key}", winner.overrides[key]) for key in swept
-                if key in winner.overrides])
+            client.log_batch(
+                parent,
+                params=[
+                    Param(f"best/{key}", winner.overrides[key])
+                    for key in swept
+                    if key in winner.overrides
+                ],
+            )
             client.log_metric(parent, "best/val_accuracy", winner.val_accuracy)
             if winner.test_accuracy is not None:
                 client.log_metric(parent, "best/test_accuracy", winner.test_accuracy)

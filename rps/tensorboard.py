@@ -12,8 +12,7 @@ IMAGES_SHOWN = 8
 
 
 def callback(log_dir: Path) -> keras.callbacks.TensorBoard:
-    return keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=True,
-                                       update_freq="epoch")
+    return keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=True, update_freq="epoch")
 
 
 class AugmentedImages(keras.callbacks.Callback):
@@ -22,23 +21,29 @@ class AugmentedImages(keras.callbacks.Callback):
     cached features). It draws through a copy of that stage: its draws start where the
     model's own do, and the model's are left as they would be without it."""
 
-    def __init__(self, images: np.ndarray, augmentation: keras.Sequential | None,
-                 log_dir: Path, seed: int) -> None:
+    def __init__(
+        self, images: np.ndarray, augmentation: keras.Sequential | None, log_dir: Path, seed: int
+    ) -> None:
         super().__init__()
         pick = np.random.default_rng(seed).permutation(len(images))[:IMAGES_SHOWN]
         self.images = images[pick].astype("float32")
-        self.augmentation = (None if augmentation is None
-                             else keras.Sequential.from_config(augmentation.get_config()))
+        self.augmentation = (
+            None
+            if augmentation is None
+            else keras.Sequential.from_config(augmentation.get_config())
+        )
         self.log_dir = log_dir
         self.written = False
 
     def on_train_begin(self, logs=None):
         if self.written:
             return
-        augmented = (self.images if self.augmentation is None
-                     else self.augmentation(self.images, training=True))
+        augmented = (
+            self.images
+            if self.augmentation is None
+            else self.augmentation(self.images, training=True)
+        )
         pixels = np.clip(keras.ops.convert_to_numpy(augmented), 0, 255).astype(np.uint8)
         with tf.summary.create_file_writer(str(self.log_dir / "images")).as_default():
-            tf.summary.image("augmented_training_images", pixels, step=0,
-                             max_outputs=IMAGES_SHOWN)
+            tf.summary.image("augmented_training_images", pixels, step=0, max_outputs=IMAGES_SHOWN)
         self.written = True

@@ -36,8 +36,13 @@ PARAMS_PER_BATCH = 100
 PARAM_VALUE_CHARS = 6000
 METRICS_PER_BATCH = 1000
 # Keras' epoch logs, under the names the runs use.
-EPOCH_METRICS = {"loss": "train/loss", "accuracy": "train/accuracy", "val_loss": "val/loss",
-                 "val_accuracy": "val/accuracy", "lr": "lr"}
+EPOCH_METRICS = {
+    "loss": "train/loss",
+    "accuracy": "train/accuracy",
+    "val_loss": "val/loss",
+    "val_accuracy": "val/accuracy",
+    "lr": "lr",
+}
 # Overrides that locate files rather than choose a variant: left out of run names.
 DATA_KEYS = ("data.root", "data.tfds_dir")
 PATH_KEYS = (*DATA_KEYS, "cache.dir", "tracking.", "hydra.")
@@ -122,8 +127,9 @@ def experiment_id(client, name: str, uri: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is None:
         try:
-            found = client.get_experiment(client.create_experiment(
-                name, artifact_location=artifact_location(uri, name)))
+            found = client.get_experiment(
+                client.create_experiment(name, artifact_location=artifact_location(uri, name))
+            )
         except MlflowException:  # a concurrent job created it first
             found = client.get_experiment_by_name(name)
     if found.tags.get(EXPERIMENT_KIND_TAG) is None:
@@ -157,20 +163,25 @@ def run_name(overrides: list[str], varying: list[str] | None = None) -> str:
     otherwise, or where none varies, the overrides but those that locate files; where
     those are all there is, the data's location (``data.root=/x``)."""
     pairs = [o.lstrip("+~") for o in overrides]
-    kept = ([p for p in pairs if p.split("=", 1)[0] in (varying or ())]
-            or [p for p in pairs if not p.startswith(PATH_KEYS)]
-            or [p for p in pairs if p.startswith(DATA_KEYS)])
+    kept = (
+        [p for p in pairs if p.split("=", 1)[0] in (varying or ())]
+        or [p for p in pairs if not p.startswith(PATH_KEYS)]
+        or [p for p in pairs if p.startswith(DATA_KEYS)]
+    )
     return ",".join(kept) or "defaults"
 
 
 def git_state(root: Path) -> dict[str, str]:
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
 
     try:
-        return {"git_commit": git("rev-parse", "HEAD"),
-                "git_dirty": str(bool(git("status", "--porcelain"))).lower()}
+        return {
+            "git_commit": git("rev-parse", "HEAD"),
+            "git_dirty": str(bool(git("status", "--porcelain"))).lower(),
+        }
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": "unknown", "git_dirty": "unknown"}
 
@@ -212,7 +223,7 @@ class Run:
 
         items = [Param(k, v) for k, v in sorted(params.items())]
         for start in range(0, len(items), PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=items[start:start + PARAMS_PER_BATCH])
+            self.client.log_batch(self.run_id, params=items[start : start + PARAMS_PER_BATCH])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         if not self.active:
@@ -220,10 +231,13 @@ class Run:
         from mlflow.entities import Metric
 
         now = _now_ms()
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()
-                 if v is not None and math.isfinite(float(v))]
+        items = [
+            Metric(k, float(v), now, step)
+            for k, v in metrics.items()
+            if v is not None and math.isfinite(float(v))
+        ]
         for start in range(0, len(items), METRICS_PER_BATCH):
-            self.client.log_batch(self.run_id, metrics=items[start:start + METRICS_PER_BATCH])
+            self.client.log_batch(self.run_id, metrics=items[start : start + METRICS_PER_BATCH])
 
     def log_epoch(self, record: Mapping[str, Any]) -> None:
         """Per-epoch hook for training; the epoch number is the step, across both stages."""
@@ -250,14 +264,25 @@ class Run:
             return
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(
-            Dataset(name=f"{name} {split}", digest=info.digest[:DIGEST_CHARS],
-                    source_type="local" if source.startswith("/") else "tfds",
-                    source=json.dumps({"uri": source}),
-                    schema=json.dumps({"images": info.images, "classes": info.classes}),
-                    profile=json.dumps({"num_rows": sum(info.counts.values()),
-                                        "per_class": info.counts})),
-            tags=[InputTag("mlflow.data.context", split)]) for split, info in splits.items()])
+        self.client.log_inputs(
+            self.run_id,
+            datasets=[
+                DatasetInput(
+                    Dataset(
+                        name=f"{name} {split}",
+                        digest=info.digest[:DIGEST_CHARS],
+                        source_type="local" if source.startswith("/") else "tfds",
+                        source=json.dumps({"uri": source}),
+                        schema=json.dumps({"images": info.images, "classes": info.classes}),
+                        profile=json.dumps(
+                            {"num_rows": sum(info.counts.values()), "per_class": info.counts}
+                        ),
+                    ),
+                    tags=[InputTag("mlflow.data.context", split)],
+                )
+                for split, info in splits.items()
+            ],
+        )
 
     def log_text(self, text: str, name: str) -> None:
         if self.active:
@@ -275,8 +300,13 @@ def _now_ms() -> int:
 
 
 @contextmanager
-def job_run(cfg: TrackingConfig, root: Path, name: str, tags: Mapping[str, str],
-            parent_run_id: str | None = None) -> Iterator[Run]:
+def job_run(
+    cfg: TrackingConfig,
+    root: Path,
+    name: str,
+    tags: Mapping[str, str],
+    parent_run_id: str | None = None,
+) -> Iterator[Run]:
     """Open one run and close it whatever happens: FINISHED, FAILED (with the error as an
     artifact) or KILLED on Ctrl-C. Metrics are logged as they come, so a failure loses
     nothing already logged."""
@@ -289,8 +319,13 @@ def job_run(cfg: TrackingConfig, root: Path, name: str, tags: Mapping[str, str],
     experiment = experiment_id(client, cfg.experiment, uri)
     run = client.create_run(experiment, run_name=name, tags=dict(tags))
     tracked = Run(client=client, run_id=run.info.run_id, uri=uri, experiment_id=experiment)
-    log.info("mlflow: run %s (%s) in %s; in mlflow ui: %s", tracked.run_id, name, uri,
-             ui_link(uri, experiment, tracked.run_id))
+    log.info(
+        "mlflow: run %s (%s) in %s; in mlflow ui: %s",
+        tracked.run_id,
+        name,
+        uri,
+        ui_link(uri, experiment, tracked.run_id),
+    )
     with _closing(tracked):
         yield tracked
 
@@ -317,8 +352,7 @@ def reopened_run(uri: str, run_id: str) -> Iterator[Run]:
     if "error" in run.data.tags:  # what stopped it before is no longer its state
         client.delete_tag(run_id, "error")
     client.update_run(run_id, status="RUNNING")
-    tracked = Run(client=client, run_id=run_id, uri=uri,
-                  experiment_id=run.info.experiment_id)
+    tracked = Run(client=client, run_id=run_id, uri=uri, experiment_id=run.info.experiment_id)
     log.info("mlflow: run %s reopened in %s", run_id, uri)
     with _closing(tracked):
         yield tracked
@@ -353,13 +387,15 @@ def run_config(run, uri: str, given: Sequence[str], fix: str) -> DictConfig:
     try:
         typed = compose(config_name="config", overrides=original)
         stored = _stored(run_id, Path(folder) if folder else None, uri, fix)
-        return _mapping(OmegaConf.merge(typed, stored,
-                                        OmegaConf.from_dotlist([o.lstrip("+") for o in given])),
-                        f"run {run_id}'s config")
+        return _mapping(
+            OmegaConf.merge(typed, stored, OmegaConf.from_dotlist([o.lstrip("+") for o in given])),
+            f"run {run_id}'s config",
+        )
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(
             f"run {run_id}'s config no longer composes with this version of rps "
-            f"({first_line(err)}): {fix}.") from None
+            f"({first_line(err)}): {fix}."
+        ) from None
 
 
 def _stored(run_id: str, folder: Path | None, uri: str, fix: str) -> DictConfig:
@@ -374,12 +410,15 @@ def _stored(run_id: str, folder: Path | None, uri: str, fix: str) -> DictConfig:
             local = folder / HYDRA_CONFIG if folder is not None else "an output_dir tag"
             raise UserError(
                 f"run {run_id} has neither {local} nor a logged {LOGGED_CONFIG} "
-                f"({first_line(err)}), so its config is unknown: {fix}.") from None
+                f"({first_line(err)}), so its config is unknown: {fix}."
+            ) from None
         return _mapping(OmegaConf.load(path), f"run {run_id}'s {LOGGED_CONFIG}")
 
 
 def _mapping(cfg: DictConfig | ListConfig, what: str) -> DictConfig:
     if not isinstance(cfg, DictConfig):
-        raise ConfigError(f"{what} is a list, not a config of keys and values: it was edited "
-                          "or damaged. Start the run again.")
+        raise ConfigError(
+            f"{what} is a list, not a config of keys and values: it was edited "
+            "or damaged. Start the run again."
+        )
     return cfg

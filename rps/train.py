@@ -40,14 +40,16 @@ def distribution(strategy: Strategy) -> tf.distribute.Strategy:
 def check_split(replicas: int, batch_size: int, sizes: dict[str, int]) -> None:
     """Keras fails, cryptically, when a dataset's first batch does not split evenly over
     the replicas (keras-team/keras#19246): say so before any work is done."""
-    uneven = {name: min(batch_size, n) for name, n in sizes.items()
-              if min(batch_size, n) % replicas}
+    uneven = {
+        name: min(batch_size, n) for name, n in sizes.items() if min(batch_size, n) % replicas
+    }
     if uneven:
         raise ConfigError(
             f"trainer.strategy=mirrored splits every batch over {replicas} replicas, but the "
             f"first batch of {', '.join(f'{k} ({v} images)' for k, v in uneven.items())} "
             f"does not split evenly: make trainer.batch_size a multiple of {replicas}, and "
-            "each split at least that large.")
+            "each split at least that large."
+        )
 
 
 def trainable_weights(classifier: keras.Model) -> dict[int, keras.Variable]:
@@ -101,8 +103,11 @@ class BestWeights(keras.callbacks.Callback):
         assign(self.classifier, self.weights)
 
     def state(self) -> dict:
-        return {"rank": [float(r) for r in self.rank], "epoch": self.epoch,
-                "val_accuracy": self.val_accuracy}
+        return {
+            "rank": [float(r) for r in self.rank],
+            "epoch": self.epoch,
+            "val_accuracy": self.val_accuracy,
+        }
 
     def resume(self, state: checkpoint.State) -> None:
         self.weights = dict(state.best_weights)
@@ -124,8 +129,11 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
             setattr(self, key, value)
 
     def state(self) -> dict:
-        return {"wait": int(self.wait), "best_epoch": int(self.best_epoch),
-                "best": None if self.best is None else float(self.best)}
+        return {
+            "wait": int(self.wait),
+            "best_epoch": int(self.best_epoch),
+            "best": None if self.best is None else float(self.best),
+        }
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -145,9 +153,13 @@ class EpochLog(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         lr = self.model.optimizer.learning_rate
-        record = {"epoch": epoch, "stage": self.stage, "lr": float(np.asarray(lr)),
-                  "seconds": time.perf_counter() - self.started,
-                  **{k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}}
+        record = {
+            "epoch": epoch,
+            "stage": self.stage,
+            "lr": float(np.asarray(lr)),
+            "seconds": time.perf_counter() - self.started,
+            **{k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"},
+        }
         self.history.append(record)
         for listener in self.listeners:
             listener(record)
@@ -161,29 +173,49 @@ class Checkpointer:
     epoch twice.
     """
 
-    def __init__(self, folder: Path, classifier: keras.Model, best: BestWeights,
-                 epochs_log: EpochLog, start: str, seconds: float) -> None:
-        self.folder, self.classifier, self.best, self.epochs_log = (folder, classifier, best,
-                                                                    epochs_log)
+    def __init__(
+        self,
+        folder: Path,
+        classifier: keras.Model,
+        best: BestWeights,
+        epochs_log: EpochLog,
+        start: str,
+        seconds: float,
+    ) -> None:
+        self.folder, self.classifier, self.best, self.epochs_log = (
+            folder,
+            classifier,
+            best,
+            epochs_log,
+        )
         self.start = start
         self.started = time.perf_counter() - seconds
         self.stage, self.trained, self.end = 1, classifier, 0
         self.early: EarlyStopping | None = None
 
-    def begin(self, stage: int, trained: keras.Model, early: EarlyStopping | None,
-              end: int) -> None:
+    def begin(
+        self, stage: int, trained: keras.Model, early: EarlyStopping | None, end: int
+    ) -> None:
         """``trained`` is the model this stage fits, ``end`` the epoch count it stops at."""
         self.stage, self.trained, self.early, self.end = stage, trained, early, end
 
     def __call__(self, record: dict) -> None:
-        checkpoint.save(self.folder, checkpoint.State(
-            stage=self.stage, epoch=record["epoch"],
-            stage_done=bool(self.trained.stop_training) or record["epoch"] + 1 >= self.end,
-            start=self.start, weights=values(trainable_weights(self.classifier)),
-            optimizer=[keras.ops.convert_to_numpy(v) for v in self.trained.optimizer.variables],
-            best_weights=self.best.weights, best=self.best.state(),
-            early_stopping=self.early.state() if self.early is not None else None,
-            history=self.epochs_log.history, seconds=time.perf_counter() - self.started))
+        checkpoint.save(
+            self.folder,
+            checkpoint.State(
+                stage=self.stage,
+                epoch=record["epoch"],
+                stage_done=bool(self.trained.stop_training) or record["epoch"] + 1 >= self.end,
+                start=self.start,
+                weights=values(trainable_weights(self.classifier)),
+                optimizer=[keras.ops.convert_to_numpy(v) for v in self.trained.optimizer.variables],
+                best_weights=self.best.weights,
+                best=self.best.state(),
+                early_stopping=self.early.state() if self.early is not None else None,
+                history=self.epochs_log.history,
+                seconds=time.perf_counter() - self.started,
+            ),
+        )
 
 
 def _restore(classifier: keras.Model, trained: keras.Model, state: checkpoint.State) -> None:
@@ -193,9 +225,11 @@ def _restore(classifier: keras.Model, trained: keras.Model, state: checkpoint.St
     optimizer = trained.optimizer
     optimizer.build(trained.trainable_variables)
     if len(optimizer.variables) != len(state.optimizer):
-        raise UserError(f"the checkpoint holds {len(state.optimizer)} optimizer variables but "
-                        f"this config's optimizer has {len(optimizer.variables)}: the run "
-                        "cannot be resumed with this version of rps; start it again.")
+        raise UserError(
+            f"the checkpoint holds {len(state.optimizer)} optimizer variables but "
+            f"this config's optimizer has {len(optimizer.variables)}: the run "
+            "cannot be resumed with this version of rps; start it again."
+        )
     for variable, value in zip(optimizer.variables, state.optimizer, strict=True):
         variable.assign(value)
 
@@ -213,8 +247,14 @@ class Fitted:
     history: list[dict] = field(default_factory=list)
 
 
-def dataset(inputs: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int, *,
-            shuffle_seed: int | None = None) -> tf.data.Dataset:
+def dataset(
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    batch_size: int,
+    *,
+    shuffle_seed: int | None = None,
+) -> tf.data.Dataset:
     """In-memory images (or features) with one-hot labels (label smoothing needs them)."""
     ds = tf.data.Dataset.from_tensor_slices((inputs, tf.one_hot(labels, num_classes)))
     if shuffle_seed is not None:
@@ -222,8 +262,9 @@ def dataset(inputs: np.ndarray, labels: np.ndarray, num_classes: int, batch_size
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def view_sampling_dataset(views: np.ndarray, labels: np.ndarray, num_classes: int,
-                          batch_size: int, seed: int) -> tf.data.Dataset:
+def view_sampling_dataset(
+    views: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int, seed: int
+) -> tf.data.Dataset:
     """Cached training features, a freshly drawn view of each image every epoch."""
     n_views, n = views.shape[:2]
     table = tf.constant(views)
@@ -231,17 +272,26 @@ def view_sampling_dataset(views: np.ndarray, labels: np.ndarray, num_classes: in
     order = tf.data.Dataset.range(n).shuffle(n, seed=seed, reshuffle_each_iteration=True)
     draws = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
     ds = tf.data.Dataset.zip(order, draws).map(
-        lambda i, r: (table[r % n_views, i], onehot[i]), num_parallel_calls=tf.data.AUTOTUNE)
+        lambda i, r: (table[r % n_views, i], onehot[i]), num_parallel_calls=tf.data.AUTOTUNE
+    )
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _compile(model: keras.Model, cfg: Config, base_lr: float, epochs: int, n_train: int,
-             steps_per_execution: int = 1) -> None:
+def _compile(
+    model: keras.Model,
+    cfg: Config,
+    base_lr: float,
+    epochs: int,
+    n_train: int,
+    steps_per_execution: int = 1,
+) -> None:
     steps = math.ceil(n_train / cfg.trainer.batch_size) * epochs
-    model.compile(optimizer=optim.build(cfg.optimizer, base_lr, steps),
-                  loss=optim.loss(cfg.optimizer),
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-                  steps_per_execution=steps_per_execution)
+    model.compile(
+        optimizer=optim.build(cfg.optimizer, base_lr, steps),
+        loss=optim.loss(cfg.optimizer),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        steps_per_execution=steps_per_execution,
+    )
 
 
 def _stages(cfg: Config) -> list[tuple[int, int, float]]:
@@ -264,12 +314,17 @@ def build(cfg: Config, num_classes: int, strategy: tf.distribute.Strategy) -> Cl
     return classifier
 
 
-def fit(cfg: Config, classifier: Classifier, data: data_lib.Data,
-        strategy: tf.distribute.Strategy,
-        callbacks: Sequence[keras.callbacks.Callback] = (),
-        on_epoch: Callable[[dict], None] | None = None,
-        cache: ArrayCache | None = None, checkpoints: Path | None = None,
-        resume: checkpoint.State | None = None) -> Fitted:
+def fit(
+    cfg: Config,
+    classifier: Classifier,
+    data: data_lib.Data,
+    strategy: tf.distribute.Strategy,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    on_epoch: Callable[[dict], None] | None = None,
+    cache: ArrayCache | None = None,
+    checkpoints: Path | None = None,
+    resume: checkpoint.State | None = None,
+) -> Fitted:
     """Stage 1 trains the head on a frozen backbone; stage 2 (optional) fine-tunes its top.
     The classifier ends with the weights of its best validation epoch.
 
@@ -280,10 +335,16 @@ def fit(cfg: Config, classifier: Classifier, data: data_lib.Data,
     The optimizers are built under ``strategy``, as :func:`build` built the model, so fit
     spreads over its replicas; the backbone's feature pass stays on one device.
     """
-    log.info("training on %d replica(s) (trainer.strategy=%s)", strategy.num_replicas_in_sync,
-             cfg.trainer.strategy.value)
-    check_split(strategy.num_replicas_in_sync, cfg.trainer.batch_size,
-                {"train": len(data.train), "val": len(data.val), "test": len(data.test)})
+    log.info(
+        "training on %d replica(s) (trainer.strategy=%s)",
+        strategy.num_replicas_in_sync,
+        cfg.trainer.strategy.value,
+    )
+    check_split(
+        strategy.num_replicas_in_sync,
+        cfg.trainer.batch_size,
+        {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+    )
     model = classifier.train
     best, epochs_log, saver = _bookkeeping(model, on_epoch, checkpoints, resume)
     n_train = len(data.train.labels)
@@ -297,12 +358,15 @@ def fit(cfg: Config, classifier: Classifier, data: data_lib.Data,
         if stage == 2 and isinstance(cfg.finetune, UnfreezeConfig):
             best.restore()
             unfrozen = backbones.unfreeze_top(classifier.backbone, cfg.finetune.layers)
-            log.info("fine-tuning: %d backbone layers with weights unfrozen, lr x %g, %d epochs",
-                     unfrozen, cfg.finetune.lr_factor, cfg.finetune.epochs)
+            log.info(
+                "fine-tuning: %d backbone layers with weights unfrozen, lr x %g, %d epochs",
+                unfrozen,
+                cfg.finetune.lr_factor,
+                cfg.finetune.epochs,
+            )
         # The landmark backbone trains on its features always, computed if not cached.
         on_features = stage == 1 and (cache is not None or cfg.backbone.finds_hands)
-        trained, train_ds, val_ds, cached = _stage_inputs(cfg, classifier, data, cache,
-                                                          on_features)
+        trained, train_ds, val_ds, cached = _stage_inputs(cfg, classifier, data, cache, on_features)
         if cached is not None:
             features_seconds += cached.seconds
             no_hand, n_train = cached.no_hand or {}, len(cached.train_labels)
@@ -311,12 +375,17 @@ def fit(cfg: Config, classifier: Classifier, data: data_lib.Data,
         many = on_features and cfg.trainer.strategy is Strategy.default
         resumed = resume if resume is not None and resume.stage == stage else None
         with strategy.scope():  # the optimizer's variables are distributed too
-            _compile(trained, cfg, lr, epochs, n_train,
-                     steps_per_execution=HEAD_STEPS_PER_EXECUTION if many else 1)
+            _compile(
+                trained,
+                cfg,
+                lr,
+                epochs,
+                n_train,
+                steps_per_execution=HEAD_STEPS_PER_EXECUTION if many else 1,
+            )
             if resumed is not None:
                 _restore(model, trained, resumed)
-        early = (EarlyStopping(cfg.trainer.patience) if cfg.trainer.patience is not None
-                 else None)
+        early = EarlyStopping(cfg.trainer.patience) if cfg.trainer.patience is not None else None
         if resumed is not None and early is not None:
             early.resumed = resumed.early_stopping
         end = sum(r["stage"] < stage for r in epochs_log.history) + epochs
@@ -324,31 +393,44 @@ def fit(cfg: Config, classifier: Classifier, data: data_lib.Data,
         if saver is not None:
             saver.begin(stage, trained, early, end)
         # EarlyStopping goes before EpochLog, so the checkpoint knows when a stage stopped.
-        trained.fit(train_ds, validation_data=val_ds, shuffle=False,
-                    initial_epoch=len(epochs_log.history), epochs=end, verbose=2,
-                    callbacks=[best, *([early] if early else []), epochs_log, *callbacks])
+        trained.fit(
+            train_ds,
+            validation_data=val_ds,
+            shuffle=False,
+            initial_epoch=len(epochs_log.history),
+            epochs=end,
+            verbose=2,
+            callbacks=[best, *([early] if early else []), epochs_log, *callbacks],
+        )
     train_seconds = time.perf_counter() - started
     best.restore()
-    log.info("restored the weights of epoch %d (val_accuracy %.4f)", best.epoch + 1,
-             best.val_accuracy)
-    return Fitted(metrics={
-        "best_val_accuracy": best.val_accuracy,
-        "best_epoch": best.epoch + 1,
-        "epochs_run": len(epochs_log.history),
-        "num_train": n_train,
-        "num_val": len(data.val.labels),
-        "num_test": len(data.test.labels),
-        "train_seconds": train_seconds,
-        "features_seconds": features_seconds,
-        "history": epochs_log.history,
-        "replicas": strategy.num_replicas_in_sync,
-        **({"no_hand": no_hand} if no_hand else {}),
-    }, history=epochs_log.history)
+    log.info(
+        "restored the weights of epoch %d (val_accuracy %.4f)", best.epoch + 1, best.val_accuracy
+    )
+    return Fitted(
+        metrics={
+            "best_val_accuracy": best.val_accuracy,
+            "best_epoch": best.epoch + 1,
+            "epochs_run": len(epochs_log.history),
+            "num_train": n_train,
+            "num_val": len(data.val.labels),
+            "num_test": len(data.test.labels),
+            "train_seconds": train_seconds,
+            "features_seconds": features_seconds,
+            "history": epochs_log.history,
+            "replicas": strategy.num_replicas_in_sync,
+            **({"no_hand": no_hand} if no_hand else {}),
+        },
+        history=epochs_log.history,
+    )
 
 
-def _bookkeeping(model: keras.Model, on_epoch: Callable[[dict], None] | None,
-                 checkpoints: Path | None, resume: checkpoint.State | None,
-                 ) -> tuple[BestWeights, EpochLog, Checkpointer | None]:
+def _bookkeeping(
+    model: keras.Model,
+    on_epoch: Callable[[dict], None] | None,
+    checkpoints: Path | None,
+    resume: checkpoint.State | None,
+) -> tuple[BestWeights, EpochLog, Checkpointer | None]:
     """The callbacks that remember the best weights and the history, picked up where a
     resumed run left them, and the listeners that checkpoint and track each epoch."""
     start = _start_digest(model) if checkpoints is not None or resume is not None else ""
@@ -358,34 +440,49 @@ def _bookkeeping(model: keras.Model, on_epoch: Callable[[dict], None] | None,
             raise UserError(
                 "the model this run's config builds now differs from the one it started "
                 "with (a changed backbone.weights file, or another Keras version?), so the "
-                "checkpoint does not fit it: start the run again instead of resuming it.")
+                "checkpoint does not fit it: start the run again instead of resuming it."
+            )
         best.resume(resume)
         epochs_log.history = list(resume.history)
         log.info("resuming after epoch %d (stage %d)", resume.epoch + 1, resume.stage)
     saver = None
     if checkpoints is not None:
-        saver = Checkpointer(checkpoints, model, best, epochs_log, start,
-                             resume.seconds if resume is not None else 0.0)
+        saver = Checkpointer(
+            checkpoints,
+            model,
+            best,
+            epochs_log,
+            start,
+            resume.seconds if resume is not None else 0.0,
+        )
         epochs_log.listeners.append(saver)
     if on_epoch is not None:
         epochs_log.listeners.append(on_epoch)  # after the checkpoint: see Checkpointer
     return best, epochs_log, saver
 
 
-def _stage_inputs(cfg: Config, classifier: Classifier, data: data_lib.Data,
-                  cache: ArrayCache | None, on_features: bool,
-                  ) -> tuple[keras.Model, tf.data.Dataset, tf.data.Dataset,
-                             features.Features | None]:
+def _stage_inputs(
+    cfg: Config,
+    classifier: Classifier,
+    data: data_lib.Data,
+    cache: ArrayCache | None,
+    on_features: bool,
+) -> tuple[keras.Model, tf.data.Dataset, tf.data.Dataset, features.Features | None]:
     """What a stage fits and on what: the head on cached features, or the whole model on
     images. Also the features, when it fits on them."""
     num_classes, bs = len(data.class_names), cfg.trainer.batch_size
     images_ds = functools.partial(dataset, num_classes=num_classes, batch_size=bs)
     if not on_features:
-        return (classifier.train,
-                images_ds(data.train.images, data.train.labels, shuffle_seed=cfg.trainer.seed),
-                images_ds(data.val.images, data.val.labels), None)
+        return (
+            classifier.train,
+            images_ds(data.train.images, data.train.labels, shuffle_seed=cfg.trainer.seed),
+            images_ds(data.val.images, data.val.labels),
+            None,
+        )
     cached = features.build(cfg, classifier, data, cache)
-    return (classifier.head,
-            view_sampling_dataset(cached.train, cached.train_labels, num_classes, bs,
-                                  cfg.trainer.seed),
-            images_ds(cached.val, cached.val_labels), cached)
+    return (
+        classifier.head,
+        view_sampling_dataset(cached.train, cached.train_labels, num_classes, bs, cfg.trainer.seed),
+        images_ds(cached.val, cached.val_labels),
+        cached,
+    )

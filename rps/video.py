@@ -86,12 +86,20 @@ class CaptureSource:
             else:
                 missed += 1
         if self.live:
-            log.warning("%s stopped sending frames after %d frames; ending with what was "
-                        "processed.", self.what, index)
+            log.warning(
+                "%s stopped sending frames after %d frames; ending with what was processed.",
+                self.what,
+                index,
+            )
         elif self._announced and index < self._announced:
-            log.warning("%s ended after %d of the %d frames it announces: the file may be "
-                        "truncated. Ending with the %d frames processed.",
-                        self.what, index, self._announced, index)
+            log.warning(
+                "%s ended after %d of the %d frames it announces: the file may be "
+                "truncated. Ending with the %d frames processed.",
+                self.what,
+                index,
+                self._announced,
+                index,
+            )
 
     def close(self) -> None:
         self._capture.release()
@@ -140,8 +148,11 @@ def open_source(spec: str) -> Source:
         return _camera(int(spec))
     path = Path(spec).expanduser()
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                       and p.is_file() and not p.name.startswith("."))
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
+        )
         if not files:
             raise SourceError(
                 f"source={spec} is a folder without images: put .jpg/.png images in it (or "
@@ -213,8 +224,10 @@ class VideoSink:
         fourcc = cv2.VideoWriter.fourcc(*FOURCC[self.path.suffix.lower()])
         writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (width, height))
         if not writer.isOpened():
-            raise OutputError(f"cannot write the video {self.path}: check that its folder is "
-                              "writable, or pick another output= path.")
+            raise OutputError(
+                f"cannot write the video {self.path}: check that its folder is "
+                "writable, or pick another output= path."
+            )
         return writer, (width, height)
 
     def close(self) -> None:
@@ -228,5 +241,5 @@ def letterbox(image: np.ndarray, width: int, height: int) -> np.ndarray:
     w, h = max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))
     out = np.zeros((height, width, 3), dtype=np.uint8)
     x, y = (width - w) // 2, (height - h) // 2
-    out[y:y + h, x:x + w] = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    out[y : y + h, x : x + w] = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
     return out

@@ -21,21 +21,34 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 # The real rock/paper/scissors images, beside the checkout; tests that need them skip without.
-SHARED = Path(os.environ.get("RPS_SHARED_DATA", Path(__file__).resolve().parents[2]
-                             / "shared/data/rps"))
+SHARED = Path(
+    os.environ.get("RPS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared/data/rps")
+)
 
 # Real photos for evaluation only: never trained on, never used to choose anything.
 REAL_DEV = SHARED.parent / "rps-real-dev"
 
 CLASSES = ("paper", "rock", "scissors")
 # One clearly different colour per class, so a model can tell generated classes apart.
-_COLOURS = [(220, 40, 40), (40, 200, 60), (50, 70, 230), (230, 200, 40), (160, 50, 200),
-            (40, 200, 210)]
+_COLOURS = [
+    (220, 40, 40),
+    (40, 200, 60),
+    (50, 70, 230),
+    (230, 200, 40),
+    (160, 50, 200),
+    (40, 200, 210),
+]
 
 
-def make_folder_dataset(root: Path, classes: Sequence[str] = CLASSES, n_train: int = 6,
-                        n_test: int = 2, n_val: int = 0, size: tuple[int, int] = (40, 30),
-                        ext: str = "png") -> Path:
+def make_folder_dataset(
+    root: Path,
+    classes: Sequence[str] = CLASSES,
+    n_train: int = 6,
+    n_test: int = 2,
+    n_val: int = 0,
+    size: tuple[int, int] = (40, 30),
+    ext: str = "png",
+) -> Path:
     """Write ``root/{train,test[,val]}/<class>/<class>_<i>.<ext>``; return ``root``.
 
     Counts are per class; ``size`` is (width, height). Each image is its class colour plus
@@ -91,12 +104,16 @@ def kill_after_checkpoint(overrides: Sequence[str], folder: Path, epoch: int):
     of ``epoch`` (counted from 0) or later; return that checkpoint."""
     from rps import checkpoint
 
-    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *overrides],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "run.py"), *overrides],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     try:
-        while (state := checkpoint.load(folder) if checkpoint.path(folder).exists()
-               else None) is None or state.epoch < epoch:
+        while (
+            state := checkpoint.load(folder) if checkpoint.path(folder).exists() else None
+        ) is None or state.epoch < epoch:
             assert proc.poll() is None, "the job ended before it could be killed"
             assert time.monotonic() < deadline, f"no checkpoint of epoch {epoch} in 300 s"
             time.sleep(0.1)
@@ -135,19 +152,26 @@ def wait_for(url: str, server: subprocess.Popen, seconds: float = 120) -> None:
 
 
 @contextlib.contextmanager
-def served_model(model_uri: str, tracking_uri: str,
-                 env: dict[str, str] | None = None) -> Iterator[str]:
+def served_model(
+    model_uri: str, tracking_uri: str, env: dict[str, str] | None = None
+) -> Iterator[str]:
     """``make serve`` of a logged model, as the README shows it, with nothing of the venv's
     on PATH (MLflow starts ``uvicorn`` through the shell); yields its URL."""
     port = free_port()
     bin_dir = Path(sys.executable).parent
-    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
-                           if Path(p).resolve() != bin_dir.resolve())
+    path = os.pathsep.join(
+        p for p in os.environ["PATH"].split(os.pathsep) if Path(p).resolve() != bin_dir.resolve()
+    )
     env = {**os.environ, **(env or {}), "MLFLOW_TRACKING_URI": tracking_uri, "PATH": path}
     server = subprocess.Popen(
-        ["make", "-s", "serve", f"BIN={bin_dir}", f"MODEL_URI={model_uri}",
-         f"SERVE_PORT={port}"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True, start_new_session=True)
+        ["make", "-s", "serve", f"BIN={bin_dir}", f"MODEL_URI={model_uri}", f"SERVE_PORT={port}"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{url}/ping", server)
@@ -162,8 +186,11 @@ def served_model(model_uri: str, tracking_uri: str,
 
 def post(url: str, body: dict) -> tuple[int, dict]:
     """The served model's status and answer to a JSON request."""
-    request = urllib.request.Request(f"{url}/invocations", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}/invocations",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
             return response.status, json.loads(response.read())
@@ -178,12 +205,20 @@ def post_images(url: str, images: np.ndarray) -> list[dict]:
     return answer["predictions"]
 
 
-def run_cli(*overrides: str, script: str = "run.py", cwd: Path = REPO,
-            timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    *overrides: str, script: str = "run.py", cwd: Path = REPO, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """Run an entry point as a user would, in a fresh process, and capture its output."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([sys.executable, str(REPO / script), *overrides], cwd=cwd,
-                          capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *overrides],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -198,4 +233,3 @@ def rps_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         del os.environ["RPS_CACHE_DIR"]
     else:
         os.environ["RPS_CACHE_DIR"] = previous
-

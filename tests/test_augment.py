@@ -34,7 +34,7 @@ def render(colour: tuple[int, int, int]) -> np.ndarray:
     yy, xx = np.mgrid[:SIZE, :SIZE]
     shade = 255 - 25 * xx / SIZE  # a soft grey gradient across the background
     image = np.repeat(shade[:, :, None], 3, axis=2)
-    disc = (yy - SIZE / 2) ** 2 + (xx - SIZE / 2) ** 2 < 18 ** 2
+    disc = (yy - SIZE / 2) ** 2 + (xx - SIZE / 2) ** 2 < 18**2
     image[disc] = colour
     return image.astype("float32")
 
@@ -43,7 +43,7 @@ def regions() -> tuple[np.ndarray, np.ndarray]:
     """The disc's interior and the background away from its edge."""
     yy, xx = np.mgrid[:SIZE, :SIZE]
     r2 = (yy - SIZE / 2) ** 2 + (xx - SIZE / 2) ** 2
-    return r2 < 14 ** 2, r2 > 22 ** 2
+    return r2 < 14**2, r2 > 22**2
 
 
 @pytest.mark.parametrize("colour", [BROWN, PALE])
@@ -123,19 +123,34 @@ def test_bundled_photos_load_as_pictures():
 def test_photo_crops_are_scaled_and_mirrored_crops_of_the_photos():
     canvas, sizes = augment.photos()
     # Draws, in photo_crops' order: photo, size, top, left, mirror.
-    draws = iter([0.99, 0.99, 0.5, 0.5, 0.99,  # the last photo, a big crop, centred, as is
-                  0.0, 0.0, 0.0, 0.0, 0.0])  # the first photo, the smallest crop, top left
+    draws = iter(
+        [
+            0.99,
+            0.99,
+            0.5,
+            0.5,
+            0.99,  # the last photo, a big crop, centred, as is
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+        ]
+    )  # the first photo, the smallest crop, top left
 
     def uniform(shape, low=0.0, high=1.0):
         return tf.fill(shape, low + (high - low) * next(draws))
 
-    last, first = (np.asarray(augment.photo_crops(uniform, tf.constant([1, 128, 128, 3])))[0]
-                   for _ in range(2))
+    last, first = (
+        np.asarray(augment.photo_crops(uniform, tf.constant([1, 128, 128, 3])))[0] for _ in range(2)
+    )
     h, w = sizes[-1]
     side = min(h, w) * (augment.PHOTO_CROP[0] + 0.99 * (1 - augment.PHOTO_CROP[0]))
     top, left = 0.5 * (h - side), 0.5 * (w - side)
-    expected = tf.image.resize(canvas[-1:, int(top):int(top + side), int(left):int(left + side)]
-                               .astype("float32"), (128, 128))[0]
+    expected = tf.image.resize(
+        canvas[-1:, int(top) : int(top + side), int(left) : int(left + side)].astype("float32"),
+        (128, 128),
+    )[0]
     assert np.abs(last - expected).mean() < 8
     assert first.shape == (128, 128, 3)
     h, w = sizes[0]
@@ -177,8 +192,9 @@ def test_user_photos_join_the_bundled_ones_shrunk_and_in_their_own_colours(tmp_p
     np.testing.assert_array_equal(sizes[bundled:], [[300, 200], [160, 640]])  # desk, wall
     h, w = sizes[-1]
     assert (canvas[-1, :h, :w] == CYAN).all()
-    np.testing.assert_array_equal(canvas[:bundled], augment.photos()[0][:, :canvas.shape[1],
-                                                                         :canvas.shape[2]])
+    np.testing.assert_array_equal(
+        canvas[:bundled], augment.photos()[0][:, : canvas.shape[1], : canvas.shape[2]]
+    )
     # Pasted behind hands in training: some backgrounds are the user's wall, none otherwise.
     hands = np.stack([render(BROWN)] * 32)
     _, outside = regions()
@@ -199,10 +215,12 @@ def test_a_bad_background_dir_is_one_paragraph_before_training(tmp_path, problem
     if problem == "corrupt":
         Image.new("RGB", (64, 64), CYAN).save(folder / "ok.png")
         (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
-    cfg = config.to_object(compose_cfg(*IMAGE, "aug=background",
-                                       f"aug.background_dir={folder}"))
-    expected = {"missing": "is not a folder", "empty": "has no images",
-                "corrupt": r"1 file\(s\) that are not readable images: broken.jpg"}[problem]
+    cfg = config.to_object(compose_cfg(*IMAGE, "aug=background", f"aug.background_dir={folder}"))
+    expected = {
+        "missing": "is not a folder",
+        "empty": "has no images",
+        "corrupt": r"1 file\(s\) that are not readable images: broken.jpg",
+    }[problem]
     with pytest.raises(ConfigError, match=expected) as err:
         augment.build(cfg.aug, 0)
     assert "\n" not in str(err.value) and str(folder) in str(err.value)
@@ -227,8 +245,9 @@ def test_blur_keeps_each_image_mean_and_white_balance_tints_per_image():
     assert len(np.unique(tinted.round(3), axis=0)) == 6
 
 
-@pytest.mark.parametrize("zoom_in,zoom_out,narrowest,widest", [(0.0, 0.8, 32 / 1.8, 32),
-                                                                   (0.3, 0.0, 32, 32 / 0.7)])
+@pytest.mark.parametrize(
+    "zoom_in,zoom_out,narrowest,widest", [(0.0, 0.8, 32 / 1.8, 32), (0.3, 0.0, 32, 32 / 0.7)]
+)
 def test_zoom_in_and_out_bound_how_large_the_hand_gets(zoom_in, zoom_out, narrowest, widest):
     squares = np.full((32, 64, 64, 3), 255.0, dtype="float32")
     squares[:, 16:48, 16:48] = 0.0  # a 32-pixel "hand" in the middle of white
@@ -239,19 +258,33 @@ def test_zoom_in_and_out_bound_how_large_the_hand_gets(zoom_in, zoom_out, narrow
     assert np.ptp(widths) > (widest - narrowest) / 2  # it draws across the range
 
 
-@pytest.mark.parametrize("key,value", [("background", 1.5), ("background_photos", 1.5),
-                                       ("background_recolour", -0.5), ("skin_tone", -0.1),
-                                       ("white_balance", 2.0), ("blur", 6.0)])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("background", 1.5),
+        ("background_photos", 1.5),
+        ("background_recolour", -0.5),
+        ("skin_tone", -0.1),
+        ("white_balance", 2.0),
+        ("blur", 6.0),
+    ],
+)
 def test_range_checks(key, value):
     with pytest.raises(ConfigError, match=f"aug.{key}"):
         ImageAugConfig(**{key: value})
 
 
 def test_inference_model_drops_augmentation_and_reloads_with_plain_keras(tmp_path):
-    cfg = config.to_object(compose_cfg("aug=background", "backbone=mobilenet_v2",
-                                       "backbone=efficientnet_lite0",
-                                       "backbone.weights=null", "backbone.input_size=32",
-                                       "head=linear"))
+    cfg = config.to_object(
+        compose_cfg(
+            "aug=background",
+            "backbone=mobilenet_v2",
+            "backbone=efficientnet_lite0",
+            "backbone.weights=null",
+            "backbone.input_size=32",
+            "head=linear",
+        )
+    )
     classifier = model_lib.build(cfg, 3)
     assert augment.LAYER_NAME in [layer.name for layer in classifier.train.layers]
     served = classifier.inference
@@ -261,21 +294,30 @@ def test_inference_model_drops_augmentation_and_reloads_with_plain_keras(tmp_pat
     np.testing.assert_array_equal(logits, np.asarray(classifier.train(images, training=False)))
     model_lib.save(served, ["paper", "rock", "scissors"], tmp_path)
     np.save(tmp_path / "images.npy", images)
-    script = ("import sys, keras, numpy as np; "
-              f"m = keras.models.load_model(r'{tmp_path / model_lib.MODEL_FILE}'); "
-              "assert not any(n == 'rps' or n.startswith('rps.') for n in sys.modules); "
-              f"np.save(r'{tmp_path / 'out.npy'}', m.predict(np.load(r'{tmp_path / 'images.npy'}'),"
-              " verbose=0))")
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120, check=False)
+    script = (
+        "import sys, keras, numpy as np; "
+        f"m = keras.models.load_model(r'{tmp_path / model_lib.MODEL_FILE}'); "
+        "assert not any(n == 'rps' or n.startswith('rps.') for n in sys.modules); "
+        f"np.save(r'{tmp_path / 'out.npy'}', m.predict(np.load(r'{tmp_path / 'images.npy'}'),"
+        " verbose=0))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), logits, atol=1e-5)
 
 
 @pytest.mark.parametrize("option", OPTIONS)
 def test_on_images_says_whether_the_option_builds_any_transform(option):
-    aug = config.to_object(compose_cfg(f"aug={option}",
-                                       *([] if option == "landmarks" else IMAGE))).aug
+    aug = config.to_object(
+        compose_cfg(f"aug={option}", *([] if option == "landmarks" else IMAGE))
+    ).aug
     if isinstance(aug, ImageAugConfig):
         assert aug.on_images == bool(augment.build(aug, 0).layers)
     else:  # aug=none, aug=landmarks: no image key at all
@@ -286,25 +328,36 @@ def test_on_images_says_whether_the_option_builds_any_transform(option):
 
 def test_trains_on_cached_background_views_and_shows_them_in_tensorboard(tmp_path):
     root = make_folder_dataset(tmp_path / "data", n_train=6, n_test=2)
-    cfg = config.to_object(compose_cfg(
-        "data=folder", f"data.root={root}", "aug=background", "backbone=mobilenet_v2",
-        "backbone=efficientnet_lite0",
-        "backbone.weights=null", "backbone.input_size=32", "head=linear", "trainer.epochs=1",
-        "trainer.batch_size=8", "finetune=none"))
+    cfg = config.to_object(
+        compose_cfg(
+            "data=folder",
+            f"data.root={root}",
+            "aug=background",
+            "backbone=mobilenet_v2",
+            "backbone=efficientnet_lite0",
+            "backbone.weights=null",
+            "backbone.input_size=32",
+            "head=linear",
+            "trainer.epochs=1",
+            "trainer.batch_size=8",
+            "finetune=none",
+        )
+    )
     store = ArrayCache(tmp_path / "cache")
     data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed, store)
     strategy = train.distribution(cfg.trainer.strategy)
     classifier = train.build(cfg, len(data.class_names), strategy)
-    shown = tensorboard.AugmentedImages(data.train.images, classifier.augment, tmp_path / "tb",
-                                        0)
+    shown = tensorboard.AugmentedImages(data.train.images, classifier.augment, tmp_path / "tb", 0)
     train.fit(cfg, classifier, data, strategy, callbacks=[shown], cache=store)
     assert shown.written and list((tmp_path / "tb" / "images").iterdir())
     # The images shown are the model's own first draws, and drawing them left the model's
     # augment stage where it was: its next draws are a fresh copy's first ones.
     images = data.train.images[:4].astype("float32")
     copy = keras.Sequential.from_config(classifier.augment.get_config())
-    np.testing.assert_array_equal(np.asarray(classifier.augment(images, training=True)),
-                                  np.asarray(copy(images, training=True)))
+    np.testing.assert_array_equal(
+        np.asarray(classifier.augment(images, training=True)),
+        np.asarray(copy(images, training=True)),
+    )
     keras.backend.clear_session()  # the same weights as fit's model, so the same keys
     keras.utils.set_random_seed(cfg.trainer.seed)
     cached = features.build(cfg, model_lib.build(cfg, 3), data, store)

@@ -37,8 +37,9 @@ def test_imagenet_download_offline_says_what_to_do(offline):
 
 
 def test_local_weights_file_roundtrip(tmp_path):
-    source = keras.applications.MobileNetV2(include_top=False, weights=None,
-                                            input_shape=(64, 64, 3))
+    source = keras.applications.MobileNetV2(
+        include_top=False, weights=None, input_shape=(64, 64, 3)
+    )
     path = tmp_path / "mobilenet.weights.h5"
     source.save_weights(path)
     loaded = backbones.build(cfg("mobilenet_v2", str(path)))
@@ -47,8 +48,9 @@ def test_local_weights_file_roundtrip(tmp_path):
 
 
 def test_weights_of_another_architecture_are_rejected(tmp_path):
-    source = keras.applications.MobileNetV2(include_top=False, weights=None,
-                                            input_shape=(64, 64, 3))
+    source = keras.applications.MobileNetV2(
+        include_top=False, weights=None, input_shape=(64, 64, 3)
+    )
     path = tmp_path / "mobilenet.weights.h5"
     source.save_weights(path)
     with pytest.raises(WeightsError, match="does not fit backbone=efficientnet_b0"):
@@ -77,20 +79,29 @@ def test_unfreeze_top_keeps_batchnorm_frozen():
     assert not model.trainable_weights
     count = backbones.unfreeze_top(model, 10)
     top = model.layers[-10:]
-    assert count == sum(1 for layer in top if layer.weights
-                        and not isinstance(layer, keras.layers.BatchNormalization))
+    assert count == sum(
+        1
+        for layer in top
+        if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)
+    )
     assert all(not layer.trainable for layer in model.layers[:-10])
-    assert all(not layer.trainable for layer in model.layers
-               if isinstance(layer, keras.layers.BatchNormalization))
+    assert all(
+        not layer.trainable
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    )
     assert count > 0
 
 
-@pytest.mark.parametrize("name,reference", [
-    ("resnet50", keras.applications.resnet.preprocess_input),
-    ("mobilenet_v2", keras.applications.mobilenet_v2.preprocess_input),
-    ("efficientnet_b0", keras.applications.efficientnet.preprocess_input),
-    ("efficientnet_lite0", efficientnet_lite.preprocess_input),
-])
+@pytest.mark.parametrize(
+    "name,reference",
+    [
+        ("resnet50", keras.applications.resnet.preprocess_input),
+        ("mobilenet_v2", keras.applications.mobilenet_v2.preprocess_input),
+        ("efficientnet_b0", keras.applications.efficientnet.preprocess_input),
+        ("efficientnet_lite0", efficientnet_lite.preprocess_input),
+    ],
+)
 def test_preprocessing_layer_matches_the_backbones_own_function(name, reference):
     images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
     layer = backbones.preprocessing(BackboneName(name))

@@ -38,9 +38,22 @@ def test_a_page_without_sections_keeps_nothing(monkeypatch, tmp_path):
 @pytest.mark.slow
 def test_the_live_benchmark_prints_its_table(tmp_path):
     images = make_folder_dataset(tmp_path / "data", n_train=0, n_test=2) / "test"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "live.py"), "--images",
-                           str(images), "--frames", "6", "--backbones", "efficientnet_lite0"],
-                          capture_output=True, text=True, timeout=600, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "live.py"),
+            "--images",
+            str(images),
+            "--frames",
+            "6",
+            "--backbones",
+            "efficientnet_lite0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (row,) = [line for line in proc.stdout.splitlines() if line.startswith("| efficientnet")]
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -65,9 +78,19 @@ def test_the_hand_search_benchmark_prints_each_stage(tmp_path):
         render = sorted((SHARED / "test" / name).iterdir())[0]
         (photos / name / render.name).write_bytes(render.read_bytes())
         Image.new("RGB", (300, 200), (255, 255, 255)).save(photos / name / "blank.png")
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "hand_search.py"),
-                           "--model", str(tmp_path / "model"), str(photos)],
-                          capture_output=True, text=True, timeout=600, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "hand_search.py"),
+            "--model",
+            str(tmp_path / "model"),
+            str(photos),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")][1:]
     assert len(rows) == 4 and "(the default)" in rows[-1]

@@ -21,8 +21,14 @@ from rps import data as data_lib
 from rps import model as model_lib
 from rps.cache import ArrayCache, digest
 
-SMALL = ["backbone=mobilenet_v2", "backbone.input_size=32", "trainer.batch_size=8",
-         "trainer.epochs=2", "head=linear", "finetune=none"]
+SMALL = [
+    "backbone=mobilenet_v2",
+    "backbone.input_size=32",
+    "trainer.batch_size=8",
+    "trainer.epochs=2",
+    "head=linear",
+    "finetune=none",
+]
 
 
 @pytest.fixture
@@ -33,14 +39,18 @@ def root(tmp_path) -> Path:
 @pytest.fixture
 def weights(tmp_path) -> Path:
     path = tmp_path / "mobilenet.weights.h5"
-    keras.applications.MobileNetV2(include_top=False, weights=None,
-                                   input_shape=(32, 32, 3)).save_weights(path)
+    keras.applications.MobileNetV2(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
+    ).save_weights(path)
     return path
 
 
 def job(root: Path, weights: Path, store: ArrayCache, *overrides: str):
-    cfg = config.to_object(compose_cfg("data=folder", f"data.root={root}", *SMALL,
-                                       f"backbone.weights={weights}", *overrides))
+    cfg = config.to_object(
+        compose_cfg(
+            "data=folder", f"data.root={root}", *SMALL, f"backbone.weights={weights}", *overrides
+        )
+    )
     data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed, store)
     model = model_lib.build(cfg, len(data.class_names))
     return cfg, data, features.build(cfg, model, data, store)
@@ -48,8 +58,11 @@ def job(root: Path, weights: Path, store: ArrayCache, *overrides: str):
 
 def test_second_job_hits_and_trains_the_same_model(root, weights, tmp_path):
     store = ArrayCache(tmp_path / "cache")
-    cfg = config.to_object(compose_cfg("data=folder", f"data.root={root}", *SMALL,
-                                       f"backbone.weights={weights}", "aug=none"))
+    cfg = config.to_object(
+        compose_cfg(
+            "data=folder", f"data.root={root}", *SMALL, f"backbone.weights={weights}", "aug=none"
+        )
+    )
     results = []
     for _ in range(2):
         data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed, store)
@@ -69,8 +82,7 @@ def test_a_changed_image_or_weights_file_misses(root, weights, tmp_path):
     Image.new("RGB", (40, 30), (1, 2, 3)).save(image)
     assert job(root, weights, store)[2].seconds > 0, "an edited image must miss"
     assert job(root, weights, store)[2].seconds == 0
-    other = keras.applications.MobileNetV2(include_top=False, weights=None,
-                                           input_shape=(32, 32, 3))
+    other = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
     other.get_layer("Conv1").kernel.assign(other.get_layer("Conv1").kernel * 2.0)
     other.save_weights(weights)  # same path, other contents
     assert job(root, weights, store)[2].seconds > 0, "new weights must miss"
@@ -96,8 +108,10 @@ def test_views_are_distinct_augmented_draws(root, weights, tmp_path):
     assert np.abs(first - second).max() > 0.01 * np.abs(first).max(), "views must differ"
     _, data, plain = job(root, weights, store, "aug=none")
     assert plain.train.shape[0] == 1, "no augmentation: one view is all there is"
-    assert features.views(config.to_object(compose_cfg("experiment=cnn", "aug=light"))) == \
-        features.AUTO_VIEWS
+    assert (
+        features.views(config.to_object(compose_cfg("experiment=cnn", "aug=light")))
+        == features.AUTO_VIEWS
+    )
 
 
 def test_decoded_images_come_back_identical_from_the_cache(root, tmp_path, caplog):
@@ -116,14 +130,26 @@ def test_decoded_images_come_back_identical_from_the_cache(root, tmp_path, caplo
 
 def test_cache_disabled_takes_the_image_path_and_writes_nothing(root, tmp_path):
     cache_dir = tmp_path / "cache"
-    proc = run_cli("data=folder", f"data.root={root}", *SMALL, "backbone.weights=null",
-                   f"cache.dir={cache_dir}", "cache.enabled=false",
-                   f"hydra.run.dir={tmp_path / 'run'}")
+    proc = run_cli(
+        "data=folder",
+        f"data.root={root}",
+        *SMALL,
+        "backbone.weights=null",
+        f"cache.dir={cache_dir}",
+        "cache.enabled=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not cache_dir.exists()
     assert "features:" not in proc.stdout + proc.stderr
-    proc = run_cli("data=folder", f"data.root={root}", *SMALL, "backbone.weights=null",
-                   f"cache.dir={cache_dir}", f"hydra.run.dir={tmp_path / 'run2'}")
+    proc = run_cli(
+        "data=folder",
+        f"data.root={root}",
+        *SMALL,
+        "backbone.weights=null",
+        f"cache.dir={cache_dir}",
+        f"hydra.run.dir={tmp_path / 'run2'}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert any((cache_dir / features.KIND).iterdir())
 
@@ -164,8 +190,9 @@ def test_unreadable_entry_is_a_miss(tmp_path):
 def test_digest_tells_arrays_apart_by_content_dtype_and_shape():
     a = np.zeros((2, 3), "float32")
     assert digest(a) == digest(a.copy())
-    assert len({digest(a), digest(a.astype("float64")), digest(a.reshape(3, 2)),
-                digest(a + 1)}) == 4
+    assert (
+        len({digest(a), digest(a.astype("float64")), digest(a.reshape(3, 2)), digest(a + 1)}) == 4
+    )
 
 
 @pytest.mark.parametrize("keep", [0, 200, -100])
@@ -199,12 +226,14 @@ def test_the_same_files_elsewhere_hit_the_decoded_images(root, tmp_path, caplog)
         assert "read from the cache" in caplog.text
         np.testing.assert_array_equal(first.train.images, again.train.images)
         # Its paths are where the files are now, for error reports and grids.
-        assert again.test.sources == [s.replace(str(root), str(elsewhere))
-                                      for s in first.test.sources]
+        assert again.test.sources == [
+            s.replace(str(root), str(elsewhere)) for s in first.test.sources
+        ]
     assert len(list((tmp_path / "cache" / "images").iterdir())) == 1
     (copy / "train" / "rock" / "rock_000.png").rename(copy / "train" / "rock" / "rock_x.png")
-    data_lib.load(config.to_object(compose_cfg("data=folder", f"data.root={copy}")).data, 32,
-                  0, store)  # a renamed file is another dataset: a miss
+    data_lib.load(
+        config.to_object(compose_cfg("data=folder", f"data.root={copy}")).data, 32, 0, store
+    )  # a renamed file is another dataset: a miss
     assert len(list((tmp_path / "cache" / "images").iterdir())) == 2
 
 
@@ -217,8 +246,13 @@ def test_size_report_and_clean(tmp_path):
     os.utime(old, (time.time() - 10 * 86400,) * 2)
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "rps.cache", "--dir", str(folder), *args],
-                              cwd=REPO, capture_output=True, text=True, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "rps.cache", "--dir", str(folder), *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
 
     report = cli()
     assert report.returncode == 0, report.stderr
@@ -245,21 +279,36 @@ def test_a_job_heals_cache_entries_a_crash_cut_short(tmp_path, mlflow_store):
         shutil.copytree(hand_models, tmp_path / "cache" / "hand_models")
 
     def job(name: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(REPO / "run.py"), "data=folder",
-                               f"data.root={SHARED}", "data.limit=8", "trainer.epochs=1",
-                               f"hydra.run.dir={tmp_path / name}"], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=600, check=False)
+        return subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "run.py"),
+                "data=folder",
+                f"data.root={SHARED}",
+                "data.limit=8",
+                "trainer.epochs=1",
+                f"hydra.run.dir={tmp_path / name}",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
 
     first = job("first")
     assert first.returncode == 0, first.stderr[-3000:]
     entries = sorted((tmp_path / "cache").glob("*/*.npz"))
     assert {e.parent.name for e in entries} == {"images", "landmarks"}
     for i, entry in enumerate(entries):
-        entry.write_bytes(entry.read_bytes()[:entry.stat().st_size // 2] if i % 2 else b"")
+        entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2] if i % 2 else b"")
     second = job("second")
     assert second.returncode == 0, second.stderr[-3000:]
     for entry in entries:
         assert f"removing unreadable {entry}" in second.stdout
         assert ArrayCache(tmp_path / "cache").get(entry.parent.name, entry.stem) is not None
-    assert (json.loads((tmp_path / "first" / "metrics.json").read_text())["test_accuracy"]
-            == json.loads((tmp_path / "second" / "metrics.json").read_text())["test_accuracy"])
+    assert (
+        json.loads((tmp_path / "first" / "metrics.json").read_text())["test_accuracy"]
+        == json.loads((tmp_path / "second" / "metrics.json").read_text())["test_accuracy"]
+    )

@@ -27,10 +27,15 @@ runpy.run_path({script!r}, run_name="__main__")
 def help_of(app: str, *args: str, through_hydra: bool = False) -> tuple[str, list[str]]:
     """``app [args] --help``'s text and heavy imports; ``through_hydra``: Hydra's own
     ``--help`` with the same template, which rps.helptext answers faster."""
-    code = HELP.format(heavy=HEAVY, script=str(REPO / app), args=args,
-                       through_hydra=through_hydra)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, check=False)
+    code = HELP.format(heavy=HEAVY, script=str(REPO / app), args=args, through_hydra=through_hydra)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     *text, imported = proc.stdout.rstrip().splitlines()
     return "\n".join(text), json.loads(imported)
@@ -45,10 +50,13 @@ def test_help_is_the_apps_own_and_imports_no_tensorflow(app):
     assert imported == []
 
 
-@pytest.mark.parametrize("app,args", [
-    *((app, ()) for app in APPS),
-    ("run.py", ("backbone=efficientnet_lite0", "aug=light", "trainer.epochs=2")),
-])
+@pytest.mark.parametrize(
+    "app,args",
+    [
+        *((app, ()) for app in APPS),
+        ("run.py", ("backbone=efficientnet_lite0", "aug=light", "trainer.epochs=2")),
+    ],
+)
 def test_help_says_what_hydras_own_help_says(app, args):
     fast, _ = help_of(app, *args)
     assert fast == help_of(app, *args, through_hydra=True)[0]
@@ -64,15 +72,19 @@ def test_help_leaves_flags_and_bad_overrides_to_hydra():
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("script,override,needle", [
-    ("run.py", "head=huge", "Could not find 'head/huge'"),
-    ("run.py", "head.units=abc", "head.units"),
-    ("run.py", "trainer.batch_size=1.5", "trainer.batch_size"),
-    ("evaluate.py", "batch_size=abc", "batch_size"),
-    ("run.py", "head.units=", "head.units"),
-])
-def test_a_config_hydra_cannot_compose_exits_2_and_leaves_nothing(tmp_path, script, override,
-                                                                  needle):
+@pytest.mark.parametrize(
+    "script,override,needle",
+    [
+        ("run.py", "head=huge", "Could not find 'head/huge'"),
+        ("run.py", "head.units=abc", "head.units"),
+        ("run.py", "trainer.batch_size=1.5", "trainer.batch_size"),
+        ("evaluate.py", "batch_size=abc", "batch_size"),
+        ("run.py", "head.units=", "head.units"),
+    ],
+)
+def test_a_config_hydra_cannot_compose_exits_2_and_leaves_nothing(
+    tmp_path, script, override, needle
+):
     """Exit status 1 is a sweep's with failed jobs; a typo Hydra refuses is the user's to fix."""
     out = tmp_path / "out"
     proc = run_cli(override, f"hydra.run.dir={out}", script=script)
@@ -91,15 +103,19 @@ def test_run_help_lists_every_group_and_option_the_chosen_first():
     assert "  aug             landmarks | " in text  # what the default backbone brings
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["optimizer.lr=-1"], "optimizer.lr=-1.0 is out of range"),
-    (["data=folder"], "data.root has no value"),
-    (["data=folder", "data.root=/nonexistent"], "data.root=/nonexistent is not a folder"),
-    (["+head.unit=128"], "head.unit is not a key of head"),
-    (["backbone=resnet50", "+aug.rotatoin=0.5"], "aug.rotatoin is not a key of aug"),
-])
-def test_a_config_typo_leaves_no_output_folder_and_no_run(overrides, message, tmp_path,
-                                                          mlflow_store):
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["optimizer.lr=-1"], "optimizer.lr=-1.0 is out of range"),
+        (["data=folder"], "data.root has no value"),
+        (["data=folder", "data.root=/nonexistent"], "data.root=/nonexistent is not a folder"),
+        (["+head.unit=128"], "head.unit is not a key of head"),
+        (["backbone=resnet50", "+aug.rotatoin=0.5"], "aug.rotatoin is not a key of aug"),
+    ],
+)
+def test_a_config_typo_leaves_no_output_folder_and_no_run(
+    overrides, message, tmp_path, mlflow_store
+):
     out = tmp_path / "outputs" / "runs" / "now"
     proc = run_cli(*overrides, f"hydra.run.dir={out}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -110,25 +126,38 @@ def test_a_config_typo_leaves_no_output_folder_and_no_run(overrides, message, tm
     assert MlflowClient(mlflow_store).search_experiments(filter_string="name = 'rps'") == []
 
 
-@pytest.mark.parametrize("app,args", [
-    ("run.py", ["head.units=-1"]),
-    ("evaluate.py", ["model_path=x", "data.root=y", "batch_size=0"]),
-    ("live.py", ["run_id=x", "smooth=0"]),
-])
+@pytest.mark.parametrize(
+    "app,args",
+    [
+        ("run.py", ["head.units=-1"]),
+        ("evaluate.py", ["model_path=x", "data.root=y", "batch_size=0"]),
+        ("live.py", ["run_id=x", "smooth=0"]),
+    ],
+)
 def test_a_config_is_refused_before_tensorflow_loads(app, args, tmp_path):
     code = HELP.replace(', "--help"]', "]").format(
-        heavy=HEAVY, script=str(REPO / app), through_hydra=False,
-        args=[*args, f"hydra.run.dir={tmp_path / 'out'}"])
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, check=False)
+        heavy=HEAVY,
+        script=str(REPO / app),
+        through_hydra=False,
+        args=[*args, f"hydra.run.dir={tmp_path / 'out'}"],
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr[-2000:]
     assert "tensorflow" not in json.loads(proc.stdout.splitlines()[-1])
 
 
 def test_the_other_apps_leave_no_output_folder_either(tmp_path):
     out = tmp_path / "evaluation"
-    proc = run_cli("model_path=x", "data.root=y", "batch_size=0", f"hydra.run.dir={out}",
-                   script="evaluate.py")
+    proc = run_cli(
+        "model_path=x", "data.root=y", "batch_size=0", f"hydra.run.dir={out}", script="evaluate.py"
+    )
     assert proc.returncode == 2 and "batch_size=0 is out of range" in proc.stderr
     assert not out.exists()
 
@@ -137,14 +166,20 @@ def test_debug_runs_a_config_end_to_end_on_a_few_images(tmp_path, mlflow_store):
     root = make_folder_dataset(tmp_path / "data", n_train=12, n_test=10)
     out = tmp_path / "run"
     relative = os.path.relpath(root, REPO)  # as a user types it, from the project root
-    proc = run_cli("debug=default", "data=folder", f"data.root={relative}",
-                   "backbone=efficientnet_lite0", "backbone.input_size=64",
-                   f"hydra.run.dir={out}")
+    proc = run_cli(
+        "debug=default",
+        "data=folder",
+        f"data.root={relative}",
+        "backbone=efficientnet_lite0",
+        "backbone.input_size=64",
+        f"hydra.run.dir={out}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # TensorFlow's start-up lines from C++ (I0000 ..., E0000 ... cuInit) stay off the console.
     assert not re.search(r"^[IWE]\d{4} |cuInit|absl::InitializeLog", proc.stderr, re.M)
-    train, val, test = map(int, re.search(r"(\d+) train, (\d+) val, (\d+) test",
-                                          proc.stdout).groups())
+    train, val, test = map(
+        int, re.search(r"(\d+) train, (\d+) val, (\d+) test", proc.stdout).groups()
+    )
     assert (train + val, test) == (3 * 8, 3 * 8)  # the first 8 of each class in each split
     assert json.loads((out / "metrics.json").read_text())["test_accuracy"] >= 0
     client = MlflowClient(mlflow_store)

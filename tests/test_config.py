@@ -12,14 +12,25 @@ from rps.config import AdamWConfig, FolderDataConfig, ImageAugConfig, SGDConfig
 from rps.errors import ConfigError
 
 CONF = REPO / "conf"
-GROUPS = ["data", "backbone", "head", "aug", "optimizer", "finetune", "trainer", "tracking",
-          "experiment", "sweep"]
+GROUPS = [
+    "data",
+    "backbone",
+    "head",
+    "aug",
+    "optimizer",
+    "finetune",
+    "trainer",
+    "tracking",
+    "experiment",
+    "sweep",
+]
 CLASSES = ["paper", "rock", "scissors"]
 IMAGE_AUG_KEYS = {f.name for f in dataclasses.fields(ImageAugConfig)} - {"flip", "background_dir"}
 # Options that apply to backbone=hand_landmarks (the default) alone.
 LANDMARK_OPTIONS = {("backbone", "hand_landmarks"), ("aug", "landmarks")}
 # Options of the image backbones alone, tried on the one the image presets use.
 IMAGE_GROUPS = ("aug", "finetune")
+
 
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
@@ -30,8 +41,7 @@ def test_every_group_has_a_folder_with_options():
         assert options(group), f"conf/{group}/ has no options"
 
 
-@pytest.mark.parametrize(
-    "group,option", [(g, o) for g in GROUPS for o in options(g)])
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_option_composes_and_builds(group, option):
     overrides = [f"{group}={option}"]
     if group in IMAGE_GROUPS and (group, option) not in LANDMARK_OPTIONS:
@@ -54,7 +64,7 @@ def test_option_composes_and_builds(group, option):
 def test_an_experiment_takes_any_option_of_any_group(experiment):
     """An experiment chooses options and sets only keys that every option of their group
     has, so `experiment=cnn aug=none` composes: what does not apply is refused in words."""
-    for group in GROUPS[:GROUPS.index("experiment")]:
+    for group in GROUPS[: GROUPS.index("experiment")]:
         for option in options(group):
             cfg = compose_cfg(f"experiment={experiment}", f"{group}={option}")
             assert cfg.experiment == experiment
@@ -75,13 +85,21 @@ def test_schema_subclasses_survive_composition():
 
 def test_seed_experiment_is_the_course_exercise_value_by_value():
     cfg = compose_cfg("experiment=seed")
-    recipe = {group: OmegaConf.to_container(cfg[group], resolve=True)
-              for group in ("backbone", "head", "aug", "optimizer", "finetune")}
+    recipe = {
+        group: OmegaConf.to_container(cfg[group], resolve=True)
+        for group in ("backbone", "head", "aug", "optimizer", "finetune")
+    }
     assert recipe == {
         "backbone": {"name": "resnet50", "input_size": 300, "weights": "imagenet"},
         "head": {"dropout": 0.3, "units": 512, "depth": 2},  # 3 Dropout + Dense, logits last
-        "aug": {**{key: 0.0 for key in IMAGE_AUG_KEYS}, "flip": False, "background_dir": None,
-                "rotation": 0.1, "zoom_in": 0.2, "zoom_out": 0.2},
+        "aug": {
+            **{key: 0.0 for key in IMAGE_AUG_KEYS},
+            "flip": False,
+            "background_dir": None,
+            "rotation": 0.1,
+            "zoom_in": 0.2,
+            "zoom_out": 0.2,
+        },
         "optimizer": {"lr": 1e-3, "schedule": "constant", "label_smoothing": 0.0},
         "finetune": {},  # frozen
     }
@@ -108,21 +126,23 @@ def test_keys_added_with_plus_are_refused(override):
 
 
 def test_overrides_reach_the_schema():
-    conf = config.to_object(compose_cfg("head.units=512", "optimizer.lr=3e-4",
-                                        "trainer.epochs=5"))
+    conf = config.to_object(compose_cfg("head.units=512", "optimizer.lr=3e-4", "trainer.epochs=5"))
     assert (conf.head.units, conf.optimizer.lr, conf.trainer.epochs) == (512, 3e-4, 5)
 
 
-@pytest.mark.parametrize("override,key", [
-    ("head.units=-4", "head.units"),
-    ("head.dropout=1.0", "head.dropout"),
-    ("data.val_fraction=0", "data.val_fraction"),
-    ("optimizer.lr=-1", "optimizer.lr"),
-    ("trainer.batch_size=0", "trainer.batch_size"),
-    ("aug.zoom_in=1", "aug.zoom_in"),
-    ("aug.zoom_out=2.5", "aug.zoom_out"),
-    ("aug.landmark_tilt=91", "aug.landmark_tilt"),
-])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("head.units=-4", "head.units"),
+        ("head.dropout=1.0", "head.dropout"),
+        ("data.val_fraction=0", "data.val_fraction"),
+        ("optimizer.lr=-1", "optimizer.lr"),
+        ("trainer.batch_size=0", "trainer.batch_size"),
+        ("aug.zoom_in=1", "aug.zoom_in"),
+        ("aug.zoom_out=2.5", "aug.zoom_out"),
+        ("aug.landmark_tilt=91", "aug.landmark_tilt"),
+    ],
+)
 def test_out_of_range_values_name_the_key(override, key):
     image = key.startswith("aug.") and "landmark" not in key
     with pytest.raises(ConfigError, match=key):
@@ -134,12 +154,15 @@ def test_finetune_that_unfreezes_nothing_is_rejected():
         config.to_object(compose_cfg("backbone=resnet50", "finetune=top", "finetune.layers=0"))
 
 
-@pytest.mark.parametrize("override", [
-    "head=huge",              # unknown option
-    "head.unitz=3",           # unknown key
-    "head.units=many",        # wrong type
-    "optimizer.momentum=0.5",  # key of another option's schema
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "head=huge",  # unknown option
+        "head.unitz=3",  # unknown key
+        "head.units=many",  # wrong type
+        "optimizer.momentum=0.5",  # key of another option's schema
+    ],
+)
 def test_bad_overrides_fail_at_composition(override):
     with pytest.raises(Exception) as info:
         compose_cfg(override)
@@ -165,7 +188,8 @@ def test_sweep_presets_cover_every_option_of_their_group(preset):
     assert cfg.hydra.mode.name == "MULTIRUN"
     params = dict(cfg.hydra.sweeper.params)
     assert sorted(params[preset].split(",")) == [
-        o for o in options(preset) if (preset, o) not in LANDMARK_OPTIONS]
+        o for o in options(preset) if (preset, o) not in LANDMARK_OPTIONS
+    ]
 
 
 def test_the_seeds_preset_sweeps_the_seed_alone():

@@ -32,7 +32,8 @@ def check_labels_match_folders(data: Data) -> None:
         assert split.images.dtype == np.uint8 and split.images.shape[1:] == (SIZE, SIZE, 3)
         assert split.labels.dtype == np.int32 and len(split.sources) == len(split.labels)
         assert [Path(s).parent.name for s in split.sources] == [
-            data.class_names[label] for label in split.labels]
+            data.class_names[label] for label in split.labels
+        ]
 
 
 def per_class(split: Split, n_classes: int) -> list[int]:
@@ -41,8 +42,9 @@ def per_class(split: Split, n_classes: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
-    return make_folder_dataset(tmp_path_factory.mktemp("rps"), ("scissors", "rock", "paper"),
-                               n_train=10, n_test=3)
+    return make_folder_dataset(
+        tmp_path_factory.mktemp("rps"), ("scissors", "rock", "paper"), n_train=10, n_test=3
+    )
 
 
 def test_folder_loads_sorted_classes_and_holds_out_a_stratified_val(root):
@@ -56,9 +58,15 @@ def test_folder_loads_sorted_classes_and_holds_out_a_stratified_val(root):
     assert not set(data.train.sources) & set(data.val.sources)
 
 
-@pytest.mark.parametrize("name,group", [("paper01-004.png", "paper01"),
-                                        ("rock_3_12.png", "rock_3"), ("hand.png", "hand"),
-                                        ("17.jpg", "17")])
+@pytest.mark.parametrize(
+    "name,group",
+    [
+        ("paper01-004.png", "paper01"),
+        ("rock_3_12.png", "rock_3"),
+        ("hand.png", "hand"),
+        ("17.jpg", "17"),
+    ],
+)
 def test_a_files_group_is_its_name_without_the_last_number(name, group):
     assert data_module.group_of(f"/data/train/x/{name}") == group
 
@@ -75,8 +83,10 @@ def test_val_groups_holds_out_whole_groups_of_each_class(tmp_path):
     assert len(val_groups) == 3 and per_class(data.val, 3) == [3, 3, 3]
     again = load(folder(root, val_fraction=0.25, val_groups=True), SIZE, seed=3)
     assert again.val.sources == data.val.sources
-    others = [load(folder(root, val_fraction=0.25, val_groups=True), SIZE, seed=seed)
-              for seed in range(4, 8)]
+    others = [
+        load(folder(root, val_fraction=0.25, val_groups=True), SIZE, seed=seed)
+        for seed in range(4, 8)
+    ]
     assert any(o.val.sources != data.val.sources for o in others)
 
 
@@ -138,6 +148,7 @@ def test_decoding_is_logged_with_its_time(root, caplog):
 
 
 # --- bad input ------------------------------------------------------------------------------
+
 
 def load_error(cfg) -> str:
     with pytest.raises(DataError) as err:
@@ -231,7 +242,8 @@ def test_files_that_are_not_images_are_skipped_in_training_and_scoring_alike(tmp
     photos, listed = data_module.labelled(tmp_path / "test", ["paper", "rock", "scissors"])
     assert len(photos) == 3
     assert [(Path(b.path).name, b.reason) for b in listed] == [
-        ("labels.json", data_module.NOT_AN_IMAGE)]
+        ("labels.json", data_module.NOT_AN_IMAGE)
+    ]
 
 
 def test_many_bad_files_are_counted_not_all_named(tmp_path):
@@ -251,6 +263,7 @@ def test_skipping_every_image_of_a_class_is_an_error(tmp_path):
 
 
 # --- tfds -----------------------------------------------------------------------------------
+
 
 def test_tfds_images_are_cropped_and_labels_follow_sorted_names(tmp_path, monkeypatch):
     # mock_data replaces the download, so the pre-download reachability check has no job.
@@ -275,18 +288,26 @@ def test_tfds_images_are_cropped_and_labels_follow_sorted_names(tmp_path, monkey
 def test_tfds_failed_download_says_what_to_do(tmp_path, monkeypatch):
     # The host answered the reachability check, then the download itself failed.
     monkeypatch.setattr(data_module, "_check_reachable", lambda urls: None)
+
     def offline(self, *args, **kwargs):
         raise requests.exceptions.ConnectionError(
             "HTTPSConnectionPool(host='storage.googleapis.com', port=443): Max retries "
-            "exceeded with url: /download.tensorflow.org/data/rps.zip")
+            "exceeded with url: /download.tensorflow.org/data/rps.zip"
+        )
 
-    monkeypatch.setattr(tfds.builder_cls("rock_paper_scissors"), "download_and_prepare",
-                        offline)
+    monkeypatch.setattr(tfds.builder_cls("rock_paper_scissors"), "download_and_prepare", offline)
     with pytest.raises(DataError) as err:
         load(TfdsDataConfig(tfds_dir=str(tmp_path)), SIZE, seed=0)
     message = str(err.value)
-    for part in ("download of rock_paper_scissors failed", "ConnectionError", "offline",
-                 "data.tfds_dir", str(tmp_path), "data=folder", "train/<class>/"):
+    for part in (
+        "download of rock_paper_scissors failed",
+        "ConnectionError",
+        "offline",
+        "data.tfds_dir",
+        str(tmp_path),
+        "data=folder",
+        "train/<class>/",
+    ):
         assert part in message
     assert isinstance(err.value.__cause__, requests.exceptions.ConnectionError)
 
@@ -312,14 +333,14 @@ def test_unknown_tfds_name(tmp_path):
 
 # --- the real dataset -----------------------------------------------------------------------
 
+
 @pytest.mark.integration
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} is absent")
 def test_real_dataset_loads_quickly_on_white():
     start = time.perf_counter()
     data = load(folder(SHARED), 224, seed=42)
     seconds = time.perf_counter() - start
-    print(f"decoded {len(data.train) + len(data.val) + len(data.test)} images in "
-          f"{seconds:.1f} s")
+    print(f"decoded {len(data.train) + len(data.val) + len(data.test)} images in {seconds:.1f} s")
     assert data.class_names == ["paper", "rock", "scissors"]
     assert len(data.train) + len(data.val) == 2520 and len(data.test) == 372
     assert per_class(data.val, 3) == [126, 126, 126]

@@ -16,10 +16,13 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.S)
 
 
-
 def blocks(language: str) -> list[tuple[str, str]]:
-    return [(page.name, code) for page in PAGES for lang, code in BLOCK.findall(page.read_text())
-            if lang == language]
+    return [
+        (page.name, code)
+        for page in PAGES
+        for lang, code in BLOCK.findall(page.read_text())
+        if lang == language
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +31,14 @@ def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("docs")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     out = folder / "run"
-    proc = run_cli("data=folder", f"data.root={SHARED}", "data.limit=8", "trainer.epochs=2",
-                   f"tracking.uri={uri}", f"hydra.run.dir={out}")
+    proc = run_cli(
+        "data=folder",
+        f"data.root={SHARED}",
+        "data.limit=8",
+        "trainer.epochs=2",
+        f"tracking.uri={uri}",
+        f"hydra.run.dir={out}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("rps").experiment_id])
@@ -38,8 +47,11 @@ def trained(tmp_path_factory):
 
 
 def filled(code: str, trained: dict) -> str:
-    return (code.replace("outputs/runs/<time>", str(trained["out"]))
-            .replace("<run id>", trained["run_id"]).replace("<image>", str(trained["image"])))
+    return (
+        code.replace("outputs/runs/<time>", str(trained["out"]))
+        .replace("<run id>", trained["run_id"])
+        .replace("<image>", str(trained["image"]))
+    )
 
 
 @pytest.mark.slow
@@ -48,9 +60,15 @@ def test_every_python_snippet_runs(trained):
     snippets = blocks("python")
     assert len(snippets) >= 2
     for page, code in snippets:
-        proc = subprocess.run([sys.executable, "-c", filled(code, trained)], cwd=REPO,
-                              capture_output=True, text=True, timeout=300, check=False,
-                              env={**os.environ, "MLFLOW_TRACKING_URI": trained["uri"]})
+        proc = subprocess.run(
+            [sys.executable, "-c", filled(code, trained)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+            env={**os.environ, "MLFLOW_TRACKING_URI": trained["uri"]},
+        )
         assert proc.returncode == 0, f"{page}:\n{code}\n{proc.stderr[-2000:]}"
         assert "'paper', 'rock', 'scissors'" in proc.stdout, f"{page}:\n{code}"
 
@@ -62,8 +80,13 @@ def test_the_served_model_answers_the_documented_curl(trained):
     command = "\n".join(line for line in curl.splitlines() if not line.startswith("make "))
     with served_model(f"runs:/{trained['run_id']}/model", trained["uri"]) as url:
         port = url.rsplit(":", 1)[1]
-        proc = subprocess.run(["bash", "-c", filled(command, trained).replace("5001", port)],
-                              capture_output=True, text=True, timeout=120, check=False)
+        proc = subprocess.run(
+            ["bash", "-c", filled(command, trained).replace("5001", port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
     assert proc.returncode == 0, proc.stderr
     (row,) = json.loads(proc.stdout)["predictions"]
     assert set(row) == {"paper", "rock", "scissors", "label"}
@@ -92,8 +115,11 @@ def test_every_documented_command_composes_a_valid_config(page):
             if not (match := COMMAND.match(line)) or "--help" in line:
                 continue
             found += 1
-            args = [a for a in shlex.split(distinct_placeholders(match.group(2)))
-                    if a != "-m" and not a.startswith("hydra")]
+            args = [
+                a
+                for a in shlex.split(distinct_placeholders(match.group(2)))
+                if a != "-m" and not a.startswith("hydra")
+            ]
             first = [a if "[" in a else a.split(",")[0] for a in args]
             app = match.group(1)
             cfg = config.compose(REPO / "conf", first, name="config" if app == "run" else app)

@@ -33,15 +33,19 @@ def center_square_224(image: np.ndarray) -> np.ndarray:
     h, w = image.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
-    square = image[top:top + side, left:left + side]
-    return transform.resize(square, (224, 224), anti_aliasing=True,
-                            preserve_range=True).astype("float32")
+    square = image[top : top + side, left : left + side]
+    return transform.resize(square, (224, 224), anti_aliasing=True, preserve_range=True).astype(
+        "float32"
+    )
 
 
-@pytest.mark.parametrize("image, expected", [
-    (data.chelsea, {TABBY, TIGER_CAT, EGYPTIAN_CAT}),
-    (data.coffee, {COFFEE_MUG, ESPRESSO}),
-])
+@pytest.mark.parametrize(
+    "image, expected",
+    [
+        (data.chelsea, {TABBY, TIGER_CAT, EGYPTIAN_CAT}),
+        (data.coffee, {COFFEE_MUG, ESPRESSO}),
+    ],
+)
 def test_imagenet_top1(top_model, image, expected):
     x = efl.preprocess_input(center_square_224(image())[None])
     logits = np.asarray(top_model(x, training=False))[0]
@@ -63,7 +67,7 @@ def test_padding_matches_torch_same_padding(top_model):
     expected = np.zeros((16, 16, 32))
     for i in range(3):
         for j in range(3):
-            expected += padded[i:i + 32:2, j:j + 32:2] @ kernel[:, :, i, j].T
+            expected += padded[i : i + 32 : 2, j : j + 32 : 2] @ kernel[:, :, i, j].T
 
     stem = top_model.get_layer("stem_conv")
     got = np.asarray(stem(x[None]))[0]
@@ -98,16 +102,28 @@ class _LegacyWriter(pickle._Pickler):
 
     def persistent_id(self, obj):
         if isinstance(obj, _Storage):
-            return ("storage", self.TYPES[obj.array.dtype.name], obj.key, "cpu", obj.array.size,
-                    None)
+            return (
+                "storage",
+                self.TYPES[obj.array.dtype.name],
+                obj.key,
+                "cpu",
+                obj.array.size,
+                None,
+            )
         return None
 
     def reducer_override(self, obj):
         if isinstance(obj, _Global):
             return obj.name
         if isinstance(obj, _Tensor):
-            return self.REBUILD, (obj.storage, obj.offset, obj.size, obj.stride, False,
-                                  collections.OrderedDict())
+            return self.REBUILD, (
+                obj.storage,
+                obj.offset,
+                obj.size,
+                obj.stride,
+                False,
+                collections.OrderedDict(),
+            )
         return NotImplemented
 
     def save_global(self, obj, name=None):
@@ -118,8 +134,13 @@ class _LegacyWriter(pickle._Pickler):
 
 def write_legacy(path, state, storages):
     with open(path, "wb") as f:
-        for part in (efl._TORCH_MAGIC, efl._TORCH_PROTOCOL, {"little_endian": True}, state,
-                     [s.key for s in storages]):
+        for part in (
+            efl._TORCH_MAGIC,
+            efl._TORCH_PROTOCOL,
+            {"little_endian": True},
+            state,
+            [s.key for s in storages],
+        ):
             _LegacyWriter(f, protocol=2).dump(part)
         for storage in storages:
             f.write(np.int64(storage.array.size).tobytes() + storage.array.tobytes())
@@ -148,8 +169,9 @@ def test_reader_applies_offset_and_stride(tmp_path):
         efl.load_torch_legacy(tmp_path / "bad.pth")
 
 
-@pytest.mark.parametrize("payload", [(os.system, "touch {marker}"),
-                                     (exec, "open(r'{marker}', 'w').close()")])
+@pytest.mark.parametrize(
+    "payload", [(os.system, "touch {marker}"), (exec, "open(r'{marker}', 'w').close()")]
+)
 def test_reader_refuses_code_in_pickle(tmp_path, payload):
     func, template = payload
     marker = tmp_path / "pwned"
@@ -160,8 +182,13 @@ def test_reader_refuses_code_in_pickle(tmp_path, payload):
 
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
-        for part in (efl._TORCH_MAGIC, efl._TORCH_PROTOCOL, {"little_endian": True},
-                     {"_conv_stem.weight": Evil()}, []):
+        for part in (
+            efl._TORCH_MAGIC,
+            efl._TORCH_PROTOCOL,
+            {"little_endian": True},
+            {"_conv_stem.weight": Evil()},
+            [],
+        ):
             pickle.dump(part, f, protocol=2)
 
     with pytest.raises(efl.WeightsError, match="not allowed"):
@@ -169,13 +196,16 @@ def test_reader_refuses_code_in_pickle(tmp_path, payload):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("target", [b"ctorch\nFloatStorage\n",
-                                    b"ctorch._utils\n_rebuild_tensor_v2\n"])
+@pytest.mark.parametrize(
+    "target", [b"ctorch\nFloatStorage\n", b"ctorch._utils\n_rebuild_tensor_v2\n"]
+)
 def test_reader_stand_ins_cannot_be_altered(tmp_path, target):
     """A BUILD opcode on a shared stand-in (here: set its dtype to None) must fail, or one file
     could corrupt how the next one is read."""
-    header = b"".join(pickle.dumps(part, protocol=2) for part in
-                      (efl._TORCH_MAGIC, efl._TORCH_PROTOCOL, {"little_endian": True}))
+    header = b"".join(
+        pickle.dumps(part, protocol=2)
+        for part in (efl._TORCH_MAGIC, efl._TORCH_PROTOCOL, {"little_endian": True})
+    )
     tamper = b"\x80\x02" + target + b"N}X\x05\x00\x00\x00dtypeNs\x86b."
     path = tmp_path / "tamper.pth"
     path.write_bytes(header + tamper)
@@ -213,7 +243,8 @@ def test_notop_model_shares_top_weights(top_model):
         for mine, other in zip(layer.get_weights(), theirs, strict=True):
             np.testing.assert_array_equal(mine, other)
 
-    any_size = efl.EfficientNetLite0(include_top=False, weights="imagenet",
-                                     input_shape=(None, None, 3))
+    any_size = efl.EfficientNetLite0(
+        include_top=False, weights="imagenet", input_shape=(None, None, 3)
+    )
     out = any_size(np.zeros((1, 300, 300, 3), "float32"))
     assert out.shape == (1, math.ceil(300 / 32), math.ceil(300 / 32), 1280)

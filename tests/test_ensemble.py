@@ -16,16 +16,29 @@ from rps import model as model_lib
 from rps.errors import ConfigError, UserError
 from rps.images import fit, read_rgb
 
-SMALL = ["backbone=efficientnet_lite0",
-         "backbone.input_size=64", "trainer.batch_size=8", "head=linear", "aug=none",
-         "finetune=none", "trainer.epochs=2"]
+SMALL = [
+    "backbone=efficientnet_lite0",
+    "backbone.input_size=64",
+    "trainer.batch_size=8",
+    "head=linear",
+    "aug=none",
+    "finetune=none",
+    "trainer.epochs=2",
+]
 
 
 def tiny(size: int, seed: int):
     """An untrained classifier: the bundled backbone weights, a head drawn from ``seed``."""
-    cfg = config.to_object(compose_cfg("backbone=efficientnet_lite0",
-                                       f"backbone.input_size={size}", "head=linear", "aug=none",
-                                       "data=folder", "data.root=unused"))
+    cfg = config.to_object(
+        compose_cfg(
+            "backbone=efficientnet_lite0",
+            f"backbone.input_size={size}",
+            "head=linear",
+            "aug=none",
+            "data=folder",
+            "data.root=unused",
+        )
+    )
     keras.utils.set_random_seed(seed)
     return model_lib.build(cfg, 3).inference
 
@@ -36,17 +49,19 @@ def test_average_averages_members_of_any_input_size_and_reloads_in_a_fresh_proce
     logits = [m.predict(images, verbose=0) for m in members]
     assert not np.allclose(logits[0], logits[1])  # the members differ, so the mean is a test
     combined = model_lib.average(members)
-    np.testing.assert_allclose(combined.predict(images, verbose=0), np.mean(logits, axis=0),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        combined.predict(images, verbose=0), np.mean(logits, axis=0), atol=1e-5
+    )
     assert model_lib.input_size(combined) == 48
     model_lib.save(combined, ["paper", "rock", "scissors"], tmp_path)
     np.save(tmp_path / "images.npy", images)
-    script = ("import sys, numpy as np, keras; from pathlib import Path; p = Path(sys.argv[1]); "
-              "m = keras.models.load_model(p / 'model.keras', compile=False); "
-              "np.save(p / 'out.npy', m.predict(np.load(p / 'images.npy'), verbose=0))")
+    script = (
+        "import sys, numpy as np, keras; from pathlib import Path; p = Path(sys.argv[1]); "
+        "m = keras.models.load_model(p / 'model.keras', compile=False); "
+        "np.save(p / 'out.npy', m.predict(np.load(p / 'images.npy'), verbose=0))"
+    )
     subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=300)
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), np.mean(logits, axis=0),
-                               atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), np.mean(logits, axis=0), atol=1e-5)
 
 
 def test_one_member_is_not_an_ensemble():
@@ -63,26 +78,32 @@ def test_landmark_heads_average_on_features_and_do_not_mix_with_image_models():
     features = np.random.default_rng(0).normal(size=(5, landmarks.SIZE)).astype("float32")
     combined = model_lib.average(members)
     assert model_lib.reads_landmarks(combined)
-    np.testing.assert_allclose(combined.predict(features, verbose=0),
-                               np.mean([m.predict(features, verbose=0) for m in members],
-                                       axis=0), atol=1e-5)
+    np.testing.assert_allclose(
+        combined.predict(features, verbose=0),
+        np.mean([m.predict(features, verbose=0) for m in members], axis=0),
+        atol=1e-5,
+    )
     with pytest.raises(UserError, match="mix landmark runs"):
         model_lib.average([head(3), tiny(32, 1)])
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ([], "got neither"),
-    (["runs=[a,b]", "sweep_id=c"], "got both"),
-    (["runs=[a,a]"], "names a run twice"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ([], "got neither"),
+        (["runs=[a,b]", "sweep_id=c"], "got both"),
+        (["runs=[a,a]"], "names a run twice"),
+    ],
+)
 def test_members_are_runs_or_a_sweep(overrides, message):
     with pytest.raises(ConfigError, match=message):
         config.to_object(config.compose(REPO / "conf", overrides, name="ensemble"))
 
 
 def test_conf_ensemble_composes_with_its_members():
-    conf = config.to_object(config.compose(REPO / "conf", ["runs=[a,b]", "data.root=/data"],
-                                           name="ensemble"))
+    conf = config.to_object(
+        config.compose(REPO / "conf", ["runs=[a,b]", "data.root=/data"], name="ensemble")
+    )
     assert (conf.runs, conf.sweep_id, conf.data.root) == (["a", "b"], None, "/data")
     assert conf.tracking.uri is None and conf.tracking.experiment is None
 
@@ -93,14 +114,26 @@ def swept(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("swept")
     root = make_folder_dataset(folder / "data", n_train=8, n_test=3)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    proc = run_cli("-m", "data=folder", f"data.root={root}", *SMALL, "trainer.seed=1,2",
-                   f"tracking.uri={uri}", f"hydra.sweep.dir={folder / 'sweep'}")
+    proc = run_cli(
+        "-m",
+        "data=folder",
+        f"data.root={root}",
+        *SMALL,
+        "trainer.seed=1,2",
+        f"tracking.uri={uri}",
+        f"hydra.sweep.dir={folder / 'sweep'}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = logged_runs(uri)
     (parent,) = [r for r in found if tracking.PARENT_TAG not in r.data.tags]
     children = [r.info.run_id for r in found if tracking.PARENT_TAG in r.data.tags]
-    return {"root": root, "uri": uri, "parent": parent.info.run_id, "children": children,
-            "folder": folder}
+    return {
+        "root": root,
+        "uri": uri,
+        "parent": parent.info.run_id,
+        "children": children,
+        "folder": folder,
+    }
 
 
 def flat(text: str) -> str:
@@ -109,26 +142,34 @@ def flat(text: str) -> str:
 
 
 def _ensemble(swept: dict, tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return run_cli(*overrides, f"tracking.uri={swept['uri']}",
-                   f"hydra.run.dir={tmp_path / 'ensemble'}", script="ensemble.py")
+    return run_cli(
+        *overrides,
+        f"tracking.uri={swept['uri']}",
+        f"hydra.run.dir={tmp_path / 'ensemble'}",
+        script="ensemble.py",
+    )
 
 
 @pytest.mark.parametrize("members", ["runs", "sweep_id"])
 def test_ensemble_of_tracked_runs_is_tested_logged_and_served(swept, tmp_path, members):
-    given = (f"runs=[{','.join(swept['children'])}]" if members == "runs"
-             else f"sweep_id={swept['parent']}")
+    given = (
+        f"runs=[{','.join(swept['children'])}]"
+        if members == "runs"
+        else f"sweep_id={swept['parent']}"
+    )
     proc = _ensemble(swept, tmp_path, given)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "ensemble" / outputs.METRICS_FILE).read_text())
     assert sorted(metrics["members"]) == sorted(swept["children"])
     client = MlflowClient(swept["uri"])
-    (run,) = client.search_runs([client.get_experiment_by_name("rps").experiment_id],
-                                filter_string=f"tags.output_dir = '{tmp_path / 'ensemble'}'")
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("rps").experiment_id],
+        filter_string=f"tags.output_dir = '{tmp_path / 'ensemble'}'",
+    )
     assert run.info.status == "FINISHED" and run.info.run_name == "ensemble of 2 runs"
     assert json.loads(run.data.tags[ensemble.MEMBERS_TAG]) == metrics["members"]
     assert run.data.metrics["test/accuracy"] == pytest.approx(metrics["test_accuracy"])
-    members_accuracy = [client.get_run(r).data.metrics["test/accuracy"]
-                        for r in metrics["members"]]
+    members_accuracy = [client.get_run(r).data.metrics["test/accuracy"] for r in metrics["members"]]
     assert run.data.metrics["members/test_accuracy_min"] == pytest.approx(min(members_accuracy))
     # The logged model, as live.py loads it, is the members' mean. The test images are
     # decoded and cropped as the ensemble's test decodes them.
@@ -137,8 +178,13 @@ def test_ensemble_of_tracked_runs_is_tested_logged_and_served(swept, tmp_path, m
     assert names == ["paper", "rock", "scissors"]
     files = sorted((swept["root"] / "test").glob("*/*.png"))
     images = np.stack([fit(read_rgb(p), 64) for p in files]).astype(np.float32)
-    expected = np.mean([logged_model.load(r, tracking_uri=swept["uri"]).model
-                        .predict(images, verbose=0) for r in metrics["members"]], axis=0)
+    expected = np.mean(
+        [
+            logged_model.load(r, tracking_uri=swept["uri"]).model.predict(images, verbose=0)
+            for r in metrics["members"]
+        ],
+        axis=0,
+    )
     logits = model.predict(images, verbose=0)
     np.testing.assert_allclose(logits, expected, atol=1e-4)
     labels = [names.index(p.parent.name) for p in files]
@@ -164,18 +210,26 @@ def test_unknown_or_unfinished_members_are_one_paragraph(swept, tmp_path):
     assert proc.returncode == 2 and "has 0 finished job(s)" in flat(proc.stderr)
 
 
-@pytest.mark.parametrize("classes, message", [(("paper", "rock"), "same classes"),
-                                              (("paper", "rock", "scissors"), "share one")])
-def test_members_of_other_classes_or_test_splits_are_refused(swept, tmp_path, classes,
-                                                             message):
+@pytest.mark.parametrize(
+    "classes, message",
+    [(("paper", "rock"), "same classes"), (("paper", "rock", "scissors"), "share one")],
+)
+def test_members_of_other_classes_or_test_splits_are_refused(swept, tmp_path, classes, message):
     other = make_folder_dataset(tmp_path / "other", classes=classes, n_train=8, n_test=3)
     out = tmp_path / "run"
-    proc = run_cli("data=folder", f"data.root={other}", *SMALL, f"tracking.uri={swept['uri']}",
-                   f"hydra.run.dir={out}")
+    proc = run_cli(
+        "data=folder",
+        f"data.root={other}",
+        *SMALL,
+        f"tracking.uri={swept['uri']}",
+        f"hydra.run.dir={out}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(swept["uri"])
-    (run,) = client.search_runs([client.get_experiment_by_name("rps").experiment_id],
-                                filter_string=f"tags.output_dir = '{out}'")
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("rps").experiment_id],
+        filter_string=f"tags.output_dir = '{out}'",
+    )
     proc = _ensemble(swept, tmp_path, f"runs=[{swept['children'][0]},{run.info.run_id}]")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert message in proc.stderr.replace("\n", " ")

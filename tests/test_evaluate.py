@@ -21,14 +21,28 @@ def trained(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("trained")
     root = make_folder_dataset(folder / "data", n_train=8, n_test=3)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    proc = run_cli("data=folder", f"data.root={root}", "backbone=efficientnet_lite0",
-                   "backbone.input_size=64", "head=linear",
-                   "aug=none", "finetune=none", "trainer.epochs=2", "trainer.batch_size=8",
-                   f"tracking.uri={uri}", f"hydra.run.dir={folder / 'run'}")
+    proc = run_cli(
+        "data=folder",
+        f"data.root={root}",
+        "backbone=efficientnet_lite0",
+        "backbone.input_size=64",
+        "head=linear",
+        "aug=none",
+        "finetune=none",
+        "trainer.epochs=2",
+        "trainer.batch_size=8",
+        f"tracking.uri={uri}",
+        f"hydra.run.dir={folder / 'run'}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = logged_runs(uri)
-    return {"out": folder / "run", "uri": uri, "run_id": run.info.run_id,
-            "folder": root / "test", "client": MlflowClient(uri)}
+    return {
+        "out": folder / "run",
+        "uri": uri,
+        "run_id": run.info.run_id,
+        "folder": root / "test",
+        "client": MlflowClient(uri),
+    }
 
 
 def evaluate_cli(*overrides: str):
@@ -38,9 +52,13 @@ def evaluate_cli(*overrides: str):
 def test_scores_match_the_model_and_are_logged_to_its_run(trained, tmp_path):
     out = tmp_path / "eval"
     # Generated images hold no hand: the model's own crop of the whole image.
-    proc = evaluate_cli(f"run_id={trained['run_id']}", f"tracking.uri={trained['uri']}",
-                        f"data.root={trained['folder']}", "roi.find=fixed",
-                        f"hydra.run.dir={out}")
+    proc = evaluate_cli(
+        f"run_id={trained['run_id']}",
+        f"tracking.uri={trained['uri']}",
+        f"data.root={trained['folder']}",
+        "roi.find=fixed",
+        f"hydra.run.dir={out}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / evaluate.RESULT_FILE).read_text())
     # The same images through the saved model, computed here directly.
@@ -62,10 +80,12 @@ def test_scores_match_the_model_and_are_logged_to_its_run(trained, tmp_path):
     # The fixed crop searches for no hand, so it cannot miss one.
     assert result["hand_found"] is None and "eval/test/hand_found" not in run.data.metrics
     assert "a hand found in" not in proc.stdout
-    assert set(names) == {k.split("/")[-1] for k in run.data.metrics
-                          if k.startswith("eval/test/recall/")}
-    logged = {Path(f.path).name for f in
-              trained["client"].list_artifacts(trained["run_id"], "eval/test")}
+    assert set(names) == {
+        k.split("/")[-1] for k in run.data.metrics if k.startswith("eval/test/recall/")
+    }
+    logged = {
+        Path(f.path).name for f in trained["client"].list_artifacts(trained["run_id"], "eval/test")
+    }
     assert {evaluate.RESULT_FILE, "misclassified.png", "confusion_matrix.png"} <= logged
 
 
@@ -78,8 +98,9 @@ def test_a_model_file_and_a_folder_of_some_classes_with_an_unreadable_image(trai
     (folder / "rock" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     Image.new("RGB", (1, 1)).save(folder / "paper" / "one_pixel.png")  # too small for a hand
     out = tmp_path / "eval"
-    proc = evaluate_cli(f"model_path={trained['out']}", f"data.root={folder}",
-                        f"hydra.run.dir={out}")
+    proc = evaluate_cli(
+        f"model_path={trained['out']}", f"data.root={folder}", f"hydra.run.dir={out}"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / evaluate.RESULT_FILE).read_text())
     assert result["images"] == 7 and set(result["recall"]) == {"rock", "paper"}
@@ -92,20 +113,28 @@ def test_a_model_file_and_a_folder_of_some_classes_with_an_unreadable_image(trai
     assert "1 unreadable file(s) not scored: broken.jpg" in proc.stdout
 
 
-@pytest.mark.parametrize("case,needle", [
-    ("no model", "needs exactly one model"),
-    ("unknown run", "cannot load the model of run 0123456789abcdef"),
-    ("missing folder", "is not a folder"),
-    ("unknown class", "class folders the model does not know (lizard)"),
-    ("no root", "needs data.root"),
-])
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("no model", "needs exactly one model"),
+        ("unknown run", "cannot load the model of run 0123456789abcdef"),
+        ("missing folder", "is not a folder"),
+        ("unknown class", "class folders the model does not know (lizard)"),
+        ("no root", "needs data.root"),
+    ],
+)
 def test_bad_input_is_one_paragraph(trained, tmp_path, case, needle):
-    folder = make_folder_dataset(tmp_path / "odd", classes=("rock", "lizard"), n_train=1,
-                                 n_test=0) / "train"
+    folder = (
+        make_folder_dataset(tmp_path / "odd", classes=("rock", "lizard"), n_train=1, n_test=0)
+        / "train"
+    )
     given = {
         "no model": [f"data.root={folder}"],
-        "unknown run": ["run_id=0123456789abcdef", f"tracking.uri={trained['uri']}",
-                        f"data.root={folder}"],
+        "unknown run": [
+            "run_id=0123456789abcdef",
+            f"tracking.uri={trained['uri']}",
+            f"data.root={folder}",
+        ],
         "missing folder": [f"model_path={trained['out']}", f"data.root={tmp_path / 'nope'}"],
         "unknown class": [f"model_path={trained['out']}", f"data.root={folder}"],
         "no root": [f"model_path={trained['out']}"],
@@ -117,12 +146,15 @@ def test_bad_input_is_one_paragraph(trained, tmp_path, case, needle):
     assert not (tmp_path / "eval" / evaluate.RESULT_FILE).exists()
 
 
-@pytest.mark.parametrize("case,needle", [
-    ("cut short", "cannot be loaded as a model"),
-    ("foreign", "cannot be loaded as a model"),
-    ("names edited", "is not the list of class names"),
-    ("names of another run", "gives 3 scores but"),
-])
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("cut short", "cannot be loaded as a model"),
+        ("foreign", "cannot be loaded as a model"),
+        ("names edited", "is not the list of class names"),
+        ("names of another run", "gives 3 scores but"),
+    ],
+)
 def test_a_damaged_model_folder_is_one_paragraph(trained, tmp_path, case, needle):
     """A crash mid-copy, an edit, or files mixed from two runs: exit 2 and one paragraph
     naming the file, for evaluate.py and live.py alike; the model's own folder is untouched."""
@@ -133,17 +165,20 @@ def test_a_damaged_model_folder_is_one_paragraph(trained, tmp_path, case, needle
     model_file, names = folder / model_lib.MODEL_FILE, folder / model_lib.CLASSES_FILE
     data = model_file.read_bytes()
     if case == "cut short":
-        model_file.write_bytes(data[:len(data) // 2])
+        model_file.write_bytes(data[: len(data) // 2])
     elif case == "foreign":
         model_file.write_text("this is a text file, not a model")
     elif case == "names edited":
         names.write_text('["paper", "rock"')
     else:
         names.write_text('["paper", "rock"]')
-    for script, extra in (("evaluate.py", [f"data.root={trained['folder']}"]),
-                          ("live.py", [f"source={trained['folder'] / 'rock'}", "headless=true"])):
-        proc = run_cli(f"model_path={folder}", *extra, f"hydra.run.dir={tmp_path / script}",
-                       script=script)
+    for script, extra in (
+        ("evaluate.py", [f"data.root={trained['folder']}"]),
+        ("live.py", [f"source={trained['folder'] / 'rock'}", "headless=true"]),
+    ):
+        proc = run_cli(
+            f"model_path={folder}", *extra, f"hydra.run.dir={tmp_path / script}", script=script
+        )
         assert proc.returncode == 2, proc.stderr[-3000:]
         message = proc.stderr.replace("\n", " ")
         assert needle in message and "Traceback" not in proc.stderr

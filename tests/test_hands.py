@@ -37,8 +37,8 @@ def hand_like(n: int, seed: int = 0) -> np.ndarray:
     for finger, angle in enumerate(np.linspace(-0.9, 0.6, 5)):
         lengths = np.cumsum(rng.uniform(0.2, 0.5, (n, 4)), axis=1)
         bend = rng.uniform(-0.6, 0.6, (n, 1)) * np.arange(4)
-        points[:, 1 + 4 * finger:5 + 4 * finger, 0] = lengths * np.sin(angle + bend)
-        points[:, 1 + 4 * finger:5 + 4 * finger, 1] = -lengths * np.cos(angle + bend)
+        points[:, 1 + 4 * finger : 5 + 4 * finger, 0] = lengths * np.sin(angle + bend)
+        points[:, 1 + 4 * finger : 5 + 4 * finger, 1] = -lengths * np.cos(angle + bend)
     points[:, :, 2] = rng.normal(0, 0.05, (n, 21))
     return points
 
@@ -64,8 +64,9 @@ def test_weighted_nms_merges_overlaps_by_score_and_keeps_the_rest():
 def test_features_ignore_position_size_rotation_and_mirror_but_not_the_pose():
     points = hand_like(8)
     turn = np.radians(130)
-    rotation = np.array([[np.cos(turn), -np.sin(turn), 0], [np.sin(turn), np.cos(turn), 0],
-                         [0, 0, 1]])
+    rotation = np.array(
+        [[np.cos(turn), -np.sin(turn), 0], [np.sin(turn), np.cos(turn), 0], [0, 0, 1]]
+    )
     moved = points @ rotation.T * 3.5 + np.array([40.0, -7.0, 2.0])
     mirrored = points * np.array([-1.0, 1.0, 1.0])
     base = landmarks.features(points)
@@ -79,8 +80,9 @@ def test_landmark_augmentation_is_seeded_and_moves_what_features_see():
     points = hand_like(4)
     same = landmarks.augmented(points, 0.0, 0.0, np.random.default_rng(0))
     np.testing.assert_allclose(same, points, atol=1e-12)
-    views = [landmarks.augmented(points, 0.02, 30, np.random.default_rng(seed))
-             for seed in (0, 0, 1)]
+    views = [
+        landmarks.augmented(points, 0.02, 30, np.random.default_rng(seed)) for seed in (0, 0, 1)
+    ]
     np.testing.assert_array_equal(views[0], views[1])
     assert np.abs(landmarks.features(views[0]) - landmarks.features(views[2])).max() > 0.01
     size = np.linalg.norm(points[:, 9] - points[:, 0], axis=-1)
@@ -94,8 +96,10 @@ def test_a_damaged_model_file_is_removed_and_fetched_again(tmp_path, monkeypatch
     for path in damaged:
         path.write_bytes(b"not a model")
     monkeypatch.setenv("PIP_NO_INDEX", "1")
-    with caplog.at_level(logging.WARNING, logger="rps"), pytest.raises(
-            WeightsError, match="could not fetch MediaPipe's hand models"):
+    with (
+        caplog.at_level(logging.WARNING, logger="rps"),
+        pytest.raises(WeightsError, match="could not fetch MediaPipe's hand models"),
+    ):
         hands.model_files(tmp_path)
     for path in damaged:
         assert f"removing {path}, damaged" in caplog.text and not path.exists()
@@ -103,14 +107,27 @@ def test_a_damaged_model_file_is_removed_and_fetched_again(tmp_path, monkeypatch
 
 def test_models_missing_while_offline_is_one_paragraph(tmp_path):
     """An index that refuses connections stands in for no network."""
-    env = {**os.environ, "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_NO_CACHE_DIR": "1",
-           "PIP_RETRIES": "0", "PIP_TIMEOUT": "3"}
-    script = ("import sys; from pathlib import Path; from rps import hands\n"
-              "from rps.errors import WeightsError\n"
-              "try:\n    hands.model_files(Path(sys.argv[1]))\n"
-              "except WeightsError as err:\n    print(err)\n")
-    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "models")], env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    env = {
+        **os.environ,
+        "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+        "PIP_NO_CACHE_DIR": "1",
+        "PIP_RETRIES": "0",
+        "PIP_TIMEOUT": "3",
+    }
+    script = (
+        "import sys; from pathlib import Path; from rps import hands\n"
+        "from rps.errors import WeightsError\n"
+        "try:\n    hands.model_files(Path(sys.argv[1]))\n"
+        "except WeightsError as err:\n    print(err)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "models")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert "could not fetch MediaPipe's hand models" in proc.stdout, proc.stderr[-2000:]
     assert "run once with network access" in proc.stdout
     assert not list((tmp_path / "models").glob("*.tflite"))
@@ -122,8 +139,9 @@ def test_config_refuses_what_does_not_apply_to_landmarks():
     with pytest.raises(ConfigError, match="aug=landmarks"):
         config.to_object(compose_cfg("finetune=top"))
     with pytest.raises(ConfigError, match="only backbone=hand_landmarks reads"):
-        config.to_object(compose_cfg("backbone=efficientnet_lite0", "aug=landmarks",
-                                     "finetune=none"))
+        config.to_object(
+            compose_cfg("backbone=efficientnet_lite0", "aug=landmarks", "finetune=none")
+        )
     with pytest.raises(ConfigError, match="weights=mediapipe"):
         config.to_object(compose_cfg("backbone.weights=imagenet"))
     conf = config.to_object(compose_cfg())
@@ -142,8 +160,11 @@ def test_finder_reads_a_render_and_follows_it_when_turned(finder):
     # A point (x, y) of the image is at (y, width - 1 - x) once turned.
     expected = np.stack([hand.landmarks[:, 1], width - 1 - hand.landmarks[:, 0]], axis=1)
     assert np.abs(again.landmarks[:, :2] - expected).mean() < 0.03 * width
-    np.testing.assert_allclose(landmarks.features(again.landmarks[None]),
-                               landmarks.features(hand.landmarks[None]), atol=0.25)
+    np.testing.assert_allclose(
+        landmarks.features(again.landmarks[None]),
+        landmarks.features(hand.landmarks[None]),
+        atol=0.25,
+    )
 
 
 @pytest.mark.skipif(not REAL_DEV.is_dir(), reason="the real photos are absent")
@@ -155,8 +176,11 @@ def test_a_followed_hand_reads_as_a_detected_one_and_is_lost_when_gone(finder):
     followed = finder.follow(moved, hand)
     side = max(rgb.shape[:2])
     assert np.abs(followed.landmarks[:, :2] - detected.landmarks[:, :2]).mean() < 0.01 * side
-    np.testing.assert_allclose(landmarks.features(followed.landmarks[None]),
-                               landmarks.features(detected.landmarks[None]), atol=0.25)
+    np.testing.assert_allclose(
+        landmarks.features(followed.landmarks[None]),
+        landmarks.features(detected.landmarks[None]),
+        atol=0.25,
+    )
     assert finder.follow(np.full_like(rgb, 255), hand) is None
 
 
@@ -196,7 +220,7 @@ def test_tiles_cover_a_large_frame_and_skip_a_small_one(finder):
     covered = np.zeros((height, width), int)
     for top, left, s in tiles:
         assert s == side and 0 <= top <= height - s and 0 <= left <= width - s
-        covered[top:top + s, left:left + s] += 1
+        covered[top : top + s, left : left + s] += 1
     assert covered.min() >= 1
     # Neighbours overlap by half a tile or more, so a hand up to half a tile wide lies whole
     # in one of them.
@@ -219,8 +243,9 @@ def test_a_small_far_hand_is_found_in_the_tiles(finder):
     assert finder.palms(frame) == []
     (far,) = finder.hands(frame)
     assert (far.landmarks[:, 0] > 1040).all() and (far.landmarks[:, 1] > 690).all()
-    shape = np.abs(landmarks.normalised(far.landmarks[None])
-                   - landmarks.normalised(near.landmarks[None]))
+    shape = np.abs(
+        landmarks.normalised(far.landmarks[None]) - landmarks.normalised(near.landmarks[None])
+    )
     assert shape.mean() < 0.08  # in palm lengths (wrist to middle knuckle)
 
 
@@ -228,8 +253,9 @@ def test_a_small_far_hand_is_found_in_the_tiles(finder):
 def test_live_follows_both_of_two_hands_and_keeps_them_apart(finder):
     from rps.live import REDETECT_EVERY, Hands
 
-    photos = [np.asarray(Image.open(p).convert("RGB"))
-              for p in sorted((REAL_DEV / "rock").iterdir())[:2]]
+    photos = [
+        np.asarray(Image.open(p).convert("RGB")) for p in sorted((REAL_DEV / "rock").iterdir())[:2]
+    ]
     pair = np.concatenate(photos, axis=1)
     calls = []
     palms = finder.palms
@@ -241,7 +267,7 @@ def test_live_follows_both_of_two_hands_and_keeps_them_apart(finder):
         assert all(len(found) == 2 and not hands.same_hand(*found) for found in seen)
         # One photo replaced by grey: that hand is lost, and the search runs again.
         alone = pair.copy()
-        alone[:, photos[0].shape[1]:] = 128
+        alone[:, photos[0].shape[1] :] = 128
         assert len(video(alone)) == 1 and len(calls) == 2
     finally:
         del finder.palms
@@ -257,15 +283,17 @@ def test_a_hand_in_the_dark_is_found_once_brightened(finder):
     # The served model passes the same pixels as 0-255 floats.
     (served,) = finder.hands(dark.astype(np.float32))
     np.testing.assert_allclose(served.landmarks, found.landmarks, atol=0.01 * max(rgb.shape))
-    shape = np.abs(landmarks.normalised(found.landmarks[None])
-                   - landmarks.normalised(lit.landmarks[None]))
+    shape = np.abs(
+        landmarks.normalised(found.landmarks[None]) - landmarks.normalised(lit.landmarks[None])
+    )
     assert shape.mean() < 0.08
 
 
 @pytest.mark.skipif(not REAL_DEV.is_dir(), reason="the real photos are absent")
 def test_two_hands_are_both_found_once_each_surest_first(finder):
-    photos = [np.asarray(Image.open(p).convert("RGB"))
-              for p in sorted((REAL_DEV / "rock").iterdir())[:2]]
+    photos = [
+        np.asarray(Image.open(p).convert("RGB")) for p in sorted((REAL_DEV / "rock").iterdir())[:2]
+    ]
     pair = np.concatenate(photos, axis=1)
     found = finder.hands(pair)
     assert len(found) == 2
@@ -285,21 +313,33 @@ def test_finder_finds_no_hand_in_a_blank_or_noisy_image(finder):
 
 @pytest.mark.slow
 @pytest.mark.integration
-@pytest.mark.skipif(not (SHARED / "train").is_dir() or not REAL_DEV.is_dir(),
-                    reason="the renders or the real photos are absent")
+@pytest.mark.skipif(
+    not (SHARED / "train").is_dir() or not REAL_DEV.is_dir(),
+    reason="the renders or the real photos are absent",
+)
 def test_trained_on_renders_it_reads_real_hands(tmp_path):
     """The whole product path: train on the renders only, then score the real photos with
     evaluate.py, where an image with no hand found counts as wrong."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = run_cli("data=folder", f"data.root={SHARED}",
-                   f"tracking.uri={uri}", f"hydra.run.dir={tmp_path / 'run'}", timeout=1800)
+    proc = run_cli(
+        "data=folder",
+        f"data.root={SHARED}",
+        f"tracking.uri={uri}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test_accuracy"] >= 0.99
     assert "hands: no hand found in" in proc.stdout + proc.stderr
     out = tmp_path / "eval"
-    proc = run_cli(f"model_path={tmp_path / 'run'}", f"data.root={REAL_DEV}",
-                   f"hydra.run.dir={out}", script="evaluate.py", timeout=1800)
+    proc = run_cli(
+        f"model_path={tmp_path / 'run'}",
+        f"data.root={REAL_DEV}",
+        f"hydra.run.dir={out}",
+        script="evaluate.py",
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "evaluation.json").read_text())
     print({k: result[k] for k in ("accuracy", "no_hand", "recall")})
@@ -313,15 +353,22 @@ def test_trained_on_renders_it_reads_real_hands(tmp_path):
     frames.mkdir()
     for source in sorted((REAL_DEV / "paper").iterdir())[:5]:
         Image.open(source).save(frames / f"{source.stem}.png")
-    pair = [Image.open(p).convert("RGB").resize((320, 240))
-            for p in sorted((REAL_DEV / "rock").iterdir())[:2]]
+    pair = [
+        Image.open(p).convert("RGB").resize((320, 240))
+        for p in sorted((REAL_DEV / "rock").iterdir())[:2]
+    ]
     two = Image.new("RGB", (640, 240))
     two.paste(pair[0], (0, 0))
     two.paste(pair[1], (320, 0))
     two.save(frames / "zy_two_hands.png")
     Image.new("RGB", (300, 200), (255, 255, 255)).save(frames / "zz_blank.png")
-    proc = run_cli(f"model_path={tmp_path / 'run'}", f"source={frames}", "headless=true",
-                   f"hydra.run.dir={tmp_path / 'live'}", script="live.py")
+    proc = run_cli(
+        f"model_path={tmp_path / 'run'}",
+        f"source={frames}",
+        "headless=true",
+        f"hydra.run.dir={tmp_path / 'live'}",
+        script="live.py",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(tmp_path / "live" / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -333,8 +380,10 @@ def test_trained_on_renders_it_reads_real_hands(tmp_path):
     # an empty cache and no package index to fetch from.
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("rps").experiment_id])
-    photos = [np.asarray(Image.open(p).convert("RGB").resize((320, 240)))
-              for p in sorted((REAL_DEV / "scissors").iterdir())[:4]]
+    photos = [
+        np.asarray(Image.open(p).convert("RGB").resize((320, 240)))
+        for p in sorted((REAL_DEV / "scissors").iterdir())[:4]
+    ]
     offline = {"RPS_CACHE_DIR": str(tmp_path / "empty"), "PIP_INDEX_URL": "http://127.0.0.1:9"}
     with served_model(f"runs:/{run.info.run_id}/model", uri, offline) as url:
         rows = post_images(url, np.stack([*photos, np.full_like(photos[0], 255)]))
@@ -343,25 +392,44 @@ def test_trained_on_renders_it_reads_real_hands(tmp_path):
     assert sum(rows[0][name] for name in ("paper", "rock", "scissors")) == pytest.approx(1)
 
     # An ensemble of two seeds (the landmarks come from the cache the first job filled).
-    proc = run_cli("data=folder", f"data.root={SHARED}", "trainer.seed=1",
-                   f"tracking.uri={uri}", f"hydra.run.dir={tmp_path / 'seed1'}", timeout=1800)
+    proc = run_cli(
+        "data=folder",
+        f"data.root={SHARED}",
+        "trainer.seed=1",
+        f"tracking.uri={uri}",
+        f"hydra.run.dir={tmp_path / 'seed1'}",
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     second = json.loads((tmp_path / "seed1" / "metrics.json").read_text())
     runs = [r.info.run_id for r in client.search_runs([run.info.experiment_id])]
-    proc = run_cli(f"runs=[{','.join(runs)}]", f"tracking.uri={uri}",
-                   f"hydra.run.dir={tmp_path / 'ensemble'}", script="ensemble.py",
-                   timeout=1800)
+    proc = run_cli(
+        f"runs=[{','.join(runs)}]",
+        f"tracking.uri={uri}",
+        f"hydra.run.dir={tmp_path / 'ensemble'}",
+        script="ensemble.py",
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     combined = json.loads((tmp_path / "ensemble" / "metrics.json").read_text())
-    assert combined["test_accuracy"] >= min(metrics["test_accuracy"],
-                                            second["test_accuracy"]) - 0.01
-    proc = run_cli(f"model_path={tmp_path / 'ensemble'}", f"data.root={REAL_DEV}",
-                   f"hydra.run.dir={tmp_path / 'eval-ensemble'}", script="evaluate.py",
-                   timeout=1800)
+    assert (
+        combined["test_accuracy"] >= min(metrics["test_accuracy"], second["test_accuracy"]) - 0.01
+    )
+    proc = run_cli(
+        f"model_path={tmp_path / 'ensemble'}",
+        f"data.root={REAL_DEV}",
+        f"hydra.run.dir={tmp_path / 'eval-ensemble'}",
+        script="evaluate.py",
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     scored = json.loads((tmp_path / "eval-ensemble" / "evaluation.json").read_text())
-    print({"ensemble": scored["accuracy"], "members": [metrics["test_accuracy"],
-                                                       second["test_accuracy"]]})
+    print(
+        {
+            "ensemble": scored["accuracy"],
+            "members": [metrics["test_accuracy"], second["test_accuracy"]],
+        }
+    )
     assert scored["accuracy"] >= 0.97
 
 
@@ -377,14 +445,21 @@ def test_with_two_hands_the_predictor_keeps_the_surest_reading(finder):
     names = ["paper", "rock", "scissors"]
     head = model_lib.build(config.to_object(compose_cfg()), len(names)).inference
     predictor = Predictor(head, names, finder)
-    photos = [np.asarray(Image.open(sorted((REAL_DEV / name).iterdir())[0]).convert("RGB"))
-              for name in ("rock", "paper")]
+    photos = [
+        np.asarray(Image.open(sorted((REAL_DEV / name).iterdir())[0]).convert("RGB"))
+        for name in ("rock", "paper")
+    ]
     for pair in (np.concatenate(photos, axis=1), np.concatenate(photos[::-1], axis=1)):
         found = finder.hands(pair)
         assert len(found) == 2
-        each = scores.softmax(np.asarray(head.predict(
-            landmarks.features(np.stack([hand.landmarks for hand in found])), verbose=0),
-            np.float64))
+        each = scores.softmax(
+            np.asarray(
+                head.predict(
+                    landmarks.features(np.stack([hand.landmarks for hand in found])), verbose=0
+                ),
+                np.float64,
+            )
+        )
         assert not np.allclose(each[0], each[1])
         surest = max((0, 1), key=lambda i: surety(found[i].score, each[i]))
         np.testing.assert_allclose(predictor.probabilities([pair])[0], each[surest], atol=1e-5)
@@ -397,10 +472,15 @@ def test_an_image_folder_without_any_hand_is_one_paragraph(tmp_path):
             (root / split / name).mkdir(parents=True)
             for i in range(count):
                 Image.new("RGB", (64, 64), (255, 255, 255)).save(
-                    root / split / name / f"{name}_{i}.png")
-    proc = run_cli("data=folder", f"data.root={root}",
-                   "data.val_groups=false", "data.val_fraction=0.5",
-                   f"hydra.run.dir={tmp_path / 'run'}")
+                    root / split / name / f"{name}_{i}.png"
+                )
+    proc = run_cli(
+        "data=folder",
+        f"data.root={root}",
+        "data.val_groups=false",
+        "data.val_fraction=0.5",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert proc.returncode == 2
     assert "no hand was found in any training image" in proc.stderr.replace("\n", " ")
     assert "Traceback" not in proc.stderr

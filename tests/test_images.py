@@ -16,11 +16,16 @@ def pixels(img: Image.Image) -> list[tuple[int, ...]]:
 
 
 def test_alpha_is_blended_onto_white_not_dropped():
-    rgba = np.array([[[255, 0, 0, 128], [0, 0, 255, 64], [0, 0, 0, 0], [10, 20, 30, 255]]],
-                    dtype=np.uint8)
+    rgba = np.array(
+        [[[255, 0, 0, 128], [0, 0, 255, 64], [0, 0, 0, 0], [10, 20, 30, 255]]], dtype=np.uint8
+    )
     # c * a/255 + 255 * (1 - a/255), rounded
     assert pixels(Image.fromarray(rgba, "RGBA")) == [
-        (255, 127, 127), (191, 191, 255), WHITE, (10, 20, 30)]
+        (255, 127, 127),
+        (191, 191, 255),
+        WHITE,
+        (10, 20, 30),
+    ]
 
 
 def test_alpha_survives_a_png_round_trip(tmp_path):
@@ -51,7 +56,10 @@ def test_palette_with_and_without_transparency(tmp_path):
 
 def test_grey_and_one_bit():
     assert pixels(Image.fromarray(np.array([[0, 77, 255]], dtype=np.uint8), "L")) == [
-        (0, 0, 0), (77, 77, 77), WHITE]
+        (0, 0, 0),
+        (77, 77, 77),
+        WHITE,
+    ]
     assert pixels(Image.new("1", (1, 1), 1)) == [WHITE]
 
 
@@ -107,9 +115,9 @@ def banded(width: int, height: int) -> np.ndarray:
     img[:] = GREEN
     band = abs(width - height) // 2
     if width > height:
-        img[:, :band], img[:, width - band:] = RED, BLUE
+        img[:, :band], img[:, width - band :] = RED, BLUE
     else:
-        img[:band], img[height - band:] = RED, BLUE
+        img[:band], img[height - band :] = RED, BLUE
     return img
 
 
@@ -146,7 +154,7 @@ def test_data_and_live_paths_crop_a_300x200_photo_to_the_same_unsquashed_square(
 
     yy, xx = np.mgrid[:200, :300]
     photo = np.full((200, 300, 3), 255, dtype=np.uint8)
-    photo[(yy - 100) ** 2 + (xx - 150) ** 2 < 60 ** 2] = BLUE
+    photo[(yy - 100) ** 2 + (xx - 150) ** 2 < 60**2] = BLUE
     Image.fromarray(photo).save(tmp_path / "photo.png")
 
     trained = fit(read_rgb(tmp_path / "photo.png"), 64)

@@ -40,32 +40,56 @@ print("done", flush=True)
 
 
 def test_a_swallowed_ctrl_c_is_raised_again_at_the_next_batch():
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, check=False,
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split("\n")[:3] == ["went on", "raised at the next batch", "done"]
     assert "KeyboardInterrupt" in proc.stderr  # Python's "Exception ignored in __del__"
 
 
 @pytest.mark.parametrize("sweep", [False, True], ids=["job", "sweep"])
-def test_ctrl_c_kills_the_run_keeps_its_checkpoint_and_says_how_to_resume(sweep, tmp_path,
-                                                                          mlflow_store):
+def test_ctrl_c_kills_the_run_keeps_its_checkpoint_and_says_how_to_resume(
+    sweep, tmp_path, mlflow_store
+):
     """SIGINT to the process group, as a terminal sends Ctrl-C, once epoch 2 is saved."""
     root = make_folder_dataset(tmp_path / "data", n_train=10, n_test=4)
     out = tmp_path / "out"
     where = [f"hydra.sweep.dir={out}", "head.units=8,16"] if sweep else [f"hydra.run.dir={out}"]
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "run.py"), *(["-m"] if sweep else []), "data=folder",
-         f"data.root={root}", "backbone=mobilenet_v2", "backbone.weights=null",
-         "backbone.input_size=32", "trainer.batch_size=8", "trainer.epochs=500",
-         "cache.enabled=false", "finetune=none", *where],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        [
+            sys.executable,
+            str(REPO / "run.py"),
+            *(["-m"] if sweep else []),
+            "data=folder",
+            f"data.root={root}",
+            "backbone=mobilenet_v2",
+            "backbone.weights=null",
+            "backbone.input_size=32",
+            "trainer.batch_size=8",
+            "trainer.epochs=500",
+            "cache.enabled=false",
+            "finetune=none",
+            *where,
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     folder = out / "0" if sweep else out
     deadline = time.monotonic() + 300
-    while (state := checkpoint.load(folder) if checkpoint.path(folder).exists()
-           else None) is None or state.epoch < 1:
+    while (
+        state := checkpoint.load(folder) if checkpoint.path(folder).exists() else None
+    ) is None or state.epoch < 1:
         assert proc.poll() is None, proc.stderr.read()[-3000:] if proc.stderr else ""
         assert time.monotonic() < deadline
         time.sleep(0.1)

@@ -51,11 +51,12 @@ NO_TRACEBACK = "Traceback"
 
 # --- helpers -------------------------------------------------------------------------------
 
+
 def photos(n: int) -> list[np.ndarray]:
     """n 300x300 BGR photos: the real test images when present, else coloured noise."""
     files = sorted((SHARED / "test").rglob("*.png"))
     if files:
-        picked = files[::max(1, len(files) // n)][:n]
+        picked = files[:: max(1, len(files) // n)][:n]
         return [cv2.resize(read_bgr(p), (300, 300)) for p in picked]
     rng = np.random.default_rng(0)
     return [rng.integers(0, 256, (300, 300, 3), dtype=np.uint8) for _ in range(n)]
@@ -64,7 +65,7 @@ def photos(n: int) -> list[np.ndarray]:
 def on_canvas(photo: np.ndarray) -> np.ndarray:
     frame = np.full((HEIGHT, WIDTH, 3), 128, dtype=np.uint8)
     y, x = (HEIGHT - photo.shape[0]) // 2, (WIDTH - photo.shape[1]) // 2
-    frame[y:y + photo.shape[0], x:x + photo.shape[1]] = photo
+    frame[y : y + photo.shape[0], x : x + photo.shape[1]] = photo
     return frame
 
 
@@ -75,8 +76,9 @@ def read_bgr(path: Path) -> np.ndarray:
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps,
-                             (frames[0].shape[1], frames[0].shape[0]))
+    writer = cv2.VideoWriter(
+        str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (frames[0].shape[1], frames[0].shape[0])
+    )
     assert writer.isOpened()
     for frame in frames:
         writer.write(frame)
@@ -135,17 +137,27 @@ def trained(tmp_path_factory) -> dict:
     root = make_folder_dataset(folder / "data", n_train=8, n_test=2)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     out = folder / "run"
-    proc = run_cli("data=folder", f"data.root={root}", "backbone=efficientnet_lite0",
-                   "backbone.input_size=64", "head=linear",
-                   "aug=none", "finetune=none", "trainer.epochs=2", "trainer.batch_size=8",
-                   f"tracking.uri={uri}", "tracking.register=rps_live",
-                   f"hydra.run.dir={out}")
+    proc = run_cli(
+        "data=folder",
+        f"data.root={root}",
+        "backbone=efficientnet_lite0",
+        "backbone.input_size=64",
+        "head=linear",
+        "aug=none",
+        "finetune=none",
+        "trainer.epochs=2",
+        "trainer.batch_size=8",
+        f"tracking.uri={uri}",
+        "tracking.register=rps_live",
+        f"hydra.run.dir={out}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = logged_runs(uri)
     return {"out": out, "uri": uri, "run_id": run.info.run_id}
 
 
 # --- pure parts ----------------------------------------------------------------------------
+
 
 def test_roi_is_centred_by_default_and_placed_where_asked():
     assert place_roi(RoiConfig(size=100), (320, 400, 3)) == Roi(150, 110, 100)
@@ -155,8 +167,9 @@ def test_roi_is_centred_by_default_and_placed_where_asked():
     np.testing.assert_array_equal(Roi(10, 20, 5).crop(frame), frame[20:25, 10:15])
 
 
-@pytest.mark.parametrize("roi", [RoiConfig(size=321), RoiConfig(size=100, x=301),
-                                 RoiConfig(size=100, y=221)])
+@pytest.mark.parametrize(
+    "roi", [RoiConfig(size=321), RoiConfig(size=100, x=301), RoiConfig(size=100, y=221)]
+)
 def test_an_roi_that_does_not_fit_becomes_the_largest_centred_square(roi):
     assert place_roi(roi, (320, 400, 3)) == Roi(40, 0, 320)
 
@@ -180,8 +193,14 @@ def test_below_the_threshold_the_label_is_uncertain():
 def test_annotate_draws_on_a_copy():
     frame = np.zeros((HEIGHT, WIDTH, 3), dtype=np.uint8)
     roi = Roi(50, 10, 300)
-    out = annotate(frame, roi, ["rock 90%", "30.0 FPS  12 ms"], (0, 255, 0),
-                   [("paper", 0.05), ("rock", 0.9), ("scissors", 0.05)], chosen=1)
+    out = annotate(
+        frame,
+        roi,
+        ["rock 90%", "30.0 FPS  12 ms"],
+        (0, 255, 0),
+        [("paper", 0.05), ("rock", 0.9), ("scissors", 0.05)],
+        chosen=1,
+    )
     assert out.shape == frame.shape and not frame.any()
     assert tuple(out[roi.y + 150, roi.x]) == (0, 255, 0)  # the ROI's left edge
     assert out[:40, :150].any() and out[-100:, :140].any()  # text, and bars at the bottom
@@ -222,8 +241,9 @@ class FakeCamera:
 
 
 def test_a_camera_that_drops_frames_goes_on_and_one_that_stops_ends(caplog):
-    source = CaptureSource(FakeCamera([True, False, True, True] + [False] * 40), "camera 7",
-                           live=True)
+    source = CaptureSource(
+        FakeCamera([True, False, True, True] + [False] * 40), "camera 7", live=True
+    )
     assert [f.index for f in source] == [0, 1, 2]
     assert "camera 7 stopped sending frames after 3 frames" in caplog.text
 
@@ -299,9 +319,12 @@ def test_keys_save_the_crop_on_screen_and_quit(tmp_path):
 
 
 def test_capture_starts_paused_with_a_window_and_space_toggles(tmp_path):
-    conf = LiveConfig(mode=LiveMode.capture, label="rock",
-                      data=RootConfig(root=str(tmp_path)),
-                      capture=CaptureConfig(every=2, limit=3))
+    conf = LiveConfig(
+        mode=LiveMode.capture,
+        label="rock",
+        data=RootConfig(root=str(tmp_path)),
+        capture=CaptureConfig(every=2, limit=3),
+    )
     crops = CropWriter(tmp_path / "train" / "rock", "rock")
     capture = Capturer(conf, crops, Meter(), recording=False)
     view = ScriptedView({2: " ", 5: " ", 7: " "})
@@ -314,11 +337,21 @@ def test_capture_starts_paused_with_a_window_and_space_toggles(tmp_path):
 
 # --- the CLI, headless ---------------------------------------------------------------------
 
+
 def test_headless_video_with_model_path(trained, video, tmp_path):
     out, predictions = tmp_path / "annotated.avi", tmp_path / "predictions.csv"
-    proc = live(tmp_path, f"model_path={trained['out']}", f"source={video}", "headless=true",
-                "roi.find=fixed", "roi.size=200", "roi.x=20", "roi.y=40", f"output={out}",
-                f"predictions={predictions}")
+    proc = live(
+        tmp_path,
+        f"model_path={trained['out']}",
+        f"source={video}",
+        "headless=true",
+        "roi.find=fixed",
+        "roi.size=200",
+        "roi.x=20",
+        "roi.y=40",
+        f"output={out}",
+        f"predictions={predictions}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     annotated = read_video(out)
     assert len(annotated) == FRAMES and annotated[0].shape == (HEIGHT, WIDTH, 3)
@@ -332,13 +365,20 @@ def test_headless_video_with_model_path(trained, video, tmp_path):
 
 
 @pytest.mark.parametrize("key", ["run_id", "model_uri"])
-def test_headless_video_with_a_tracked_model_from_the_default_store(key, trained, video,
-                                                                    tmp_path, monkeypatch):
+def test_headless_video_with_a_tracked_model_from_the_default_store(
+    key, trained, video, tmp_path, monkeypatch
+):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
     model = trained["run_id"] if key == "run_id" else "models:/rps_live/1"
     predictions = tmp_path / "predictions.jsonl"
-    proc = live(tmp_path, f"{key}={model}", f"source={video}", "headless=true",
-                "roi.find=fixed", f"predictions={predictions}")
+    proc = live(
+        tmp_path,
+        f"{key}={model}",
+        f"source={video}",
+        "headless=true",
+        "roi.find=fixed",
+        f"predictions={predictions}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     annotated = read_video(tmp_path / "live" / "annotated.mp4")  # the default output
     assert len(annotated) == FRAMES and annotated[0].shape == (HEIGHT, WIDTH, 3)
@@ -353,8 +393,14 @@ def test_a_video_that_breaks_off_ends_cleanly_with_what_was_processed(trained, t
     cut = tmp_path / "cut.avi"
     cut.write_bytes(clip.read_bytes()[: clip.stat().st_size * 6 // 10])
     out, predictions = tmp_path / "annotated.avi", tmp_path / "predictions.csv"
-    proc = live(tmp_path, f"model_path={trained['out']}", f"source={cut}", "headless=true",
-                f"output={out}", f"predictions={predictions}")
+    proc = live(
+        tmp_path,
+        f"model_path={trained['out']}",
+        f"source={cut}",
+        "headless=true",
+        f"output={out}",
+        f"predictions={predictions}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with predictions.open() as f:
         processed = len(list(csv.DictReader(f)))
@@ -366,17 +412,33 @@ def test_a_video_that_breaks_off_ends_cleanly_with_what_was_processed(trained, t
 def test_capture_builds_a_folder_dataset_that_training_reads(video, tmp_path):
     root = tmp_path / "my_rps"
     for label in ("rock", "paper"):
-        proc = live(tmp_path, "mode=capture", f"label={label}", f"data.root={root}",
-                    f"source={video}", "headless=true", "capture.every=4", "roi.size=128")
+        proc = live(
+            tmp_path,
+            "mode=capture",
+            f"label={label}",
+            f"data.root={root}",
+            f"source={video}",
+            "headless=true",
+            "capture.every=4",
+            "roi.size=128",
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
-        proc = live(tmp_path, "mode=capture", f"label={label}", f"data.root={root}",
-                    f"source={video}", "headless=true", "capture.split=test",
-                    "capture.every=1", "capture.limit=2")
+        proc = live(
+            tmp_path,
+            "mode=capture",
+            f"label={label}",
+            f"data.root={root}",
+            f"source={video}",
+            "headless=true",
+            "capture.split=test",
+            "capture.every=1",
+            "capture.limit=2",
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
     crops = sorted((root / "train" / "rock").glob("*.png"))
     assert len(crops) == 3  # frames 0, 4 and 8 of 12
     y, x = (HEIGHT - 128) // 2, (WIDTH - 128) // 2
-    centre = read_video(video)[0][y:y + 128, x:x + 128]
+    centre = read_video(video)[0][y : y + 128, x : x + 128]
     np.testing.assert_array_equal(cv2.imread(str(crops[0])), centre)  # PNG: the crop, exactly
     assert all(cv2.imread(str(p)).shape == (128, 128, 3) for p in crops)
     assert len(list((root / "test" / "paper").glob("*.png"))) == 2
@@ -387,8 +449,8 @@ def test_capture_builds_a_folder_dataset_that_training_reads(video, tmp_path):
     assert data.class_names == ["paper", "rock"] and len(data.test) == 4
 
 
-
 # --- bad input: a paragraph and exit status 2 ----------------------------------------------
+
 
 def assert_user_error(proc, *fragments: str) -> None:
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -411,8 +473,14 @@ def test_by_default_an_image_model_sees_the_hand_square_as_evaluate_does(trained
         cv2.imwrite(str(folder / f"{i}.png"), on_canvas(photo))
     cv2.imwrite(str(folder / "9_blank.png"), np.full((HEIGHT, WIDTH, 3), 255, np.uint8))
     predictions = tmp_path / "predictions.csv"
-    proc = live(tmp_path, f"model_path={trained['out']}", f"source={folder}", "headless=true",
-                "threshold=0", f"predictions={predictions}")
+    proc = live(
+        tmp_path,
+        f"model_path={trained['out']}",
+        f"source={folder}",
+        "headless=true",
+        "threshold=0",
+        f"predictions={predictions}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with predictions.open() as f:
         rows = list(csv.DictReader(f))
@@ -438,19 +506,26 @@ def test_annotate_draws_the_hand():
 
 
 def test_camera_that_cannot_open(trained, tmp_path):
-    proc = live(tmp_path, "source=99", "headless=true", f"model_path={trained['out']}",
-                "roi.find=fixed")
+    proc = live(
+        tmp_path, "source=99", "headless=true", f"model_path={trained['out']}", "roi.find=fixed"
+    )
     assert_user_error(proc, "cannot open camera 99", "source=1", "headless machine")
 
 
 def test_missing_video_file(trained, tmp_path):
-    proc = live(tmp_path, f"source={tmp_path / 'nope.mp4'}", "headless=true",
-                f"model_path={trained['out']}", "roi.find=fixed")
+    proc = live(
+        tmp_path,
+        f"source={tmp_path / 'nope.mp4'}",
+        "headless=true",
+        f"model_path={trained['out']}",
+        "roi.find=fixed",
+    )
     assert_user_error(proc, "no such video file or image folder")
 
 
-def test_the_model_is_checked_first_then_the_source_then_the_display(trained, tmp_path,
-                                                                    monkeypatch):
+def test_the_model_is_checked_first_then_the_source_then_the_display(
+    trained, tmp_path, monkeypatch
+):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     missing = f"source={tmp_path / 'nope.mp4'}"
@@ -462,8 +537,16 @@ def test_the_model_is_checked_first_then_the_source_then_the_display(trained, tm
 
 def test_roi_larger_than_the_frame_crops_the_largest_centred_square(video, tmp_path):
     root = tmp_path / "crops"
-    proc = live(tmp_path, "mode=capture", "label=rock", f"data.root={root}", f"source={video}",
-                "headless=true", "capture.limit=1", "roi.size=400")
+    proc = live(
+        tmp_path,
+        "mode=capture",
+        "label=rock",
+        f"data.root={root}",
+        f"source={video}",
+        "headless=true",
+        "capture.limit=1",
+        "roi.size=400",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "does not fit in the 400x320 frame" in " ".join(proc.stdout.split())
     (crop,) = (root / "train" / "rock").glob("*.png")
@@ -497,8 +580,10 @@ def test_window_without_a_display(trained, video, tmp_path, monkeypatch):
     assert_user_error(proc, "no display", "headless=true")
 
 
-@pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("xdotool")),
-                    reason="the window test needs Xvfb and xdotool (apt-get install xvfb xdotool)")
+@pytest.mark.skipif(
+    not (shutil.which("Xvfb") and shutil.which("xdotool")),
+    reason="the window test needs Xvfb and xdotool (apt-get install xvfb xdotool)",
+)
 def test_window_mode_shows_the_labelled_frame_and_quits_with_q(trained, tmp_path):
     """live.py as a user runs it, in a window (on a virtual display): the window shows the
     annotated frame the video records, and q ends it before the stream does."""
@@ -510,15 +595,29 @@ def test_window_mode_shows_the_labelled_frame_and_quits_with_q(trained, tmp_path
         frame[-1, i % WIDTH] = 255
     clip = write_video(tmp_path / "long.avi", moving)
     display = f":{90 + os.getpid() % 9}"
-    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1024x768x24"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    xvfb = subprocess.Popen(
+        ["Xvfb", display, "-screen", "0", "1024x768x24"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     env = {**os.environ, "DISPLAY": display}
     rows = tmp_path / "rows.csv"
     app = subprocess.Popen(
-        [sys.executable, str(REPO / "live.py"), f"model_path={trained['out']}", f"source={clip}",
-         "roi.find=fixed", f"output={tmp_path / 'shown.avi'}", f"predictions={rows}",
-         f"hydra.run.dir={tmp_path / 'live'}"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            str(REPO / "live.py"),
+            f"model_path={trained['out']}",
+            f"source={clip}",
+            "roi.find=fixed",
+            f"output={tmp_path / 'shown.avi'}",
+            f"predictions={rows}",
+            f"hydra.run.dir={tmp_path / 'live'}",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         window = ""
         deadline = time.monotonic() + 120
@@ -526,12 +625,17 @@ def test_window_mode_shows_the_labelled_frame_and_quits_with_q(trained, tmp_path
             assert app.poll() is None, app.stderr.read()[-3000:]
             assert time.monotonic() < deadline, "no window with frames in 120 s"
             time.sleep(0.5)
-            window = subprocess.run(["xdotool", "search", "--name", "rps live"], env=env,
-                                    capture_output=True, text=True).stdout.split()
+            window = subprocess.run(
+                ["xdotool", "search", "--name", "rps live"], env=env, capture_output=True, text=True
+            ).stdout.split()
             window = window[0] if window else ""
         screen = cv2.cvtColor(np.asarray(ImageGrab.grab(xdisplay=display)), cv2.COLOR_RGB2BGR)
-        subprocess.run(["xdotool", "windowfocus", "--sync", window, "key", "q"], env=env,
-                       check=True, timeout=30)
+        subprocess.run(
+            ["xdotool", "windowfocus", "--sync", window, "key", "q"],
+            env=env,
+            check=True,
+            timeout=30,
+        )
         _, stderr = app.communicate(timeout=60)
     finally:
         app.kill()

@@ -10,9 +10,12 @@ PACKAGE = REPO / "rps"
 def imports(path) -> set[str]:
     """The rps modules a file imports anywhere but under ``if TYPE_CHECKING:``."""
     tree = ast.parse(path.read_text())
-    typing_only = {id(node) for stmt in ast.walk(tree) if isinstance(stmt, ast.If)
-                   and getattr(stmt.test, "id", None) == "TYPE_CHECKING"
-                   for node in ast.walk(stmt)}
+    typing_only = {
+        id(node)
+        for stmt in ast.walk(tree)
+        if isinstance(stmt, ast.If) and getattr(stmt.test, "id", None) == "TYPE_CHECKING"
+        for node in ast.walk(stmt)
+    }
     found = set()
     for node in ast.walk(tree):
         if id(node) in typing_only:
@@ -38,7 +41,7 @@ def cycle(edges: dict[str, set[str]]) -> list[str]:
         state[module] = "open"
         for target in sorted(edges.get(module, ())):
             if state.get(target) == "open":
-                return [*path[path.index(target):], target] if target in path else [target]
+                return [*path[path.index(target) :], target] if target in path else [target]
             if target not in state and (found := visit(target, [*path, target])):
                 return found
         state[module] = "done"

@@ -12,10 +12,18 @@ CLASSES = ["paper", "rock", "scissors"]
 
 
 def history(epochs: int, finetune_from: int | None = None) -> list[dict]:
-    return [{"epoch": i, "stage": 2 if finetune_from is not None and i >= finetune_from else 1,
-             "lr": 1e-3, "loss": 1 / (i + 1), "accuracy": 0.5 + 0.04 * i,
-             "val_loss": 1.2 / (i + 1), "val_accuracy": 0.45 + 0.04 * i}
-            for i in range(epochs)]
+    return [
+        {
+            "epoch": i,
+            "stage": 2 if finetune_from is not None and i >= finetune_from else 1,
+            "lr": 1e-3,
+            "loss": 1 / (i + 1),
+            "accuracy": 0.5 + 0.04 * i,
+            "val_loss": 1.2 / (i + 1),
+            "val_accuracy": 0.45 + 0.04 * i,
+        }
+        for i in range(epochs)
+    ]
 
 
 def solid(colour: tuple[int, int, int], size: int = 32) -> np.ndarray:
@@ -55,8 +63,12 @@ def test_confusion_matrix_rejects_a_shape_that_does_not_match_the_classes(tmp_pa
 
 
 def finetune_markers(fig) -> list[float]:
-    return [line.get_xdata()[0] for ax in fig.axes for line in ax.get_lines()
-            if line.get_label() == plots.FINETUNE_LABEL]
+    return [
+        line.get_xdata()[0]
+        for ax in fig.axes
+        for line in ax.get_lines()
+        if line.get_label() == plots.FINETUNE_LABEL
+    ]
 
 
 def test_learning_curves_mark_fine_tuning_only_when_stage_two_ran(tmp_path):
@@ -73,41 +85,50 @@ def test_learning_curves_mark_fine_tuning_only_when_stage_two_ran(tmp_path):
     png(plots.learning_curves(history(8, finetune_from=5), tmp_path / "curves.png"))
 
 
-@pytest.mark.parametrize("entries", [
-    [{"epoch": 0, "loss": 1.0, "accuracy": 0.5}, {"epoch": 1, "loss": 0.8}],  # no val, gaps
-    [{"epoch": 0, "stage": 2, "val_loss": None}],
-    [],
-])
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [{"epoch": 0, "loss": 1.0, "accuracy": 0.5}, {"epoch": 1, "loss": 0.8}],  # no val, gaps
+        [{"epoch": 0, "stage": 2, "val_loss": None}],
+        [],
+    ],
+)
 def test_learning_curves_survive_missing_metrics(tmp_path, entries):
     png(plots.learning_curves(entries, tmp_path / "curves.png"))
 
 
 def test_learning_curves_plot_only_the_epochs_that_recorded_a_metric():
-    fig = plots._learning_figure([{"epoch": 0, "loss": 1.0, "accuracy": 0.5},
-                                  {"epoch": 1, "loss": 0.8}])
+    fig = plots._learning_figure(
+        [{"epoch": 0, "loss": 1.0, "accuracy": 0.5}, {"epoch": 1, "loss": 0.8}]
+    )
     loss, accuracy = fig.axes
     assert [list(line.get_xdata()) for line in loss.get_lines()] == [[1, 2]]
     assert [list(line.get_xdata()) for line in accuracy.get_lines()] == [[1]]
 
 
 def test_misclassified_grid_draws_one_titled_panel_per_image(tmp_path):
-    fig = plots._misclassified_figure([solid((255, 0, 0))] * 5, ["rock"] * 5, ["paper"] * 5,
-                                      [0.81, 0.5, 0.9, 0.99, 0.6], max_images=36)
+    fig = plots._misclassified_figure(
+        [solid((255, 0, 0))] * 5,
+        ["rock"] * 5,
+        ["paper"] * 5,
+        [0.81, 0.5, 0.9, 0.99, 0.6],
+        max_images=36,
+    )
     assert len(fig.axes) == 5
     assert fig.axes[0].get_title() == "true: rock / pred: paper (0.81)"
     # Near-square: 5 panels fill 2 rows of 3.
     assert fig.axes[4].get_subplotspec().get_geometry()[:2] == (2, 3)
 
-    out = plots.misclassified_grid([solid((255, 0, 0))] * 5, ["rock"] * 5, ["paper"] * 5,
-                                   tmp_path / "grid.png")
+    out = plots.misclassified_grid(
+        [solid((255, 0, 0))] * 5, ["rock"] * 5, ["paper"] * 5, tmp_path / "grid.png"
+    )
     pixels = np.asarray(png(out)).reshape(-1, 3)
     assert ((pixels[:, 0] > 240) & (pixels[:, 1] < 15) & (pixels[:, 2] < 15)).mean() > 0.2
 
 
 def test_misclassified_grid_caps_the_panels_and_says_how_many_exist():
     images = [solid((0, 0, 255), 8)] * 40
-    fig = plots._misclassified_figure(images, ["rock"] * 40, ["scissors"] * 40, None,
-                                      max_images=36)
+    fig = plots._misclassified_figure(images, ["rock"] * 40, ["scissors"] * 40, None, max_images=36)
     assert len(fig.axes) == 36
     assert fig.axes[0].get_title() == "true: rock / pred: scissors"
     assert "40" in fig.get_suptitle() and "36" in fig.get_suptitle()
@@ -121,8 +142,9 @@ def test_misclassified_grid_without_images_still_writes_a_png(tmp_path):
 
 def test_misclassified_grid_rejects_lists_of_different_lengths(tmp_path):
     with pytest.raises(ValueError, match="equal lengths"):
-        plots.misclassified_grid([solid((0, 0, 0))] * 2, ["rock"] * 2, ["paper"],
-                                 tmp_path / "grid.png")
+        plots.misclassified_grid(
+            [solid((0, 0, 0))] * 2, ["rock"] * 2, ["paper"], tmp_path / "grid.png"
+        )
 
 
 def test_comparison_bars_mark_a_failed_job_and_label_the_others(tmp_path):
@@ -144,8 +166,7 @@ def test_comparison_bars_mark_a_failed_job_and_label_the_others(tmp_path):
 def test_comparison_bars_survive_a_sweep_where_every_job_failed(tmp_path):
     fig = plots._comparison_figure(["a", "b"], {"test_accuracy": [None, None]}, "t", "y")
     assert texts(fig) == ["failed", "failed"]
-    png(plots.comparison_bars(["a", "b"], {"test_accuracy": [None, None]},
-                              tmp_path / "bars.png"))
+    png(plots.comparison_bars(["a", "b"], {"test_accuracy": [None, None]}, tmp_path / "bars.png"))
 
 
 def test_comparison_bars_need_one_value_per_label(tmp_path):

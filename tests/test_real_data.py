@@ -14,25 +14,38 @@ from pathlib import Path
 import pytest
 from conftest import SHARED, run_cli
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration,
-              pytest.mark.skipif(not (SHARED / "test").is_dir(), reason=f"{SHARED} is absent")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.integration,
+    pytest.mark.skipif(not (SHARED / "test").is_dir(), reason=f"{SHARED} is absent"),
+]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("real")
-    proc = run_cli("data=folder", f"data.root={SHARED}", "backbone=efficientnet_lite0",
-                   "finetune=none", "aug=strong",
-                   f"hydra.run.dir={folder / 'run'}",
-                   f"tracking.uri=sqlite:///{folder / 'mlflow.db'}", timeout=1800)
+    proc = run_cli(
+        "data=folder",
+        f"data.root={SHARED}",
+        "backbone=efficientnet_lite0",
+        "finetune=none",
+        "aug=strong",
+        f"hydra.run.dir={folder / 'run'}",
+        f"tracking.uri=sqlite:///{folder / 'mlflow.db'}",
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return folder / "run"
 
 
 def test_frozen_backbone_reaches_097_on_the_test_split(trained):
     metrics = json.loads((trained / "metrics.json").read_text())
-    print({k: metrics[k] for k in ("test_accuracy", "best_val_accuracy", "train_seconds",
-                                   "total_seconds")})
+    print(
+        {
+            k: metrics[k]
+            for k in ("test_accuracy", "best_val_accuracy", "train_seconds", "total_seconds")
+        }
+    )
     assert metrics["num_test"] == 372 and metrics["num_train"] + metrics["num_val"] == 2520
     assert metrics["test_accuracy"] >= 0.97
 
@@ -42,9 +55,16 @@ def test_live_on_the_test_folder_scores_what_training_scored(trained, tmp_path):
     colour mix-up or another crop would show as a different accuracy."""
     tested = json.loads((trained / "metrics.json").read_text())["test_accuracy"]
     predictions = tmp_path / "predictions.csv"
-    proc = run_cli(f"model_path={trained}", f"source={SHARED / 'test'}", "headless=true",
-                   "roi.find=fixed", "threshold=0", f"predictions={predictions}",
-                   f"hydra.run.dir={tmp_path / 'live'}", script="live.py")
+    proc = run_cli(
+        f"model_path={trained}",
+        f"source={SHARED / 'test'}",
+        "headless=true",
+        "roi.find=fixed",
+        "threshold=0",
+        f"predictions={predictions}",
+        f"hydra.run.dir={tmp_path / 'live'}",
+        script="live.py",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with predictions.open() as f:
         rows = list(csv.DictReader(f))

@@ -43,8 +43,14 @@ def test_the_tfds_download_offline(tmp_path, monkeypatch):
         raise OSError(101, "Network is unreachable")
 
     monkeypatch.setattr(socket, "create_connection", unreachable)
-    err = refused_job(tmp_path, "data=rps", f"data.tfds_dir={tmp_path / 'tfds'}",
-                      "backbone=mobilenet_v2", "backbone.weights=null", *TINY)
+    err = refused_job(
+        tmp_path,
+        "data=rps",
+        f"data.tfds_dir={tmp_path / 'tfds'}",
+        "backbone=mobilenet_v2",
+        "backbone.weights=null",
+        *TINY,
+    )
     assert isinstance(err, DataError) and "machine may be offline" in str(err)
 
 
@@ -65,14 +71,19 @@ def test_the_imagenet_weights_offline(tmp_path, monkeypatch, data):
 
     monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path / "keras"))
     monkeypatch.setattr(file_utils, "urlretrieve", refuse)
-    err = refused_job(tmp_path, "data=folder", f"data.root={data}", "backbone=mobilenet_v2",
-                      *TINY)
+    err = refused_job(tmp_path, "data=folder", f"data.root={data}", "backbone=mobilenet_v2", *TINY)
     assert isinstance(err, WeightsError) and "offline" in str(err)
 
 
 def test_a_class_with_no_readable_image(tmp_path, data):
     for image in (data / "train" / "rock").iterdir():
         image.write_bytes(b"not an image")
-    err = refused_job(tmp_path, "data=folder", f"data.root={data}", "backbone=mobilenet_v2",
-                      "backbone.weights=null", *TINY)
+    err = refused_job(
+        tmp_path,
+        "data=folder",
+        f"data.root={data}",
+        "backbone=mobilenet_v2",
+        "backbone.weights=null",
+        *TINY,
+    )
     assert isinstance(err, DataError) and "rock" in str(err)

@@ -14,8 +14,13 @@ from rps import checkpoint, config, logged_model, resume, tracking, train
 from rps import data as data_lib
 from rps.errors import ConfigError, UserError
 
-TINY = ["backbone=mobilenet_v2", "backbone.weights=null", "backbone.input_size=32",
-        "trainer.batch_size=8", "trainer.patience=null"]
+TINY = [
+    "backbone=mobilenet_v2",
+    "backbone.weights=null",
+    "backbone.input_size=32",
+    "trainer.batch_size=8",
+    "trainer.patience=null",
+]
 STAGE1_EPOCHS, STAGE2_EPOCHS = 12, 2
 
 
@@ -35,9 +40,22 @@ def test_a_killed_sweep_job_resumes_into_its_run(root, tmp_path, mlflow_store):
     sweep_dir = tmp_path / "sweep"
     out = sweep_dir / "0"
     killed = kill_after_checkpoint(
-        ["-m", "data=folder", f"data.root={root}", *TINY, f"trainer.epochs={STAGE1_EPOCHS}",
-         "cache.enabled=false", "finetune=top", f"finetune.epochs={STAGE2_EPOCHS}",
-         "finetune.layers=6", "head.units=8", f"hydra.sweep.dir={sweep_dir}"], out, 2)
+        [
+            "-m",
+            "data=folder",
+            f"data.root={root}",
+            *TINY,
+            f"trainer.epochs={STAGE1_EPOCHS}",
+            "cache.enabled=false",
+            "finetune=top",
+            f"finetune.epochs={STAGE2_EPOCHS}",
+            "finetune.layers=6",
+            "head.units=8",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        out,
+        2,
+    )
     assert killed.stage == 1 and killed.epoch < STAGE1_EPOCHS - 1
 
     client = MlflowClient(mlflow_store)
@@ -45,8 +63,7 @@ def test_a_killed_sweep_job_resumes_into_its_run(root, tmp_path, mlflow_store):
     (child,) = client.search_runs([experiment], f"tags.`{tracking.PARENT_TAG}` != ''")
     assert child.info.status == "RUNNING"
 
-    resumed = run_cli(f"trainer.resume={child.info.run_id}",
-                      f"hydra.run.dir={tmp_path / 'resume'}")
+    resumed = run_cli(f"trainer.resume={child.info.run_id}", f"hydra.run.dir={tmp_path / 'resume'}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     # Keras counts on from the checkpoint: the first epoch it runs is the one after it.
     assert f"Epoch {killed.epoch + 2}/{STAGE1_EPOCHS}" in resumed.stdout
@@ -66,7 +83,7 @@ def test_a_killed_sweep_job_resumes_into_its_run(root, tmp_path, mlflow_store):
         assert key in run.data.metrics, key
     local = json.loads((out / "metrics.json").read_text())
     assert [h["epoch"] for h in local["history"]] == list(range(total))
-    assert local["history"][:killed.epoch + 1] == killed.history
+    assert local["history"][: killed.epoch + 1] == killed.history
     loaded = logged_model.load(run.info.run_id, tracking_uri=mlflow_store)
     assert loaded.class_names == ["paper", "rock", "scissors"]
     assert not checkpoint.path(out).exists()
@@ -80,8 +97,10 @@ class Killed(Exception):
 
 
 def training_state(model: keras.Model) -> list[np.ndarray]:
-    return [keras.ops.convert_to_numpy(v)
-            for v in (*model.trainable_weights, *model.optimizer.variables)]
+    return [
+        keras.ops.convert_to_numpy(v)
+        for v in (*model.trainable_weights, *model.optimizer.variables)
+    ]
 
 
 class Kill(keras.callbacks.Callback):
@@ -110,14 +129,21 @@ class Probe(keras.callbacks.Callback):
         self.state = self.state or training_state(self.model)
 
 
-@pytest.mark.parametrize("at,finetune", [
-    (1, ["finetune=none"]),
-    (3, ["finetune=top", "finetune.epochs=2", "finetune.layers=6"]),
-], ids=["stage1-on-features", "stage2"])
+@pytest.mark.parametrize(
+    "at,finetune",
+    [
+        (1, ["finetune=none"]),
+        (3, ["finetune=top", "finetune.epochs=2", "finetune.layers=6"]),
+    ],
+    ids=["stage1-on-features", "stage2"],
+)
 def test_checkpoint_round_trip(root, tmp_path, at, finetune):
     """Stage 1 runs epochs 0-2 on cached features, stage 2 (if any) epochs 3-4 on images."""
-    cfg = config.to_object(compose_cfg("data=folder", f"data.root={root}", *TINY,
-                                       "trainer.epochs=3", "head.units=8", *finetune))
+    cfg = config.to_object(
+        compose_cfg(
+            "data=folder", f"data.root={root}", *TINY, "trainer.epochs=3", "head.units=8", *finetune
+        )
+    )
     data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed)
     store = cache_lib.of(cfg.cache)
     kill = Kill(at)
@@ -127,14 +153,18 @@ def test_checkpoint_round_trip(root, tmp_path, at, finetune):
     assert (state.epoch, state.stage, state.stage_done) == (at, 1 if at < 3 else 2, False)
 
     probe = Probe()
-    _, fitted = fit(cfg, data, callbacks=[probe], cache=store, checkpoints=tmp_path,
-                    resume=state)
+    _, fitted = fit(cfg, data, callbacks=[probe], cache=store, checkpoints=tmp_path, resume=state)
     assert len(probe.state) == len(kill.state) > 2
     for saved, restored in zip(kill.state, probe.state, strict=True):
         np.testing.assert_array_equal(saved, restored)
     assert [(h["epoch"], h["stage"]) for h in fitted.history] == [
-        (0, 1), (1, 1), (2, 1), (3, 2), (4, 2)][:cfg.trainer.epochs + (at == 3) * 2]
-    assert fitted.history[:at + 1] == state.history
+        (0, 1),
+        (1, 1),
+        (2, 1),
+        (3, 2),
+        (4, 2),
+    ][: cfg.trainer.epochs + (at == 3) * 2]
+    assert fitted.history[: at + 1] == state.history
 
 
 def test_early_stopping_counters_carry_over():
@@ -156,16 +186,18 @@ def test_a_live_run_cannot_be_resumed(tmp_path):
 
 def interrupted_run(client: MlflowClient, folder: Path, status: str = "KILLED") -> str:
     experiment = client.create_experiment("rps")
-    run = client.create_run(experiment, tags={"output_dir": str(folder),
-                                              "overrides": "[]"})
+    run = client.create_run(experiment, tags={"output_dir": str(folder), "overrides": "[]"})
     client.set_terminated(run.info.run_id, status)
     return run.info.run_id
 
 
-@pytest.mark.parametrize("status,needle", [
-    ("KILLED", "has no checkpoint"),
-    ("FINISHED", "is FINISHED: there is nothing to resume"),
-])
+@pytest.mark.parametrize(
+    "status,needle",
+    [
+        ("KILLED", "has no checkpoint"),
+        ("FINISHED", "is FINISHED: there is nothing to resume"),
+    ],
+)
 def test_runs_that_cannot_resume_are_refused(tmp_path, mlflow_store, status, needle):
     run_id = interrupted_run(MlflowClient(mlflow_store), tmp_path, status)
     with pytest.raises(UserError, match=needle):

@@ -20,9 +20,17 @@ from rps import logged_model, tracking
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> list[str]:
     root = make_folder_dataset(tmp_path_factory.mktemp("data"))
-    return ["data=folder", f"data.root={root}", "backbone=efficientnet_lite0",
-            "backbone.weights=null", "backbone.input_size=32", "trainer.epochs=1",
-            "trainer.batch_size=8", "aug=none", "finetune=none"]
+    return [
+        "data=folder",
+        f"data.root={root}",
+        "backbone=efficientnet_lite0",
+        "backbone.weights=null",
+        "backbone.input_size=32",
+        "trainer.epochs=1",
+        "trainer.batch_size=8",
+        "aug=none",
+        "finetune=none",
+    ]
 
 
 def sweep_runs(uri: str):
@@ -42,8 +50,14 @@ def hydra_cfg(*overrides: str):
 
 @pytest.mark.slow
 def test_joblib_runs_jobs_at_once_into_one_sqlite_store(tiny, tmp_path, mlflow_store):
-    proc = run_cli("-m", *tiny, "head.units=8,16,32,64,-1", "hydra/launcher=joblib",
-                   "hydra.launcher.n_jobs=4", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    proc = run_cli(
+        "-m",
+        *tiny,
+        "head.units=8,16,32,64,-1",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=4",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 1, output[-3000:]  # the last job is meant to fail
     assert "1 of 5 sweep jobs failed" in proc.stdout
@@ -51,7 +65,11 @@ def test_joblib_runs_jobs_at_once_into_one_sqlite_store(tiny, tmp_path, mlflow_s
     parent, children = sweep_runs(mlflow_store)
     # head.units=-1 does not validate, so it opens no run.
     assert [r.info.run_name for r in children] == [
-        "head.units=8", "head.units=16", "head.units=32", "head.units=64"]
+        "head.units=8",
+        "head.units=16",
+        "head.units=32",
+        "head.units=64",
+    ]
     good = children
     assert {r.info.status for r in good} == {"FINISHED"} == {parent.info.status}
     for run in good:
@@ -63,10 +81,15 @@ def test_joblib_runs_jobs_at_once_into_one_sqlite_store(tiny, tmp_path, mlflow_s
 
 @pytest.mark.slow
 def test_ray_runs_the_jobs_as_ray_tasks(tiny, tmp_path, mlflow_store):
-    proc = run_cli("-m", *tiny, "head.units=8,16", "hydra/launcher=ray",
-                   "++hydra.launcher.ray.init.num_cpus=2",
-                   "++hydra.launcher.ray.init.include_dashboard=false",
-                   f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    proc = run_cli(
+        "-m",
+        *tiny,
+        "head.units=8,16",
+        "hydra/launcher=ray",
+        "++hydra.launcher.ray.init.num_cpus=2",
+        "++hydra.launcher.ray.init.include_dashboard=false",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     assert "Started a local Ray instance" in output
@@ -78,8 +101,11 @@ def test_ray_runs_the_jobs_as_ray_tasks(tiny, tmp_path, mlflow_store):
 
 
 def test_submitit_slurm_launcher_composes():
-    launcher = hydra_cfg("hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu",
-                         "hydra.launcher.gpus_per_node=1").hydra.launcher
+    launcher = hydra_cfg(
+        "hydra/launcher=submitit_slurm",
+        "hydra.launcher.partition=gpu",
+        "hydra.launcher.gpus_per_node=1",
+    ).hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.partition, launcher.gpus_per_node) == ("gpu", 1)
 
@@ -91,20 +117,35 @@ def test_optuna_preset_maximises_validation_accuracy_with_a_seeded_sampler():
     assert (sweeper.direction, sweeper.n_trials) == ("maximize", 20)
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler"
     assert sweeper.sampler.seed is not None
-    assert set(sweeper.params) == {"head.units", "head.depth", "head.dropout", "optimizer.lr",
-                                   "optimizer.label_smoothing"}
+    assert set(sweeper.params) == {
+        "head.units",
+        "head.depth",
+        "head.dropout",
+        "optimizer.lr",
+        "optimizer.label_smoothing",
+    }
 
 
 @pytest.mark.slow
 def test_optuna_search_goes_on_past_a_failed_trial_and_records_the_best(
-        tiny, tmp_path, mlflow_store):
+    tiny, tmp_path, mlflow_store
+):
     sweep_dir = tmp_path / "sweep"
     # Every searched key but head.units is fixed, to stay cheap; with this seed, the two
     # trials draw both of its values.
-    proc = run_cli("-m", *tiny, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
-                   "hydra.sweeper.sampler.seed=42", "head.units=-1,8", "head.depth=1",
-                   "head.dropout=0.0", "optimizer.lr=0.01", "optimizer.label_smoothing=0.1",
-                   f"hydra.sweep.dir={sweep_dir}")
+    proc = run_cli(
+        "-m",
+        *tiny,
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.seed=42",
+        "head.units=-1,8",
+        "head.depth=1",
+        "head.dropout=0.0",
+        "optimizer.lr=0.01",
+        "optimizer.label_smoothing=0.1",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "1 of 2 sweep jobs failed" in proc.stdout
     parent, children = sweep_runs(mlflow_store)
@@ -123,9 +164,16 @@ def test_optuna_search_goes_on_past_a_failed_trial_and_records_the_best(
 
 
 def test_an_optuna_search_whose_every_trial_failed_ends_in_its_summary(
-        tiny, tmp_path, mlflow_store):
-    proc = run_cli("-m", *tiny, "hparams_search=optuna", "hydra.sweeper.n_trials=1",
-                   "head.units=-1", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    tiny, tmp_path, mlflow_store
+):
+    proc = run_cli(
+        "-m",
+        *tiny,
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=1",
+        "head.units=-1",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
     assert proc.returncode == 1
     assert "1 of 1 sweep jobs failed" in proc.stdout and "Traceback" not in proc.stderr
     assert "head.units=-1 is out of range" in proc.stdout + proc.stderr
@@ -139,10 +187,23 @@ def server(tmp_path):
     """``make mlflow-server`` on a free loopback port, its store in a temporary folder."""
     port = free_port()
     proc = subprocess.Popen(
-        ["make", "-s", "-C", str(REPO), "-o", ".venv/.installed", "mlflow-server",
-         f"PORT={port}", f"SERVER_DIR={tmp_path / 'server'}",
-         f"BIN={Path(sys.executable).parent}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        [
+            "make",
+            "-s",
+            "-C",
+            str(REPO),
+            "-o",
+            ".venv/.installed",
+            "mlflow-server",
+            f"PORT={port}",
+            f"SERVER_DIR={tmp_path / 'server'}",
+            f"BIN={Path(sys.executable).parent}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{uri}/health", proc)
@@ -185,9 +246,13 @@ def test_a_job_logs_to_the_tracking_server_model_included(tiny, tmp_path, server
 @pytest.mark.parametrize("multirun", [False, True], ids=["run", "sweep"])
 def test_an_unreachable_server_fails_fast_with_one_paragraph(tiny, tmp_path, multirun):
     started = time.monotonic()
-    proc = run_cli(*(["-m", "head.units=8,16"] if multirun else []), *tiny,
-                   f"tracking.uri=http://127.0.0.1:{free_port()}",
-                   f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    proc = run_cli(
+        *(["-m", "head.units=8,16"] if multirun else []),
+        *tiny,
+        f"tracking.uri=http://127.0.0.1:{free_port()}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
     assert proc.returncode == 2
     assert "error: cannot reach the MLflow tracking server at http://127.0.0.1:" in proc.stderr
     assert "make mlflow-server" in proc.stderr and "Traceback" not in proc.stderr

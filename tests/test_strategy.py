@@ -29,12 +29,30 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 def test_mirrored_trains_both_stages_on_two_replicas(tmp_path, mlflow_store):
     root = make_folder_dataset(tmp_path / "data", n_train=8, n_test=2)
     proc = subprocess.run(
-        [sys.executable, "-c", TWO_CPUS, str(REPO / "run.py"), "data=folder",
-         f"data.root={root}", "data.val_fraction=0.25", "backbone=efficientnet_lite0",
-         "backbone.weights=null", "backbone.input_size=32", "trainer.batch_size=8",
-         "trainer.epochs=2", "finetune=top", "finetune.epochs=1",
-         "finetune.layers=6", "trainer.strategy=mirrored", f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+        [
+            sys.executable,
+            "-c",
+            TWO_CPUS,
+            str(REPO / "run.py"),
+            "data=folder",
+            f"data.root={root}",
+            "data.val_fraction=0.25",
+            "backbone=efficientnet_lite0",
+            "backbone.weights=null",
+            "backbone.input_size=32",
+            "trainer.batch_size=8",
+            "trainer.epochs=2",
+            "finetune=top",
+            "finetune.epochs=1",
+            "finetune.layers=6",
+            "trainer.strategy=mirrored",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search("features: .*train view 1/", proc.stdout)  # stage 1 on the cache
     client = MlflowClient(mlflow_store)

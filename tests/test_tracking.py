@@ -18,9 +18,14 @@ from rps.predictor import Predictor
 
 # A real pretrained backbone (its weights install with rps) on small inputs: it learns the
 # colour-coded classes in a few epochs, so served predictions can be checked for the class.
-SMALL = ["backbone=efficientnet_lite0",
-         "backbone.input_size=64", "trainer.batch_size=8", "head=linear", "aug=none",
-         "finetune=none"]
+SMALL = [
+    "backbone=efficientnet_lite0",
+    "backbone.input_size=64",
+    "trainer.batch_size=8",
+    "head=linear",
+    "aug=none",
+    "finetune=none",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +45,17 @@ def single(root, tmp_path_factory):
     folder = tmp_path_factory.mktemp("single")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     out = folder / "run"
-    proc = run_cli("data=folder", f"data.root={root}", *SMALL, "trainer.epochs=3",
-                   "trainer.patience=null", f"tracking.uri={uri}", "tracking.register=rps_test",
-                   "head.dropout=0.1", f"hydra.run.dir={out}")
+    proc = run_cli(
+        "data=folder",
+        f"data.root={root}",
+        *SMALL,
+        "trainer.epochs=3",
+        "trainer.patience=null",
+        f"tracking.uri={uri}",
+        "tracking.register=rps_test",
+        "head.dropout=0.1",
+        f"hydra.run.dir={out}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = runs(uri)
     return {"uri": uri, "out": out, "run": run, "client": MlflowClient(uri), "log": proc.stdout}
@@ -54,7 +67,8 @@ def test_run_has_params_tags_and_per_epoch_metrics(single, root):
     assert run.info.run_name == (  # what was chosen; file locations are left out
         "data=folder,backbone=efficientnet_lite0,backbone.input_size=64,trainer.batch_size=8,"
         "head=linear,aug=none,finetune=none,trainer.epochs=3,trainer.patience=null,"
-        "head.dropout=0.1")
+        "head.dropout=0.1"
+    )
     params = run.data.params
     assert params["head.dropout"] == "0.1" and params["backbone.name"] == "efficientnet_lite0"
     assert "head.units" not in params and not any(k.startswith("finetune.") for k in params)
@@ -93,11 +107,14 @@ def test_the_experiment_is_model_training_and_the_data_its_runs_inputs(single, r
     assert sum(counts["train"].values()) + sum(counts["val"].values()) == 30
     assert len({d.digest for d in inputs.values()}) == 3
     # MLflow 3.17's UI shows runs in its model-training view, which this link opens.
-    link = (f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/"
-            f"{run.info.run_id}?workflowType=machine_learning")
+    link = (
+        f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/"
+        f"{run.info.run_id}?workflowType=machine_learning"
+    )
     assert f"in mlflow ui: {link}" in single["log"]
     assert tracking.ui_link("http://host:5000/", "7") == (
-        "http://host:5000/#/experiments/7?workflowType=machine_learning")
+        "http://host:5000/#/experiments/7?workflowType=machine_learning"
+    )
 
 
 def test_run_artifacts(single):
@@ -107,8 +124,7 @@ def test_run_artifacts(single):
         return {Path(f.path).name for f in client.list_artifacts(run_id, folder)}
 
     assert {"metrics.json", "class_names.json", "plots", "hydra", "config"} <= names()
-    assert {"confusion_matrix.png", "learning_curves.png", "misclassified.png"} <= names(
-        "plots")
+    assert {"confusion_matrix.png", "learning_curves.png", "misclassified.png"} <= names("plots")
     assert {"config.yaml", "overrides.yaml", "hydra.yaml"} <= names("hydra")
     assert "config.yaml" in names("config")
 
@@ -119,8 +135,9 @@ def test_logged_model_loads_with_class_names_and_matches_the_local_one(single):
     local, local_names = model_lib.load(single["out"])
     assert class_names == local_names == ["paper", "rock", "scissors"]
     images = np.random.default_rng(0).uniform(0, 255, (3, 50, 70, 3)).astype("float32")
-    np.testing.assert_allclose(model.predict(images, verbose=0),
-                               local.predict(images, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(
+        model.predict(images, verbose=0), local.predict(images, verbose=0), atol=1e-5
+    )
 
 
 def test_model_is_registered(single):
@@ -161,25 +178,34 @@ def test_mlflow_models_serve_classifies_image_files_and_pixels(single, root, tmp
     with served_model(f"runs:/{single['run'].info.run_id}/model", single["uri"]) as url:
         pixels = post_images(url, image[None])
         status, as_files = post(url, {"inputs": files})
-        status_named, named = post(url, {"dataframe_split": {"columns": ["image"],
-                                                              "data": [[f] for f in files]}})
+        status_named, named = post(
+            url, {"dataframe_split": {"columns": ["image"], "data": [[f] for f in files]}}
+        )
         scaled = post(url, {"inputs": (image[None] / 255.0).tolist()})
         garbage = post(url, {"inputs": ["bm90IGFuIGltYWdl"]})  # "not an image"
     assert status == status_named == 200, (as_files, named)
-    for row, probs in zip([*pixels, *as_files["predictions"]], [expected[0], *expected],
-                          strict=True):
+    for row, probs in zip(
+        [*pixels, *as_files["predictions"]], [expected[0], *expected], strict=True
+    ):
         np.testing.assert_allclose([row[name] for name in names], probs, atol=1e-4)
         assert row["label"] == names[int(probs.argmax())]
     assert named == as_files
     assert scaled[0] == 400 and "scaled to 0..1" in scaled[1]["message"]
-    assert garbage[0] == 400 and "image 0 is not a base64-encoded image" in garbage[1][
-        "message"]
+    assert garbage[0] == 400 and "image 0 is not a base64-encoded image" in garbage[1]["message"]
 
 
 def test_sweep_has_a_parent_with_children_and_a_summary(root, tmp_path, mlflow_store):
     sweep_dir = tmp_path / "sweep"
-    proc = run_cli("-m", "data=folder", f"data.root={root}", *SMALL, "trainer.epochs=1",
-                   "head=shallow", "head.units=8,16", f"hydra.sweep.dir={sweep_dir}")
+    proc = run_cli(
+        "-m",
+        "data=folder",
+        f"data.root={root}",
+        *SMALL,
+        "trainer.epochs=1",
+        "head=shallow",
+        "head.units=8,16",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = runs(mlflow_store)
     (parent,) = [r for r in found if tracking.PARENT_TAG not in r.data.tags]
@@ -189,8 +215,10 @@ def test_sweep_has_a_parent_with_children_and_a_summary(root, tmp_path, mlflow_s
     assert parent.data.tags["best_run_id"] in {r.info.run_id for r in children}
     summary = (sweep_dir / "summary.csv").read_text().splitlines()
     assert summary[0].startswith("job,head.units,status,val_accuracy,test_accuracy")
-    assert [line.split(",")[:3] for line in summary[1:]] == [["0", "8", "FINISHED"],
-                                                            ["1", "16", "FINISHED"]]
+    assert [line.split(",")[:3] for line in summary[1:]] == [
+        ["0", "8", "FINISHED"],
+        ["1", "16", "FINISHED"],
+    ]
     assert "| job | head.units |" in proc.stdout
     artifacts = {f.path for f in MlflowClient(mlflow_store).list_artifacts(parent.info.run_id)}
     assert {"summary.csv", "summary.md", "summary.png"} <= artifacts
@@ -198,37 +226,44 @@ def test_sweep_has_a_parent_with_children_and_a_summary(root, tmp_path, mlflow_s
 
 def test_a_failing_job_does_not_stop_the_sweep(root, tmp_path, mlflow_store):
     sweep_dir = tmp_path / "sweep"
-    proc = run_cli("-m", "data=folder", f"data.root={root}", *SMALL, "trainer.epochs=1",
-                   "head=shallow", "head.units=-1,8", f"hydra.sweep.dir={sweep_dir}")
+    proc = run_cli(
+        "-m",
+        "data=folder",
+        f"data.root={root}",
+        *SMALL,
+        "trainer.epochs=1",
+        "head=shallow",
+        "head.units=-1,8",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
     assert proc.returncode == 1
     assert "1 of 2 sweep jobs failed" in proc.stdout
     assert "Traceback" not in proc.stderr
     assert "head.units=-1 is out of range" in proc.stdout + proc.stderr
     # The job whose config did not validate opened no run; the summary still lists it.
-    children = {r.info.run_name: r for r in runs(mlflow_store)
-                if tracking.PARENT_TAG in r.data.tags}
+    children = {
+        r.info.run_name: r for r in runs(mlflow_store) if tracking.PARENT_TAG in r.data.tags
+    }
     assert list(children) == ["head.units=8"]
     assert children["head.units=8"].info.status == "FINISHED"
     rows = (sweep_dir / "summary.csv").read_text().splitlines()[1:]
-    assert [row.split(",")[:3] for row in rows] == [["0", "-1", "FAILED"],
-                                                   ["1", "8", "FINISHED"]]
+    assert [row.split(",")[:3] for row in rows] == [["0", "-1", "FAILED"], ["1", "8", "FINISHED"]]
 
 
 @pytest.mark.parametrize("override", ["head.dropout=2", "optimizer.lr=-1"])
 def test_a_config_that_does_not_validate_opens_no_run(root, tmp_path, mlflow_store, override):
-    proc = run_cli("data=folder", f"data.root={root}", override,
-                   f"hydra.run.dir={tmp_path / 'run'}")
+    proc = run_cli(
+        "data=folder", f"data.root={root}", override, f"hydra.run.dir={tmp_path / 'run'}"
+    )
     assert proc.returncode == 2 and override.split("=")[0] in proc.stderr
     assert runs(mlflow_store) == []
 
 
-def test_a_data_error_found_while_decoding_leaves_no_run_and_no_folder(tmp_path,
-                                                                        mlflow_store):
+def test_a_data_error_found_while_decoding_leaves_no_run_and_no_folder(tmp_path, mlflow_store):
     # An unreadable image shows only when decoding: the data loads before the run opens.
     root = make_folder_dataset(tmp_path / "data", n_train=4, n_test=2)
     (root / "train" / "rock" / "broken.png").write_bytes(b"not a png")
-    proc = run_cli("data=folder", f"data.root={root}", *SMALL,
-                   f"hydra.run.dir={tmp_path / 'run'}")
+    proc = run_cli("data=folder", f"data.root={root}", *SMALL, f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 2 and "not readable images" in " ".join(proc.stderr.split())
     assert "broken.png" in proc.stderr and "Traceback" not in proc.stderr
     assert runs(mlflow_store) == []
@@ -240,15 +275,30 @@ def test_jobs_and_sweeps_started_at_once_on_a_new_store_all_succeed(root, tmp_pa
     """Four processes, as four terminals on a fresh clone: each creates MLflow's tables in
     the one new SQLite store unless another has."""
     uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
-    tiny = ["data=folder", f"data.root={root}", "backbone=mobilenet_v2", "backbone.weights=null",
-            "backbone.input_size=32", "trainer.epochs=1", "cache.enabled=false",
-            "finetune=none", f"tracking.uri={uri}"]
+    tiny = [
+        "data=folder",
+        f"data.root={root}",
+        "backbone=mobilenet_v2",
+        "backbone.weights=null",
+        "backbone.input_size=32",
+        "trainer.epochs=1",
+        "cache.enabled=false",
+        "finetune=none",
+        f"tracking.uri={uri}",
+    ]
     commands = [[*tiny, f"hydra.run.dir={tmp_path / f'job{i}'}"] for i in range(2)]
     commands.append(["-m", *tiny, "head.units=8,16", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
     commands.append(["-m", *tiny, "head=linear,deep", f"hydra.sweep.dir={tmp_path / 'other'}"])
-    procs = [subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for args in commands]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(REPO / "run.py"), *args],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in commands
+    ]
     errors = [proc.communicate(timeout=600)[1] for proc in procs]
     for proc, stderr in zip(procs, errors, strict=True):
         assert proc.returncode == 0, stderr[-3000:]
@@ -258,8 +308,14 @@ def test_jobs_and_sweeps_started_at_once_on_a_new_store_all_succeed(root, tmp_pa
 
 
 def test_tracking_can_be_turned_off(root, tmp_path, mlflow_store):
-    proc = run_cli("data=folder", f"data.root={root}", *SMALL, "trainer.epochs=1",
-                   "tracking.enabled=false", f"hydra.run.dir={tmp_path / 'run'}")
+    proc = run_cli(
+        "data=folder",
+        f"data.root={root}",
+        *SMALL,
+        "trainer.epochs=1",
+        "tracking.enabled=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not Path(mlflow_store.removeprefix("sqlite:///")).exists()
     assert (tmp_path / "run" / "model.keras").is_file()
@@ -269,34 +325,53 @@ def test_default_store_is_the_project_root_from_any_directory(tmp_path, monkeypa
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     uri = tracking.store_uri(TrackingConfig(), tmp_path / "project")
     assert uri == f"sqlite:///{tmp_path / 'project' / 'mlflow.db'}"
-    assert tracking.artifact_location(uri, "rps") == (tmp_path / "project" / "mlruns" /
-                                                      "rps").as_uri()
-    assert tracking.store_uri(TrackingConfig(uri="http://127.0.0.1:5000"), tmp_path) == \
-        "http://127.0.0.1:5000"
+    assert (
+        tracking.artifact_location(uri, "rps") == (tmp_path / "project" / "mlruns" / "rps").as_uri()
+    )
+    assert (
+        tracking.store_uri(TrackingConfig(uri="http://127.0.0.1:5000"), tmp_path)
+        == "http://127.0.0.1:5000"
+    )
 
 
 def test_params_are_flattened_and_bounded():
-    flat = tracking.flatten({"head": {"units": 256, "depth": 1}, "data": {"root": "x" * 9000},
-                             "experiment": None})
+    flat = tracking.flatten(
+        {"head": {"units": 256, "depth": 1}, "data": {"root": "x" * 9000}, "experiment": None}
+    )
     assert flat["head.units"] == "256" and flat["experiment"] == "None"
     assert len(flat["data.root"]) == tracking.PARAM_VALUE_CHARS
 
 
 def test_run_names_keep_choices_and_drop_locations():
-    assert tracking.run_name(["head=deep", "data.root=/x", "+aug=strong",
-                              "tracking.uri=sqlite:///x", "hydra.run.dir=y"]) == \
-        "head=deep,aug=strong"
+    assert (
+        tracking.run_name(
+            [
+                "head=deep",
+                "data.root=/x",
+                "+aug=strong",
+                "tracking.uri=sqlite:///x",
+                "hydra.run.dir=y",
+            ]
+        )
+        == "head=deep,aug=strong"
+    )
     assert tracking.run_name(["hydra.run.dir=y"]) == "defaults"
-    assert tracking.run_name(["head=deep", "head.units=8"], varying=["head.units"]) == \
-        "head.units=8"
+    assert (
+        tracking.run_name(["head=deep", "head.units=8"], varying=["head.units"]) == "head.units=8"
+    )
     # Where nothing else says what ran, the data it ran on does.
     assert tracking.run_name(["data.root=/x", "hydra.run.dir=y"]) == "data.root=/x"
     assert tracking.run_name(["data.root=/x", "head=deep"], varying=[]) == "head=deep"
 
 
 def test_a_sweep_whose_every_job_failed_has_a_failed_parent(tmp_path, mlflow_store):
-    proc = run_cli("-m", "data=folder", f"data.root={tmp_path / 'nowhere'}", "head.units=8,16",
-                   f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    proc = run_cli(
+        "-m",
+        "data=folder",
+        f"data.root={tmp_path / 'nowhere'}",
+        "head.units=8,16",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
     assert proc.returncode == 1 and "2 of 2 sweep jobs failed" in proc.stdout
     assert "Traceback" not in proc.stderr
     (parent,) = runs(mlflow_store)  # the jobs' data folder was refused before any opened a run
@@ -304,9 +379,11 @@ def test_a_sweep_whose_every_job_failed_has_a_failed_parent(tmp_path, mlflow_sto
 
 
 def test_best_child_is_chosen_on_validation_not_test():
-    rows = [sweep.Row("0", "a", "FINISHED", 0.90, 0.99, 1.0, "r0", {"head.units": "8"}),
-            sweep.Row("1", "b", "FINISHED", 0.95, 0.80, 1.0, "r1", {"head.units": "16"}),
-            sweep.Row("2", "c", "FAILED", None, None, None, "r2", {"head.units": "-1"})]
+    rows = [
+        sweep.Row("0", "a", "FINISHED", 0.90, 0.99, 1.0, "r0", {"head.units": "8"}),
+        sweep.Row("1", "b", "FINISHED", 0.95, 0.80, 1.0, "r1", {"head.units": "16"}),
+        sweep.Row("2", "c", "FAILED", None, None, None, "r2", {"head.units": "-1"}),
+    ]
     assert sweep.best(rows).run_id == "r1"
     header, body = sweep.table(rows)
     assert header[:2] == ["job", "head.units"] and body[2][2] == "FAILED"

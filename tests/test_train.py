@@ -14,8 +14,13 @@ from rps import config, train
 from rps import data as data_lib
 from rps import model as model_lib
 
-TINY = ["backbone=mobilenet_v2", "backbone.weights=null", "backbone.input_size=32",
-        "trainer.batch_size=8", "finetune=none"]
+TINY = [
+    "backbone=mobilenet_v2",
+    "backbone.weights=null",
+    "backbone.input_size=32",
+    "trainer.batch_size=8",
+    "finetune=none",
+]
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +30,22 @@ def tiny_root(tmp_path_factory) -> Path:
 
 def test_cli_writes_model_metrics_and_hydra_folder(tiny_root, tmp_path):
     out = tmp_path / "run"
-    proc = run_cli("data=folder", f"data.root={tiny_root}", *TINY, "trainer.epochs=2",
-                   f"hydra.run.dir={out}")
+    proc = run_cli(
+        "data=folder", f"data.root={tiny_root}", *TINY, "trainer.epochs=2", f"hydra.run.dir={out}"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("test_accuracy", "test_loss", "best_val_accuracy", "per_class",
-                "confusion_matrix", "num_train", "num_val", "num_test", "train_seconds"):
+    for key in (
+        "test_accuracy",
+        "test_loss",
+        "best_val_accuracy",
+        "per_class",
+        "confusion_matrix",
+        "num_train",
+        "num_val",
+        "num_test",
+        "train_seconds",
+    ):
         assert key in metrics, key
     assert metrics["num_test"] == 12 and metrics["num_train"] + metrics["num_val"] == 36
     assert sum(map(sum, metrics["confusion_matrix"])) == 12
@@ -41,8 +56,15 @@ def test_cli_writes_model_metrics_and_hydra_folder(tiny_root, tmp_path):
 
 
 def test_multirun_sweeps_head_units(tiny_root, tmp_path):
-    proc = run_cli("-m", "data=folder", f"data.root={tiny_root}", *TINY, "trainer.epochs=1",
-                   "head.units=8,16", f"hydra.sweep.dir={tmp_path}")
+    proc = run_cli(
+        "-m",
+        "data=folder",
+        f"data.root={tiny_root}",
+        *TINY,
+        "trainer.epochs=1",
+        "head.units=8,16",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for job, units in ((0, 8), (1, 16)):
         folder = tmp_path / str(job)
@@ -53,8 +75,11 @@ def test_multirun_sweeps_head_units(tiny_root, tmp_path):
 
 
 def test_saved_model_gives_same_logits_in_a_fresh_process(tiny_root, tmp_path):
-    cfg = config.to_object(compose_cfg("data=folder", f"data.root={tiny_root}", *TINY,
-                                       "trainer.epochs=1", "aug=strong"))
+    cfg = config.to_object(
+        compose_cfg(
+            "data=folder", f"data.root={tiny_root}", *TINY, "trainer.epochs=1", "aug=strong"
+        )
+    )
     data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed)
     classifier, _ = fit(cfg, data)
     path = model_lib.save(classifier.inference, data.class_names, tmp_path)
@@ -65,23 +90,40 @@ def test_saved_model_gives_same_logits_in_a_fresh_process(tiny_root, tmp_path):
         "m = keras.models.load_model(sys.argv[1], compile=False)\n"
         "np.save(sys.argv[3], m.predict(np.load(sys.argv[2]), verbose=0))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script, str(path),
-                           str(tmp_path / "images.npy"), str(tmp_path / "after.npy")],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(path),
+            str(tmp_path / "images.npy"),
+            str(tmp_path / "after.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "after.npy"), before, atol=1e-5)
     assert model_lib.load(tmp_path)[1] == data.class_names
 
 
 def test_finetune_continues_the_epoch_count(tiny_root):
-    cfg = config.to_object(compose_cfg("data=folder", f"data.root={tiny_root}", *TINY,
-                                       "trainer.epochs=2", "trainer.patience=null",
-                                       "finetune=top", "finetune.epochs=2",
-                                       "finetune.layers=6"))
+    cfg = config.to_object(
+        compose_cfg(
+            "data=folder",
+            f"data.root={tiny_root}",
+            *TINY,
+            "trainer.epochs=2",
+            "trainer.patience=null",
+            "finetune=top",
+            "finetune.epochs=2",
+            "finetune.layers=6",
+        )
+    )
     data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed)
     classifier, fitted = fit(cfg, data)
-    assert [(h["epoch"], h["stage"]) for h in fitted.history] == [
-        (0, 1), (1, 1), (2, 2), (3, 2)]
+    assert [(h["epoch"], h["stage"]) for h in fitted.history] == [(0, 1), (1, 1), (2, 2), (3, 2)]
     stage2_lr = fitted.history[2]["lr"]
     assert stage2_lr == pytest.approx(cfg.optimizer.lr * cfg.finetune.lr_factor)
     backbone = classifier.backbone
@@ -103,12 +145,15 @@ def test_best_weights_are_restored_with_loss_breaking_ties():
     np.testing.assert_array_equal(model.get_weights()[0], snapshots[2][0])
 
 
-@pytest.mark.parametrize("overrides,needle", [
-    (["head.units=-4"], "head.units"),
-    (["head.dropout=1.5"], "head.dropout"),
-    (["data=folder", "data.root=/nonexistent/rps"], "/nonexistent/rps"),
-    (["data=folder"], "data.root"),
-])
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (["head.units=-4"], "head.units"),
+        (["head.dropout=1.5"], "head.dropout"),
+        (["data=folder", "data.root=/nonexistent/rps"], "/nonexistent/rps"),
+        (["data=folder"], "data.root"),
+    ],
+)
 def test_bad_input_is_one_paragraph_without_traceback(overrides, needle, tmp_path):
     proc = run_cli(*overrides, f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2
@@ -124,14 +169,19 @@ def test_unknown_option_lists_the_choices(tmp_path):
 
 
 def test_weights_that_do_not_fit_fail_before_training(tiny_root, tmp_path):
-    source = keras.applications.MobileNetV2(include_top=False, weights=None,
-                                            input_shape=(32, 32, 3))
+    source = keras.applications.MobileNetV2(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
+    )
     weights = tmp_path / "mobilenet.weights.h5"
     source.save_weights(weights)
-    proc = run_cli("data=folder", f"data.root={tiny_root}", "backbone=efficientnet_b0",
-                   "backbone=efficientnet_lite0",
-                   f"backbone.weights={weights}", "backbone.input_size=32",
-                   f"hydra.run.dir={tmp_path / 'run'}")
+    proc = run_cli(
+        "data=folder",
+        f"data.root={tiny_root}",
+        "backbone=efficientnet_b0",
+        "backbone=efficientnet_lite0",
+        f"backbone.weights={weights}",
+        "backbone.input_size=32",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert proc.returncode == 2
     assert "does not fit" in proc.stderr and "Traceback" not in proc.stderr
-
