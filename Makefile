@@ -12,7 +12,7 @@ RUN_ID ?=
 MODEL_URI ?= runs:/$(RUN_ID)/model
 SERVE_PORT ?= 5001
 
-.PHONY: help install train test test-fast mlflow-server serve clean
+.PHONY: help install train test test-fast lint mlflow-server serve clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -41,6 +41,11 @@ test: $(TEST_STAMP)  ## run every test, the real-data ones included when ../shar
 
 test-fast: $(TEST_STAMP)  ## skip the slow tests (real-data training, parallel sweeps, servers)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow" $(ARGS)
+
+lint: $(TEST_STAMP)  ## ruff check, ruff format --check and mypy: what CI checks besides the tests
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 mlflow-server: $(STAMP)  ## MLflow tracking server on http://127.0.0.1:5000 (PORT=5001 moves it)
 	mkdir -p $(SERVER_DIR)/artifacts
