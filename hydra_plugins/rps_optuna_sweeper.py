@@ -14,7 +14,7 @@ import logging
 
 from hydra_plugins.hydra_optuna_sweeper import optuna_sweeper
 
-log = logging.getLogger("rps")
+log = logging.getLogger(__name__)
 
 NO_TRIAL_FINISHED = "No trials are completed yet"  # what optuna 2.10 raises
 

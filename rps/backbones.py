@@ -14,7 +14,7 @@ from rps import efficientnet_lite
 from rps.config import BackboneConfig, BackboneName
 from rps.errors import WeightsError, first_line
 
-log = logging.getLogger("rps")
+log = logging.getLogger(__name__)
 
 # Constructors take keras.applications' signature: (include_top, weights, input_shape).
 CONSTRUCTORS: dict[BackboneName, Callable[..., keras.Model]] = {

@@ -25,7 +25,7 @@ import numpy as np
 if TYPE_CHECKING:
     from rps.config import CacheConfig
 
-log = logging.getLogger("rps")
+log = logging.getLogger(__name__)
 
 
 def user_cache_dir() -> Path:
@@ -103,7 +103,7 @@ class ArrayCache:
         # A file cut short by a crash or a full disk fails in any of these ways. Left in
         # place it would fail every later job: removed, it is rebuilt by this one.
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
-            log.warning("cache: removing unreadable %s (%s); it will be rebuilt", path, err)
+            log.warning("removing unreadable %s (%s); it will be rebuilt", path, err)
             path.unlink(missing_ok=True)
             return None
 

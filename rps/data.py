@@ -26,7 +26,7 @@ from rps.errors import ConfigError, DataError
 from rps.images import BadImage, fit, read_rgb, to_rgb
 from rps.video import IMAGE_SUFFIXES
 
-log = logging.getLogger("rps")
+log = logging.getLogger(__name__)
 NOT_AN_IMAGE = "not an image file, by its suffix"
 
 SPLITS = ("train", "val", "test")
@@ -98,7 +98,7 @@ def load(cfg: DataConfig, image_size: int, seed: int, cache: ArrayCache | None =
         )
     data = Data(class_names, **splits)
     log.info(
-        "data: classes %s; %s at %dx%d, loaded in %.1f s",
+        "classes %s; %s at %dx%d, loaded in %.1f s",
         class_names,
         ", ".join(f"{len(getattr(data, s))} {s}" for s in SPLITS),
         image_size,
@@ -187,7 +187,7 @@ def _hold_out(
         ]
         if single:
             log.warning(
-                "data: data.val_groups is on, but the files of class %s differ only "
+                "data.val_groups is on, but the files of class %s differ only "
                 "in their last number, so they form one group: holding out files "
                 "instead. Name them <group>-<n>, a group per hand or session.",
                 ", ".join(single),
@@ -217,14 +217,14 @@ def _load_folder(
     if others:
         shown = ", ".join(str(path.relative_to(root)) for path in others[:_SHOWN])
         log.warning(
-            "data: skipping %d file(s) that are not images, by their suffix: %s%s",
+            "skipping %d file(s) that are not images, by their suffix: %s%s",
             len(others),
             shown,
             "" if len(others) <= _SHOWN else ", ...",
         )
     if "val" in dirs:
         log.info(
-            "data: validating on %s (data.val_fraction and val_groups are not used)", dirs["val"]
+            "validating on %s (data.val_fraction and val_groups are not used)", dirs["val"]
         )
 
     key = None
@@ -235,7 +235,7 @@ def _load_folder(
         stored = cache.get(_CACHE_KIND, key)
         if stored is not None:
             log.info(
-                "data: decoded images read from the cache (files checked in %.1f s)",
+                "decoded images read from the cache (files checked in %.1f s)",
                 time.perf_counter() - started,
             )
             splits, bad = _from_arrays(stored, list(listings), root)
@@ -437,7 +437,7 @@ def _decode(
 ) -> tuple[Split, list[BadImage]]:
     """Decode in threads (Pillow and TensorFlow release the GIL), dropping unreadable files."""
     start = last = time.perf_counter()
-    log.info("data: decoding %d %s images", len(paths), split)
+    log.info("decoding %d %s images", len(paths), split)
     images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     ok = np.ones(len(paths), dtype=bool)
     bad = []
@@ -449,8 +449,8 @@ def _decode(
             images[i] = result
         if time.perf_counter() - last > _PROGRESS_SECONDS:
             last = time.perf_counter()
-            log.info("data: %s %d/%d decoded", split, i + 1, len(paths))
-    log.info("data: decoded %d %s images in %.1f s", len(paths), split, time.perf_counter() - start)
+            log.info("%s %d/%d decoded", split, i + 1, len(paths))
+    log.info("decoded %d %s images in %.1f s", len(paths), split, time.perf_counter() - start)
     split_data = Split(images, labels, [str(p) for p in paths])
     return (split_data if ok.all() else split_data.subset(ok)), bad
 
@@ -468,7 +468,7 @@ def _handle_bad(root: Path, bad: list[BadImage], policy: BadImagePolicy) -> None
             "replace them, or set data.on_bad_image=skip to train without them."
         )
     log.warning(
-        "data: skipping %d unreadable file(s) under %s (data.on_bad_image=skip): %s",
+        "skipping %d unreadable file(s) under %s (data.on_bad_image=skip): %s",
         len(bad),
         root,
         listed,
@@ -498,7 +498,7 @@ def _load_tfds(cfg: TfdsDataConfig, size: int) -> tuple[list[str], dict[str, Spl
         )
     try:
         if not builder.is_prepared():
-            log.info("data: downloading tfds %s into %s (needs internet)", name, builder.data_dir)
+            log.info("downloading tfds %s into %s (needs internet)", name, builder.data_dir)
             _check_reachable(builder.url_infos or {})
         builder.download_and_prepare()
     except Exception as err:  # network, disk and archive failures all mean: no data here

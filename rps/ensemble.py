@@ -24,7 +24,7 @@ from rps.config import Config, EnsembleConfig, FolderDataConfig, TfdsDataConfig,
 from rps.errors import UserError
 from rps.predictor import Predictor
 
-log = logging.getLogger("rps")
+log = logging.getLogger(__name__)
 
 MEMBERS_TAG = "ensemble_members"  # the members' run ids, as JSON
 

@@ -112,6 +112,6 @@ def reported(task: Callable[[], T]) -> T:
     try:
         return task()
     except UserError as err:
-        logging.getLogger("rps").error("%s", err, extra={PARAGRAPH: True})
+        logging.getLogger(__name__).error("%s", err, extra={PARAGRAPH: True})
         report(err)
         raise SystemExit(2) from None

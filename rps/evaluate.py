@@ -18,7 +18,7 @@ from rps import data as data_lib
 from rps import logged_model, plots, scores, tracking
 from rps.config import EvaluateConfig, RoiFind, TrackingConfig
 
-log = logging.getLogger("rps")
+log = logging.getLogger(__name__)
 
 RESULT_FILE = "evaluation.json"
 

@@ -25,7 +25,7 @@ from rps.data import Data
 from rps.errors import DataError
 from rps.model import Classifier
 
-log = logging.getLogger("rps")
+log = logging.getLogger(__name__)
 
 AUTO_VIEWS = 2  # augmented views per training image when cache.views is null
 KIND = "features"
@@ -106,7 +106,7 @@ def build(cfg: Config, classifier: Classifier, data: Data, cache: ArrayCache | N
     )
     spent, saved = (spent, saved + cost) if hit else (spent + cost, saved)
     if saved:
-        log.info("features: cache hit saved %.0f s of backbone passes", saved)
+        log.info("cache hit saved %.0f s of backbone passes", saved)
     return Features(np.stack(train), val, spent, saved, data.train.labels, data.val.labels)
 
 
@@ -121,7 +121,7 @@ def _hand_features(cfg: Config, data: Data, cache: ArrayCache | None) -> Feature
     found = {name: ~np.isnan(p).any(axis=(1, 2)) for name, p in points.items()}
     no_hand = {name: int((~f).sum()) for name, f in found.items()}
     log.info(
-        "hands: no hand found in %d of %d training and %d of %d validation images; "
+        "no hand found in %d of %d training and %d of %d validation images; "
         "they are left out",
         no_hand["train"],
         len(found["train"]),
@@ -180,9 +180,9 @@ def _cached(
 ) -> tuple[np.ndarray, float, bool]:
     stored = cache.get(kind, key) if cache is not None else None
     if stored is not None:
-        log.info("features: %s from the cache", label)
+        log.info("%s from the cache", label)
         return stored["features"], float(stored["seconds"]), True
-    log.info("features: computing %s", label)
+    log.info("computing %s", label)
     started = time.perf_counter()
     array = compute()
     seconds = time.perf_counter() - started
@@ -214,7 +214,7 @@ def _compute(
             done = start + len(batch)
             rate = done / (now - started)
             log.info(
-                "features: %d/%d images, %.0f images/s, ETA %.0f s",
+                "%d/%d images, %.0f images/s, ETA %.0f s",
                 done,
                 len(images),
                 rate,
@@ -222,7 +222,7 @@ def _compute(
             )
     seconds = time.perf_counter() - started
     log.info(
-        "features: %d images in %.1f s (%.0f images/s)",
+        "%d images in %.1f s (%.0f images/s)",
         len(images),
         seconds,
         len(images) / max(seconds, 1e-9),

@@ -31,7 +31,7 @@ import numpy as np
 from rps.cache import user_cache_dir, write_atomically
 from rps.errors import WeightsError
 
-log = logging.getLogger("rps")
+log = logging.getLogger(__name__)
 
 WHEEL = "mediapipe==0.10.21"
 # name: (member of the wheel, SHA-256)
@@ -83,7 +83,7 @@ def model_files(folder: Path | None = None) -> dict[str, Path]:
     for name, path in files.items():
         if path.is_file() and _sha256(path) != MODELS[name][1]:
             log.warning(
-                "hands: removing %s, damaged or another version (its SHA-256 is not "
+                "removing %s, damaged or another version (its SHA-256 is not "
                 "%s...); it will be fetched again",
                 path,
                 MODELS[name][1][:12],
@@ -96,7 +96,7 @@ def model_files(folder: Path | None = None) -> dict[str, Path]:
 
 
 def _fetch(folder: Path, files: dict[str, Path]) -> None:
-    log.info("hands: fetching MediaPipe's hand models (%s, about 35 MB) into %s", WHEEL, folder)
+    log.info("fetching MediaPipe's hand models (%s, about 35 MB) into %s", WHEEL, folder)
     with tempfile.TemporaryDirectory() as tmp:
         command = [
             sys.executable,
@@ -456,7 +456,7 @@ def every_hand(finder: HandFinder, images) -> list[list[Hand]]:
         if time.perf_counter() - last > _PROGRESS_SECONDS:
             last = time.perf_counter()
             log.info(
-                "hands: %d/%d images, %.0f ms each",
+                "%d/%d images, %.0f ms each",
                 i + 1,
                 len(images),
                 1000 * (last - started) / (i + 1),

@@ -21,7 +21,7 @@ from rps.config import Config
 from rps.context import JobContext, validated
 from rps.errors import PARAGRAPH, Interrupted, UserError, reported, task_started
 
-log = logging.getLogger("rps")
+log = logging.getLogger(__name__)
 
 TENSORBOARD_DIR = "tensorboard"
 FAILED = float("nan")  # a sweep job's return value when it failed

@@ -33,7 +33,7 @@ from rps.predictor import Predictor, surety
 from rps.scores import NO_HAND
 from rps.video import FolderSource, Frame, OutputError, SourceError, VideoSink, open_source
 
-log = logging.getLogger("rps")
+log = logging.getLogger(__name__)
 
 UNCERTAIN = "uncertain"
 TITLE = "rps live (q: quit)"

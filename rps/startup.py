@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 
-log = logging.getLogger("rps")
+log = logging.getLogger(__name__)
 
 
 def import_tensorflow() -> None:
@@ -40,4 +40,4 @@ def import_tensorflow() -> None:
             os.close(saved)
         captured.seek(0)
         for line in captured.read().decode(errors="replace").splitlines():
-            log.debug("tensorflow: %s", line)
+            log.debug("%s", line)

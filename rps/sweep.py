@@ -33,7 +33,7 @@ from rps.errors import SweepFailed, UserError, report
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-log = logging.getLogger("rps")
+log = logging.getLogger(__name__)
 
 STATE_FILE = ".rps_sweep.json"
 JOBS_FILE = ".rps_jobs.jsonl"  # one line per finished job: its overrides and whether it failed
@@ -231,7 +231,7 @@ class SweepCallback(Callback):
         (sweep_dir / STATE_FILE).write_text(json.dumps(state))
         atexit.register(self._close, "KILLED")
         log.info(
-            "mlflow: sweep parent run %s in %s; in mlflow ui: %s",
+            "sweep parent run %s in %s; in mlflow ui: %s",
             self.parent,
             uri,
             tracking.ui_link(uri, experiment, self.parent),

@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 from rps.config import TrackingConfig
 from rps.errors import ConfigError, UserError, first_line
 
-log = logging.getLogger("rps")
+log = logging.getLogger(__name__)
 
 URI_ENV = "MLFLOW_TRACKING_URI"
 PARENT_TAG = "mlflow.parentRunId"
@@ -320,7 +320,7 @@ def job_run(
     run = client.create_run(experiment, run_name=name, tags=dict(tags))
     tracked = Run(client=client, run_id=run.info.run_id, uri=uri, experiment_id=experiment)
     log.info(
-        "mlflow: run %s (%s) in %s; in mlflow ui: %s",
+        "run %s (%s) in %s; in mlflow ui: %s",
         tracked.run_id,
         name,
         uri,
@@ -353,7 +353,7 @@ def reopened_run(uri: str, run_id: str) -> Iterator[Run]:
         client.delete_tag(run_id, "error")
     client.update_run(run_id, status="RUNNING")
     tracked = Run(client=client, run_id=run_id, uri=uri, experiment_id=run.info.experiment_id)
-    log.info("mlflow: run %s reopened in %s", run_id, uri)
+    log.info("run %s reopened in %s", run_id, uri)
     with _closing(tracked):
         yield tracked
 

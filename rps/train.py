@@ -22,7 +22,7 @@ from rps.config import Config, Strategy, UnfreezeConfig
 from rps.errors import ConfigError, UserError
 from rps.model import Classifier
 
-log = logging.getLogger("rps")
+log = logging.getLogger(__name__)
 
 HEAD_STEPS_PER_EXECUTION = 32
 

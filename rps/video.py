@@ -18,7 +18,7 @@ import numpy as np
 
 from rps.errors import UserError
 
-log = logging.getLogger("rps")
+log = logging.getLogger(__name__)
 
 # OpenCV's log (a camera that is not there) and FFmpeg's (a truncated file) would bury the
 # one paragraph that says what to do; failures still surface as return values, checked here.

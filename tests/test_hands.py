@@ -331,7 +331,7 @@ def test_trained_on_renders_it_reads_real_hands(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test_accuracy"] >= 0.99
-    assert "hands: no hand found in" in proc.stdout + proc.stderr
+    assert "[rps.features][INFO] - no hand found in" in proc.stdout + proc.stderr
     out = tmp_path / "eval"
     proc = run_cli(
         f"model_path={tmp_path / 'run'}",
