@@ -223,9 +223,7 @@ def _load_folder(
             "" if len(others) <= _SHOWN else ", ...",
         )
     if "val" in dirs:
-        log.info(
-            "validating on %s (data.val_fraction and val_groups are not used)", dirs["val"]
-        )
+        log.info("validating on %s (data.val_fraction and val_groups are not used)", dirs["val"])
 
     key = None
     if cache is not None:

@@ -121,8 +121,7 @@ def _hand_features(cfg: Config, data: Data, cache: ArrayCache | None) -> Feature
     found = {name: ~np.isnan(p).any(axis=(1, 2)) for name, p in points.items()}
     no_hand = {name: int((~f).sum()) for name, f in found.items()}
     log.info(
-        "no hand found in %d of %d training and %d of %d validation images; "
-        "they are left out",
+        "no hand found in %d of %d training and %d of %d validation images; they are left out",
         no_hand["train"],
         len(found["train"]),
         no_hand["val"],
