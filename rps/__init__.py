@@ -4,4 +4,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("rps")  # written once, in pyproject.toml
+except PackageNotFoundError:  # a checkout run without installing
+    __version__ = "unknown"

@@ -149,8 +149,8 @@ def _write_bytes(path: Path, data: bytes) -> None:
 def _interpreter(path: Path):
     from ai_edge_litert.interpreter import Interpreter
 
-    # Two threads per model took live.py from a median 31 to 20-28 ms per 640x480 frame on
-    # 2 cores (about 23 to 31-34 FPS); more cores are not assumed.
+    # Two threads per model make live.py's frames faster than one (benchmarks/live.py); more
+    # cores are not assumed.
     interpreter = Interpreter(model_path=str(path), num_threads=min(os.cpu_count() or 1, 2))
     interpreter.allocate_tensors()
     return interpreter

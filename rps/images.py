@@ -86,9 +86,8 @@ def square_resizer(size: int) -> keras.layers.Resizing:
 
 @functools.cache
 def _resizer(size: int) -> Callable[[np.ndarray], tf.Tensor]:
-    """One layer per size, traced once for any HxWx3: an eager Keras call costs ~3 ms of
-    Python per image, which would dominate loading small images; the graph costs under 1 ms.
-    """
+    """One layer per size, traced once for any HxWx3: an eager Keras call per image costs
+    more Python than decoding a small image does, and the traced graph a fraction of it."""
     import tensorflow as tf
 
     resize = tf.function(
