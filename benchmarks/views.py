@@ -48,7 +48,7 @@ def main() -> None:
     points, labels = [], []
     for folder in args.sets:
         photos = data.labelled(folder, class_names)[0]
-        found = hands.landmarks(finder, photos.images)
+        found = hands.first_landmarks(finder, photos.images)
         kept = ~np.isnan(found).any(axis=(1, 2))
         points.append(found[kept])
         labels.append(photos.labels[kept])

@@ -169,7 +169,7 @@ def cached_landmarks(
         cache,
         key,
         f"{name} landmarks",
-        lambda: hands.landmarks(finder or hands.HandFinder(), images),
+        lambda: hands.first_landmarks(finder or hands.HandFinder(), images),
         HAND_KIND,
     )
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from rps import landmarks
 from rps.cache import user_cache_dir, write_atomically
 from rps.errors import WeightsError
 
@@ -57,8 +58,7 @@ NMS_IOU = 0.3
 MIN_HAND_SCORE = 0.5
 # The hand crop around a palm: 2.6 times the palm box, moved half a box toward the fingers.
 ROI_SCALE, ROI_SHIFT = 2.6, -0.5
-WRIST, MIDDLE_BASE = 0, 2  # palm keypoints that give the hand's direction
-WRIST_POINT, MIDDLE_BASE_POINT = 0, 9  # the same two among the 21 landmarks
+PALM_WRIST, PALM_MIDDLE_BASE = 0, 2  # the palm keypoints that give the hand's direction
 # Following a hand: the detector's palm box is this many times the extent of the palm
 # landmarks (wrist, thumb base, four knuckles), upright: the median over 56 training renders
 # (it had been measured on real photos, which only evaluate).
@@ -310,7 +310,7 @@ class HandFinder:
     def hand(self, rgb: np.ndarray, palm: Palm) -> Hand | None:
         """The landmarks in the rotated square around ``palm``; None when the landmark model
         sees no hand there."""
-        angle = _upright(palm.keypoints[WRIST], palm.keypoints[MIDDLE_BASE])
+        angle = _upright(palm.keypoints[PALM_WRIST], palm.keypoints[PALM_MIDDLE_BASE])
         x0, y0, x1, y1 = palm.box
         centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
         centre = centre + _rotation(angle) @ np.array([0.0, ROI_SHIFT * (y1 - y0)])
@@ -321,7 +321,7 @@ class HandFinder:
         box is estimated from the palm's landmarks, then cropped as a detected palm is;
         None when the hand is gone."""
         points = hand.landmarks[:, :2]
-        angle = _upright(points[WRIST_POINT], points[MIDDLE_BASE_POINT])
+        angle = _upright(points[landmarks.WRIST], points[landmarks.MIDDLE_BASE])
         rotation = _rotation(angle)
         palm = points[list(PALM_POINTS)]
         mean = palm.mean(axis=0)
@@ -465,7 +465,7 @@ def every_hand(finder: HandFinder, images) -> list[list[Hand]]:
     return out
 
 
-def landmarks(finder: HandFinder, images) -> np.ndarray:
+def first_landmarks(finder: HandFinder, images) -> np.ndarray:
     """(N, 21, 3) float32: the surest hand's landmarks in each image, NaN where none is
     found: one hand per image, as training reads them."""
     out = np.full((len(images), 21, 3), np.nan, np.float32)

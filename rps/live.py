@@ -46,7 +46,7 @@ GREY, WHITE, BLACK = (150, 150, 150), (255, 255, 255), (0, 0, 0)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 REDETECT_EVERY = 15  # frames: half a second at 30 FPS
 # The landmark chains drawn: thumb, four fingers from the wrist, and the knuckles.
-FINGERS = (
+DRAWN_CHAINS = (
     (0, 1, 2, 3, 4),
     (0, 5, 6, 7, 8),
     (9, 10, 11, 12),
@@ -152,7 +152,7 @@ def annotate(
     drawn = [(hand, GREY) for hand in others] + ([] if points is None else [(points, colour)])
     for hand, dots in drawn:
         xy = np.round(hand).astype(np.int32)
-        for finger in FINGERS:
+        for finger in DRAWN_CHAINS:
             cv2.polylines(
                 out, [xy[list(finger)]], False, WHITE if dots == colour else GREY, max(1, thick - 1)
             )
@@ -357,7 +357,7 @@ class Mode(Protocol):
     def on_key(self, key: int | None, frame: Frame) -> None: ...
 
 
-class Classifier:
+class Classifying:
     """Each frame: find the hand or take the fixed square, predict, smooth, decide, log a
     row; ``s`` saves the square the model saw."""
 
@@ -484,7 +484,7 @@ class Hands:
         return self.found
 
 
-class Capturer:
+class Capturing:
     """Keeps one ROI crop every ``capture.every`` frames while recording; space toggles.
 
     With a window it starts paused, so nothing is saved before the hand is in place;
@@ -583,11 +583,11 @@ def run(conf: LiveConfig, output_dir: Path, root: Path) -> Summary:
         if model is None:
             label = conf.label or ""  # LiveConfig refuses capture without a label
             folder = conf.data.folder / conf.capture.split.value / label
-            mode: Mode = Capturer(conf, CropWriter(folder, label), meter, recording=conf.headless)
+            mode: Mode = Capturing(conf, CropWriter(folder, label), meter, recording=conf.headless)
         else:
             rows = PredictionLog(_path(conf.predictions, output_dir / "predictions.csv"))
             stack.callback(rows.close)
-            mode = Classifier(
+            mode = Classifying(
                 model,
                 conf,
                 rows,
@@ -636,11 +636,11 @@ def _report(
     log.info("%s", timing)
     if video is not None:
         log.info("annotated video: %s", video.path)
-    if isinstance(mode, Classifier):
+    if isinstance(mode, Classifying):
         log.info("predictions: %s", mode.rows.path)
         if mode.crops.count:
             log.info("%d saved crops in %s", mode.crops.count, mode.crops.folder)
-    elif isinstance(mode, Capturer):
+    elif isinstance(mode, Capturing):
         total = sum(1 for p in mode.crops.folder.glob("*") if p.is_file())
         log.info(
             "saved %d crops of %r in %s (%d images there now). Train on them with "

@@ -307,7 +307,7 @@ def test_two_hands_are_both_found_once_each_surest_first(finder):
 def test_finder_finds_no_hand_in_a_blank_or_noisy_image(finder):
     assert finder.hands(np.full((240, 320, 3), 255, np.uint8)) == []
     noise = np.random.default_rng(0).integers(0, 256, (200, 200, 3)).astype(np.uint8)
-    points = hands.landmarks(finder, [noise, np.zeros((64, 64, 3), np.uint8)])
+    points = hands.first_landmarks(finder, [noise, np.zeros((64, 64, 3), np.uint8)])
     assert points.shape == (2, 21, 3) and np.isnan(points).all()
 
 

@@ -28,8 +28,8 @@ from rps.config import (
 from rps.errors import ConfigError
 from rps.live import (
     UNCERTAIN,
-    Capturer,
-    Classifier,
+    Capturing,
+    Classifying,
     CropWriter,
     DisplayError,
     Meter,
@@ -309,7 +309,7 @@ def test_keys_save_the_crop_on_screen_and_quit(tmp_path):
     rows = PredictionLog(tmp_path / "p.csv")
     crops = CropWriter(tmp_path / "crops", "crop")
     meter = Meter()
-    classify = Classifier(Constant(), conf, rows, crops, meter)
+    classify = Classifying(Constant(), conf, rows, crops, meter)
     view = ScriptedView({1: "s", 3: "q"})
     loop(clip(10), classify, view, None, meter)
     rows.close()
@@ -326,7 +326,7 @@ def test_capture_starts_paused_with_a_window_and_space_toggles(tmp_path):
         capture=CaptureConfig(every=2, limit=3),
     )
     crops = CropWriter(tmp_path / "train" / "rock", "rock")
-    capture = Capturer(conf, crops, Meter(), recording=False)
+    capture = Capturing(conf, crops, Meter(), recording=False)
     view = ScriptedView({2: " ", 5: " ", 7: " "})
     loop(clip(20), capture, view, None, Meter())
     # paused on 0-2, records 3 (saved) 4 5 (saved), paused 6-7, records 8 (saved): limit
