@@ -365,7 +365,7 @@ class TrainerConfig:
 
     epochs: int = 10
     batch_size: int = 32
-    patience: int | None = 20
+    patience: int | None = 30
     seed: int = 42
     strategy: Strategy = Strategy.default
     resume: str | None = None
