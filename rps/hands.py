@@ -60,10 +60,9 @@ MIN_HAND_SCORE = 0.5
 ROI_SCALE, ROI_SHIFT = 2.6, -0.5
 PALM_WRIST, PALM_MIDDLE_BASE = 0, 2  # the palm keypoints that give the hand's direction
 # Following a hand: the detector's palm box is this many times the extent of the palm
-# landmarks (wrist, thumb base, four knuckles), upright: the median over 56 training renders
-# (it had been measured on real photos, which only evaluate).
+# landmarks (wrist, thumb base, four knuckles), upright.
 PALM_POINTS = (0, 1, 5, 9, 13, 17)
-FOLLOW_PALM = 1.06
+FOLLOW_PALM = 1.1
 RETRY_BORDER = 0.5
 RETRY_GAMMA = 0.5
 _BRIGHTER = np.round(255 * (np.arange(256) / 255) ** RETRY_GAMMA).astype(np.uint8)

