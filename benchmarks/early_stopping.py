@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
+
+from real_photos import run  # one way to run an app and stop on its failure
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = (42, 1, 2)
@@ -26,43 +27,27 @@ LONG = 100  # epochs: long enough for validation accuracy to peak and fall
 
 
 def job(folder: Path, renders: Path, *overrides: str) -> dict:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "run.py"),
-            "data=folder",
-            f"data.root={renders}",
-            *overrides,
-            f"tracking.uri=sqlite:///{folder.parent}/mlflow.db",
-            f"hydra.run.dir={folder}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
+    run(
+        "run.py",
+        "data=folder",
+        f"data.root={renders}",
+        *overrides,
+        f"tracking.uri=sqlite:///{folder.parent}/mlflow.db",
+        f"hydra.run.dir={folder}",
+        log=folder.parent / f"{folder.name}.log",
     )
-    if proc.returncode != 0:
-        sys.exit(f"run.py {' '.join(overrides)} failed:\n{proc.stderr[-3000:]}")
     return json.loads((folder / "metrics.json").read_text())
 
 
 def scored(folder: Path, real: Path) -> float:
     out = folder.parent / f"{folder.name}-eval-{real.name}"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "evaluate.py"),
-            f"model_path={folder}",
-            f"data.root={real}",
-            f"hydra.run.dir={out}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
+    run(
+        "evaluate.py",
+        f"model_path={folder}",
+        f"data.root={real}",
+        f"hydra.run.dir={out}",
+        log=out.with_suffix(".log"),
     )
-    if proc.returncode != 0:
-        sys.exit(f"evaluate.py on {real} failed:\n{proc.stderr[-3000:]}")
     return json.loads((out / "evaluation.json").read_text())["accuracy"]
 
 

@@ -123,6 +123,17 @@ def kill_after_checkpoint(overrides: Sequence[str], folder: Path, epoch: int):
     return checkpoint.load(folder)
 
 
+def tracked_job(folder: Path, *overrides: str):
+    """``python run.py <overrides>``, tracked in a store of its own in ``folder``: the store's
+    URI, the job's output folder, its run and the finished process."""
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    out = folder / "run"
+    proc = run_cli(*overrides, f"tracking.uri={uri}", f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = logged_runs(uri)
+    return uri, out, run, proc
+
+
 def logged_runs(uri: str, experiment: str = "rps") -> list:
     """The runs of an experiment in the store at ``uri`` (none if it has no such experiment)."""
     from mlflow.tracking import MlflowClient

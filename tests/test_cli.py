@@ -12,11 +12,11 @@ from mlflow.tracking import MlflowClient
 
 APPS = ["run.py", "live.py", "evaluate.py", "ensemble.py"]
 HEAVY = ("tensorflow", "keras", "mlflow", "cv2")
-# --help in a fresh process, reporting the heavy modules it imported.
-HELP = """
+# An app in a fresh process, reporting the heavy modules it imported.
+LAUNCH = """
 import atexit, json, runpy, sys
 atexit.register(lambda: print(json.dumps([m for m in {heavy} if m in sys.modules])))
-sys.argv = [{script!r}, *{args!r}, "--help"]
+sys.argv = [{script!r}, *{args!r}]
 if {through_hydra!r}:
     import rps.helptext
     rps.helptext.answer = lambda *args, **kwargs: None
@@ -24,11 +24,13 @@ runpy.run_path({script!r}, run_name="__main__")
 """
 
 
-def help_of(app: str, *args: str, through_hydra: bool = False) -> tuple[str, list[str]]:
-    """``app [args] --help``'s text and heavy imports; ``through_hydra``: Hydra's own
-    ``--help`` with the same template, which rps.helptext answers faster."""
-    code = HELP.format(heavy=HEAVY, script=str(REPO / app), args=args, through_hydra=through_hydra)
-    proc = subprocess.run(
+def launched(app: str, *args: str, through_hydra: bool = False) -> subprocess.CompletedProcess:
+    """``app args`` in a fresh process whose last stdout line lists the heavy modules it
+    imported."""
+    code = LAUNCH.format(
+        heavy=HEAVY, script=str(REPO / app), args=args, through_hydra=through_hydra
+    )
+    return subprocess.run(
         [sys.executable, "-c", code],
         cwd=REPO,
         capture_output=True,
@@ -36,6 +38,12 @@ def help_of(app: str, *args: str, through_hydra: bool = False) -> tuple[str, lis
         timeout=120,
         check=False,
     )
+
+
+def help_of(app: str, *args: str, through_hydra: bool = False) -> tuple[str, list[str]]:
+    """``app [args] --help``'s text and heavy imports; ``through_hydra``: Hydra's own
+    ``--help`` with the same template, which rps.helptext answers faster."""
+    proc = launched(app, *args, "--help", through_hydra=through_hydra)
     assert proc.returncode == 0, proc.stderr[-3000:]
     *text, imported = proc.stdout.rstrip().splitlines()
     return "\n".join(text), json.loads(imported)
@@ -135,20 +143,7 @@ def test_a_config_typo_leaves_no_output_folder_and_no_run(
     ],
 )
 def test_a_config_is_refused_before_tensorflow_loads(app, args, tmp_path):
-    code = HELP.replace(', "--help"]', "]").format(
-        heavy=HEAVY,
-        script=str(REPO / app),
-        through_hydra=False,
-        args=[*args, f"hydra.run.dir={tmp_path / 'out'}"],
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = launched(app, *args, f"hydra.run.dir={tmp_path / 'out'}")
     assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr[-2000:]
     assert "tensorflow" not in json.loads(proc.stdout.splitlines()[-1])
 

@@ -9,8 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, SHARED, run_cli, served_model
-from mlflow.tracking import MlflowClient
+from conftest import REPO, SHARED, served_model, tracked_job
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.S)
@@ -28,20 +27,13 @@ def blocks(language: str) -> list[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """The default config on a few renders: a run, its output folder, and a photo."""
-    folder = tmp_path_factory.mktemp("docs")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    out = folder / "run"
-    proc = run_cli(
+    uri, out, run, _ = tracked_job(
+        tmp_path_factory.mktemp("docs"),
         "data=folder",
         f"data.root={SHARED}",
         "data.limit=8",
         "trainer.epochs=2",
-        f"tracking.uri={uri}",
-        f"hydra.run.dir={out}",
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    client = MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("rps").experiment_id])
     image = sorted((SHARED / "test" / "rock").iterdir())[0]
     return {"uri": uri, "out": out, "run_id": run.info.run_id, "image": image}
 

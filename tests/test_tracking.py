@@ -8,7 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, make_folder_dataset, post, post_images, run_cli, served_model
+from conftest import (
+    REPO,
+    make_folder_dataset,
+    post,
+    post_images,
+    run_cli,
+    served_model,
+    tracked_job,
+)
 from mlflow.tracking import MlflowClient
 
 from rps import logged_model, sweep, tracking
@@ -42,22 +50,16 @@ def runs(uri: str) -> list:
 @pytest.fixture(scope="module")
 def single(root, tmp_path_factory):
     """One tracked job, shared by the tests that inspect what it logged."""
-    folder = tmp_path_factory.mktemp("single")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    out = folder / "run"
-    proc = run_cli(
+    uri, out, run, proc = tracked_job(
+        tmp_path_factory.mktemp("single"),
         "data=folder",
         f"data.root={root}",
         *SMALL,
         "trainer.epochs=3",
         "trainer.patience=null",
-        f"tracking.uri={uri}",
         "tracking.register=rps_test",
         "head.dropout=0.1",
-        f"hydra.run.dir={out}",
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = runs(uri)
     return {"uri": uri, "out": out, "run": run, "client": MlflowClient(uri), "log": proc.stdout}
 
 
