@@ -123,6 +123,19 @@ def kill_after_checkpoint(overrides: Sequence[str], folder: Path, epoch: int):
     return checkpoint.load(folder)
 
 
+# A real pretrained backbone on small inputs, two epochs: a model in seconds that learns the
+# generated datasets' colour-coded classes.
+TINY = (
+    "backbone=efficientnet_lite0",
+    "backbone.input_size=64",
+    "head=linear",
+    "aug=none",
+    "finetune=none",
+    "trainer.epochs=2",
+    "trainer.batch_size=8",
+)
+
+
 def tracked_job(folder: Path, *overrides: str):
     """``python run.py <overrides>``, tracked in a store of its own in ``folder``: the store's
     URI, the job's output folder, its run and the finished process."""

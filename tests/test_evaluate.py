@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import logged_runs, make_folder_dataset, run_cli
+from conftest import TINY, make_folder_dataset, run_cli, tracked_job
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -20,24 +20,9 @@ def trained(tmp_path_factory) -> dict:
     """A tiny tracked model, and a labelled folder it never saw (its test split)."""
     folder = tmp_path_factory.mktemp("trained")
     root = make_folder_dataset(folder / "data", n_train=8, n_test=3)
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    proc = run_cli(
-        "data=folder",
-        f"data.root={root}",
-        "backbone=efficientnet_lite0",
-        "backbone.input_size=64",
-        "head=linear",
-        "aug=none",
-        "finetune=none",
-        "trainer.epochs=2",
-        "trainer.batch_size=8",
-        f"tracking.uri={uri}",
-        f"hydra.run.dir={folder / 'run'}",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = logged_runs(uri)
+    uri, out, run, _ = tracked_job(folder, "data=folder", f"data.root={root}", *TINY)
     return {
-        "out": folder / "run",
+        "out": out,
         "uri": uri,
         "run_id": run.info.run_id,
         "folder": root / "test",

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, SHARED, logged_runs, make_folder_dataset, run_cli
+from conftest import REPO, SHARED, TINY, make_folder_dataset, run_cli, tracked_job
 from mlflow.tracking import MlflowClient
 
 from rps import config
@@ -135,24 +135,9 @@ def trained(tmp_path_factory) -> dict:
     """A tiny tracked model; its own store, since the per-test one outlives no test."""
     folder = tmp_path_factory.mktemp("trained")
     root = make_folder_dataset(folder / "data", n_train=8, n_test=2)
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    out = folder / "run"
-    proc = run_cli(
-        "data=folder",
-        f"data.root={root}",
-        "backbone=efficientnet_lite0",
-        "backbone.input_size=64",
-        "head=linear",
-        "aug=none",
-        "finetune=none",
-        "trainer.epochs=2",
-        "trainer.batch_size=8",
-        f"tracking.uri={uri}",
-        "tracking.register=rps_live",
-        f"hydra.run.dir={out}",
+    uri, out, run, _ = tracked_job(
+        folder, "data=folder", f"data.root={root}", *TINY, "tracking.register=rps_live"
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = logged_runs(uri)
     return {"out": out, "uri": uri, "run_id": run.info.run_id}
 
 
