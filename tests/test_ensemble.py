@@ -8,23 +8,13 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import REPO, compose_cfg, logged_runs, make_folder_dataset, run_cli
+from conftest import REPO, TINY, compose_cfg, logged_runs, make_folder_dataset, run_cli
 from mlflow.tracking import MlflowClient
 
 from rps import config, ensemble, landmarks, logged_model, outputs, tracking
 from rps import model as model_lib
 from rps.errors import ConfigError, UserError
 from rps.images import fit, read_rgb
-
-SMALL = [
-    "backbone=efficientnet_lite0",
-    "backbone.input_size=64",
-    "trainer.batch_size=8",
-    "head=linear",
-    "aug=none",
-    "finetune=none",
-    "trainer.epochs=2",
-]
 
 
 def tiny(size: int, seed: int):
@@ -118,7 +108,7 @@ def swept(tmp_path_factory) -> dict:
         "-m",
         "data=folder",
         f"data.root={root}",
-        *SMALL,
+        *TINY,
         "trainer.seed=1,2",
         f"tracking.uri={uri}",
         f"hydra.sweep.dir={folder / 'sweep'}",
@@ -220,7 +210,7 @@ def test_members_of_other_classes_or_test_splits_are_refused(swept, tmp_path, cl
     proc = run_cli(
         "data=folder",
         f"data.root={other}",
-        *SMALL,
+        *TINY,
         f"tracking.uri={swept['uri']}",
         f"hydra.run.dir={out}",
     )
