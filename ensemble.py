@@ -5,7 +5,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from rps import config, errors, helptext
+from rps import errors
+from rps.config import helptext
+from rps.config import schema as config
 
 config.register()
 config.register_ensemble()
@@ -13,7 +15,7 @@ config.register_ensemble()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="ensemble")
 def main(cfg: DictConfig) -> None:
-    from rps import app  # imports TensorFlow after the config checks
+    from rps.apps import app  # imports TensorFlow after the config checks
 
     # The project root holds conf/ and mlflow.db: the tracking store that training uses.
     app.main(cfg, Path(__file__).resolve().parent, "ensemble")

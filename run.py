@@ -5,14 +5,16 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from rps import config, errors, helptext
+from rps import errors
+from rps.config import helptext
+from rps.config import schema as config
 
 config.register()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    from rps import job  # which checks the config before TensorFlow loads
+    from rps.train import job  # which checks the config before TensorFlow loads
 
     return job.main(cfg)
 

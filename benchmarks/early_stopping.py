@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/rps-early-stopping"))
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
-    from rps import config
+    from rps.config import schema as config
 
     patience = config.compose(REPO / "conf").trainer.patience
     default_epochs = config.compose(REPO / "conf").trainer.epochs

@@ -26,9 +26,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # rps, when it is not installed into the environment
 
-from rps import data, hands, scores  # noqa: E402
-from rps import model as model_lib  # noqa: E402
-from rps.predictor import Predictor  # noqa: E402
+from rps.data import dataset as data  # noqa: E402
+from rps.hands import detect as hands  # noqa: E402
+from rps.model import network as model_lib  # noqa: E402
+from rps.serve import scores  # noqa: E402
+from rps.serve.predictor import Predictor  # noqa: E402
 
 
 class Staged(hands.HandFinder):

@@ -46,8 +46,8 @@ def make_video(images: Path, frames: int, path: Path) -> Path:
 
 
 def build_model(backbone: str, folder: Path) -> Path:
-    from rps import config
-    from rps import model as model_lib
+    from rps.config import schema as config
+    from rps.model import network as model_lib
 
     conf = config.to_object(
         config.compose(REPO / "conf", [f"backbone={backbone}", "backbone.weights=null"])
@@ -71,8 +71,8 @@ def call_styles(model_dir: Path) -> dict[str, float]:
     and live's predictor (the same function, frozen)."""
     import tensorflow as tf
 
-    from rps import model as model_lib
-    from rps.predictor import Predictor
+    from rps.model import network as model_lib
+    from rps.serve.predictor import Predictor
 
     model, class_names = model_lib.load(model_dir)
     crop = np.random.default_rng(0).integers(0, 256, (300, 300, 3)).astype(np.float32)
@@ -90,8 +90,8 @@ def call_styles(model_dir: Path) -> dict[str, float]:
 
 
 def bench_live(model_dir: Path, video: Path, out: Path):
-    from rps.config import LiveConfig, RoiConfig, RoiFind
-    from rps.live import run
+    from rps.apps.live import run
+    from rps.config.schema import LiveConfig, RoiConfig, RoiFind
 
     conf = LiveConfig(
         model_path=str(model_dir),

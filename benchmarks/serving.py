@@ -53,8 +53,10 @@ def frames(images: Path, count: int) -> list[bytes]:
 
 
 def logged_model(store: Path) -> str:
-    from rps import config, logged_model, tracking
-    from rps import model as model_lib
+    from rps.config import schema as config
+    from rps.model import network as model_lib
+    from rps.serve import logged_model
+    from rps.tracking import runs as tracking
 
     conf = config.to_object(config.compose(REPO / "conf", []))
     model = model_lib.build(conf, 3).inference
@@ -85,7 +87,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp)
         run_id = logged_model(store)
-        from rps import logged_model as logged
+        from rps.serve import logged_model as logged
 
         predictor = logged.load(run_id, tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
         with socket.socket() as s:

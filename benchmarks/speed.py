@@ -53,8 +53,8 @@ def flops_per_image(model) -> float:
 def throughput(repeats: int = 3, images: int = 128) -> list[list[str]]:
     import numpy as np
 
-    from rps import backbones
-    from rps.config import BackboneConfig, BackboneName
+    from rps.config.schema import BackboneConfig, BackboneName
+    from rps.model import backbones
 
     sizes = {
         BackboneName.efficientnet_lite0: 224,

@@ -60,7 +60,8 @@ def val_accuracies(store: Path) -> list[str]:
     """Each child run's best validation accuracy, in job order."""
     from mlflow.tracking import MlflowClient
 
-    from rps import sweep, tracking
+    from rps.tracking import runs as tracking
+    from rps.tracking import sweep
 
     client = MlflowClient(f"sqlite:///{store}")
     experiment = client.get_experiment_by_name("rps")

@@ -6,7 +6,7 @@
 The renders show hands from the front only, while players show paper edge-on and scissors
 pointing at the camera. This trains the default on the renders once per
 ``aug.landmark_tilt``, finds the hands in real photos, turns their landmarks out of the
-image plane by fixed angles (``rps.landmarks.turned``), and prints each model's accuracy on
+image plane by fixed angles (``rps.hands.landmarks.turned``), and prints each model's accuracy on
 the turned hands (images with no hand left out). The landmark model's own readings of a
 real edge-on hand are noisier than a turned frontal one, so this bounds what the
 augmentation can give; the real sets, unturned, show what it costs.
@@ -23,8 +23,11 @@ from hand_search import REPO, train
 
 sys.path.insert(0, str(REPO))  # rps, when it is not installed into the environment
 
-from rps import data, hands, landmarks, scores  # noqa: E402
-from rps import model as model_lib  # noqa: E402
+from rps.data import dataset as data  # noqa: E402
+from rps.hands import detect as hands  # noqa: E402
+from rps.hands import landmarks  # noqa: E402
+from rps.model import network as model_lib  # noqa: E402
+from rps.serve import scores  # noqa: E402
 
 # (pitch, yaw) in degrees: the front, then toward fingertips-first and toward edge-on.
 VIEWS = ((0, 0), (45, 0), (70, 0), (85, 0), (0, 45), (0, 70), (0, 85))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 if TYPE_CHECKING:
-    from rps.config import CacheConfig
+    from rps.config.schema import CacheConfig
 
 log = logging.getLogger(__name__)
 

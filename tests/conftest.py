@@ -70,7 +70,7 @@ def make_folder_dataset(
 
 def compose_cfg(*overrides: str):
     """The job config exactly as ``python run.py <overrides>`` would compose it."""
-    from rps import config
+    from rps.config import schema as config
 
     return config.compose(REPO / "conf", overrides)
 
@@ -78,7 +78,7 @@ def compose_cfg(*overrides: str):
 def fit(cfg, data, **kwargs):
     """A config's classifier, built and trained on ``data`` as a job does; ``kwargs`` go to
     ``train.fit``. Returns the classifier (at its best epoch) and what training reports."""
-    from rps import train
+    from rps.train import fit as train
 
     strategy = train.distribution(cfg.trainer.strategy)
     classifier = train.build(cfg, len(data.class_names), strategy)
@@ -102,7 +102,7 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 def kill_after_checkpoint(overrides: Sequence[str], folder: Path, epoch: int):
     """Start ``python run.py <overrides>`` and SIGKILL it once ``folder`` holds a checkpoint
     of ``epoch`` (counted from 0) or later; return that checkpoint."""
-    from rps import checkpoint
+    from rps.train import checkpoint
 
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "run.py"), *overrides],

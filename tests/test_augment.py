@@ -12,13 +12,17 @@ import tensorflow as tf
 from conftest import REPO, compose_cfg, make_folder_dataset
 from PIL import Image
 
-from rps import augment, config, features, tensorboard, train
-from rps import data as data_lib
-from rps import model as model_lib
-from rps.augment import HandComposite, RandomBlur, WhiteBalance
 from rps.cache import ArrayCache
-from rps.config import ImageAugConfig
+from rps.config import schema as config
+from rps.config.schema import ImageAugConfig
+from rps.data import dataset as data_lib
 from rps.errors import ConfigError
+from rps.features import cached as features
+from rps.model import augment
+from rps.model import network as model_lib
+from rps.model.augment import HandComposite, RandomBlur, WhiteBalance
+from rps.train import fit as train
+from rps.train import tensorboard
 
 # Image augmentation needs an image backbone: the default reads hands.
 IMAGE = ("backbone=efficientnet_lite0",)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from conftest import SHARED
 
-from rps import backbones, efficientnet_lite
-from rps.config import BackboneConfig, BackboneName
+from rps.config.schema import BackboneConfig, BackboneName
 from rps.errors import WeightsError
+from rps.model import backbones, efficientnet_lite
 
 
 def cfg(name: str, weights, size: int = 64) -> BackboneConfig:

@@ -66,8 +66,8 @@ def test_the_hand_search_benchmark_prints_each_stage(tmp_path):
     and a blank image beside each render is never a hand, at any stage."""
     from PIL import Image
 
-    from rps import config
-    from rps import model as model_lib
+    from rps.config import schema as config
+    from rps.model import network as model_lib
 
     classes = ["paper", "rock", "scissors"]
     classifier = model_lib.build(config.to_object(compose_cfg()), len(classes))

@@ -16,10 +16,11 @@ import pytest
 from conftest import REPO, SHARED, compose_cfg, fit, make_folder_dataset, run_cli
 from PIL import Image
 
-from rps import config, features
-from rps import data as data_lib
-from rps import model as model_lib
 from rps.cache import ArrayCache, digest
+from rps.config import schema as config
+from rps.data import dataset as data_lib
+from rps.features import cached as features
+from rps.model import network as model_lib
 
 SMALL = [
     "backbone=mobilenet_v2",

@@ -18,8 +18,8 @@ import atexit, json, runpy, sys
 atexit.register(lambda: print(json.dumps([m for m in {heavy} if m in sys.modules])))
 sys.argv = [{script!r}, *{args!r}]
 if {through_hydra!r}:
-    import rps.helptext
-    rps.helptext.answer = lambda *args, **kwargs: None
+    import rps.config.helptext
+    rps.config.helptext.answer = lambda *args, **kwargs: None
 runpy.run_path({script!r}, run_name="__main__")
 """
 
@@ -42,7 +42,7 @@ def launched(app: str, *args: str, through_hydra: bool = False) -> subprocess.Co
 
 def help_of(app: str, *args: str, through_hydra: bool = False) -> tuple[str, list[str]]:
     """``app [args] --help``'s text and heavy imports; ``through_hydra``: Hydra's own
-    ``--help`` with the same template, which rps.helptext answers faster."""
+    ``--help`` with the same template, which rps.config.helptext answers faster."""
     proc = launched(app, *args, "--help", through_hydra=through_hydra)
     assert proc.returncode == 0, proc.stderr[-3000:]
     *text, imported = proc.stdout.rstrip().splitlines()

@@ -6,10 +6,10 @@ import pytest
 from conftest import REPO, compose_cfg, run_cli
 from omegaconf import OmegaConf
 
-from rps import config
-from rps import model as model_lib
-from rps.config import AdamWConfig, FolderDataConfig, ImageAugConfig, SGDConfig
+from rps.config import schema as config
+from rps.config.schema import AdamWConfig, FolderDataConfig, ImageAugConfig, SGDConfig
 from rps.errors import ConfigError
+from rps.model import network as model_lib
 
 CONF = REPO / "conf"
 GROUPS = [

@@ -10,11 +10,11 @@ import requests
 import tensorflow_datasets as tfds
 from conftest import SHARED, make_folder_dataset
 
-from rps import data as data_module
-from rps.config import BadImagePolicy, FolderDataConfig, TfdsDataConfig
-from rps.data import Data, Split, load
+from rps.config.schema import BadImagePolicy, FolderDataConfig, TfdsDataConfig
+from rps.data import dataset as data_module
+from rps.data.dataset import Data, Split, load
+from rps.data.images import fit, read_rgb
 from rps.errors import ConfigError, DataError
-from rps.images import fit, read_rgb
 
 SIZE = 24
 

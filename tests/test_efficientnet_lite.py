@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from skimage import data, transform
 
-from rps import efficientnet_lite as efl
+from rps.model import efficientnet_lite as efl
 
 TABBY, TIGER_CAT, EGYPTIAN_CAT = 281, 282, 285
 COFFEE_MUG, ESPRESSO = 504, 967

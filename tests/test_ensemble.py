@@ -11,10 +11,15 @@ import pytest
 from conftest import REPO, TINY, compose_cfg, logged_runs, make_folder_dataset, run_cli
 from mlflow.tracking import MlflowClient
 
-from rps import config, ensemble, landmarks, logged_model, outputs, tracking
-from rps import model as model_lib
+from rps.apps import ensemble
+from rps.config import schema as config
+from rps.data.images import fit, read_rgb
 from rps.errors import ConfigError, UserError
-from rps.images import fit, read_rgb
+from rps.hands import landmarks
+from rps.model import network as model_lib
+from rps.serve import logged_model
+from rps.tracking import runs as tracking
+from rps.train import outputs
 
 
 def tiny(size: int, seed: int):

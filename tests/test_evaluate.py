@@ -9,10 +9,10 @@ from conftest import TINY, make_folder_dataset, run_cli, tracked_job
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from rps import data as data_lib
-from rps import evaluate
-from rps import model as model_lib
-from rps.images import fit
+from rps.apps import evaluate
+from rps.data import dataset as data_lib
+from rps.data.images import fit
+from rps.model import network as model_lib
 
 
 @pytest.fixture(scope="module")

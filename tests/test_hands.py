@@ -14,11 +14,14 @@ from conftest import REAL_DEV, SHARED, compose_cfg, post_images, run_cli, served
 from mlflow import MlflowClient
 from PIL import Image
 
-from rps import config, hands, landmarks, scores
-from rps import model as model_lib
+from rps.config import schema as config
+from rps.data.images import read_rgb
 from rps.errors import ConfigError, WeightsError
-from rps.images import read_rgb
-from rps.predictor import Predictor, surety
+from rps.hands import detect as hands
+from rps.hands import landmarks
+from rps.model import network as model_lib
+from rps.serve import scores
+from rps.serve.predictor import Predictor, surety
 
 RENDER = SHARED / "test" / "scissors"
 needs_renders = pytest.mark.skipif(not RENDER.is_dir(), reason=f"{SHARED} is absent")
@@ -115,9 +118,9 @@ def test_models_missing_while_offline_is_one_paragraph(tmp_path):
         "PIP_TIMEOUT": "3",
     }
     script = (
-        "import sys; from pathlib import Path; from rps import hands\n"
+        "import sys; from pathlib import Path; from rps.hands import detect\n"
         "from rps.errors import WeightsError\n"
-        "try:\n    hands.model_files(Path(sys.argv[1]))\n"
+        "try:\n    detect.model_files(Path(sys.argv[1]))\n"
         "except WeightsError as err:\n    print(err)\n"
     )
     proc = subprocess.run(
@@ -185,7 +188,7 @@ def test_a_followed_hand_reads_as_a_detected_one_and_is_lost_when_gone(finder):
 
 
 def test_live_runs_the_palm_detector_only_to_find_a_lost_hand_or_new_ones(finder):
-    from rps.live import REDETECT_EVERY, Hands
+    from rps.apps.live import REDETECT_EVERY, Hands
 
     rgb = read_rgb(sorted(RENDER.iterdir())[0]) if RENDER.is_dir() else None
     if rgb is None:
@@ -251,7 +254,7 @@ def test_a_small_far_hand_is_found_in_the_tiles(finder):
 
 @pytest.mark.skipif(not REAL_DEV.is_dir(), reason="the real photos are absent")
 def test_live_follows_both_of_two_hands_and_keeps_them_apart(finder):
-    from rps.live import REDETECT_EVERY, Hands
+    from rps.apps.live import REDETECT_EVERY, Hands
 
     photos = [
         np.asarray(Image.open(p).convert("RGB")) for p in sorted((REAL_DEV / "rock").iterdir())[:2]
@@ -331,7 +334,7 @@ def test_trained_on_renders_it_reads_real_hands(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test_accuracy"] >= 0.99
-    assert "[rps.features][INFO] - no hand found in" in proc.stdout + proc.stderr
+    assert "[rps.features.cached][INFO] - no hand found in" in proc.stdout + proc.stderr
     out = tmp_path / "eval"
     proc = run_cli(
         f"model_path={tmp_path / 'run'}",
@@ -487,8 +490,8 @@ def test_an_image_folder_without_any_hand_is_one_paragraph(tmp_path):
 
 
 def test_no_hand_counts_as_wrong_and_live_says_so():
-    from rps import scores
-    from rps.live import NO_HAND, decide
+    from rps.apps.live import NO_HAND, decide
+    from rps.serve import scores
 
     nan = np.nan
     probs = np.array([[0.9, 0.05, 0.05], [nan, nan, nan], [0.1, 0.8, 0.1]])

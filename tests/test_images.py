@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rps.images import BadImage, fit, read_rgb, square_resizer, to_rgb
+from rps.data.images import BadImage, fit, read_rgb, square_resizer, to_rgb
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
@@ -148,9 +148,9 @@ def test_fit_matches_the_layer_the_model_applies():
 def test_data_and_live_paths_crop_a_300x200_photo_to_the_same_unsquashed_square(tmp_path):
     """A circle stays a circle: the same centred square whether the photo is loaded for
     training or comes to live.py from an image folder (where the 300-pixel ROI cannot fit)."""
-    from rps.config import RoiConfig
-    from rps.live import place_roi
-    from rps.video import open_source
+    from rps.apps.live import place_roi
+    from rps.config.schema import RoiConfig
+    from rps.data.video import open_source
 
     yy, xx = np.mgrid[:200, :300]
     photo = np.full((200, 300, 3), 255, dtype=np.uint8)
@@ -173,7 +173,7 @@ def test_data_and_live_paths_crop_a_300x200_photo_to_the_same_unsquashed_square(
 
 
 def test_the_hand_square_centres_the_hand_and_repeats_edges_past_the_image():
-    from rps.crop import HAND_SCALE, cut, hand_square
+    from rps.data.crop import HAND_SCALE, cut, hand_square
 
     points = np.array([[40.0, 10.0, 0.0], [60.0, 50.0, 0.0]])  # 20 wide, 40 tall
     top, left, side = hand_square(points)

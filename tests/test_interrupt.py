@@ -11,12 +11,12 @@ import pytest
 from conftest import REPO, make_folder_dataset
 from mlflow.tracking import MlflowClient
 
-from rps import checkpoint
+from rps.train import checkpoint
 
 # Run in a fresh interpreter whose SIGINT is Python's own, whatever the test runner's is.
 SCRIPT = """
 import os, signal, time
-from rps.interrupt import CtrlC
+from rps.train.interrupt import CtrlC
 
 class Freed:
     def __del__(self):  # as TensorFlow's iterators are freed: Python drops what this raises

@@ -15,18 +15,7 @@ import pytest
 from conftest import REPO, SHARED, TINY, make_folder_dataset, run_cli, tracked_job
 from mlflow.tracking import MlflowClient
 
-from rps import config
-from rps.config import (
-    CaptureConfig,
-    FolderDataConfig,
-    LiveConfig,
-    LiveMode,
-    RoiConfig,
-    RoiFind,
-    RootConfig,
-)
-from rps.errors import ConfigError
-from rps.live import (
+from rps.apps.live import (
     UNCERTAIN,
     Capturing,
     Classifying,
@@ -42,7 +31,18 @@ from rps.live import (
     loop,
     place_roi,
 )
-from rps.video import CaptureSource, FolderSource, Frame, OutputError, VideoSink, open_source
+from rps.config import schema as config
+from rps.config.schema import (
+    CaptureConfig,
+    FolderDataConfig,
+    LiveConfig,
+    LiveMode,
+    RoiConfig,
+    RoiFind,
+    RootConfig,
+)
+from rps.data.video import CaptureSource, FolderSource, Frame, OutputError, VideoSink, open_source
+from rps.errors import ConfigError
 
 FRAMES = 12
 WIDTH, HEIGHT = 400, 320  # the test clip; the default 300-pixel ROI is its centred photo
@@ -104,8 +104,8 @@ def live(tmp_path: Path, *overrides: str):
 
 def assert_agrees(rows: list[dict], crops: list[np.ndarray], model_dir: Path) -> None:
     """Each row holds what the saved model says about that frame's crop, called directly."""
-    from rps import model as model_lib
-    from rps.scores import softmax
+    from rps.model import network as model_lib
+    from rps.serve.scores import softmax
 
     model, names = model_lib.load(model_dir)
     rgb = np.stack([cv2.cvtColor(c, cv2.COLOR_BGR2RGB) for c in crops]).astype("float32")
@@ -428,7 +428,7 @@ def test_capture_builds_a_folder_dataset_that_training_reads(video, tmp_path):
     assert all(cv2.imread(str(p)).shape == (128, 128, 3) for p in crops)
     assert len(list((root / "test" / "paper").glob("*.png"))) == 2
 
-    from rps import data as data_lib
+    from rps.data import dataset as data_lib
 
     data = data_lib.load(FolderDataConfig(root=str(root)), 64, 0)
     assert data.class_names == ["paper", "rock"] and len(data.test) == 4
@@ -448,9 +448,9 @@ def assert_user_error(proc, *fragments: str) -> None:
 def test_by_default_an_image_model_sees_the_hand_square_as_evaluate_does(trained, tmp_path):
     """roi.find=hand: the palm detector places the square, a frame without a hand reads
     "no hand", and each frame's probabilities are those evaluate.py's predictor gives."""
-    from rps import model as model_lib
-    from rps.images import read_rgb
-    from rps.predictor import Predictor
+    from rps.data.images import read_rgb
+    from rps.model import network as model_lib
+    from rps.serve.predictor import Predictor
 
     folder = tmp_path / "frames"
     folder.mkdir()

@@ -1,10 +1,17 @@
-"""The rps package's modules import each other without a cycle, lazy imports included."""
+"""The rps package's shape: no import cycle between modules, lazy imports included, and
+subpackages used in one direction only (docs/development.md draws them)."""
 
 import ast
 
 from conftest import REPO
 
 PACKAGE = REPO / "rps"
+
+
+def module_name(path) -> str:
+    """``rps/train/job.py`` -> ``train.job``; ``rps/cache.py`` -> ``cache``."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def imports(path) -> set[str]:
@@ -16,21 +23,41 @@ def imports(path) -> set[str]:
         if isinstance(stmt, ast.If) and getattr(stmt.test, "id", None) == "TYPE_CHECKING"
         for node in ast.walk(stmt)
     }
+    known = set(graph_nodes())
     found = set()
     for node in ast.walk(tree):
         if id(node) in typing_only:
             continue
         if isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("rps.")}
-        elif isinstance(node, ast.ImportFrom) and node.module == "rps":
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rps."):
-            found.add(node.module.split(".")[1])
-    return found
+            found |= {a.name.removeprefix("rps.") for a in node.names if a.name.startswith("rps.")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rps"):
+            base = node.module.removeprefix("rps").removeprefix(".")
+            for alias in node.names:
+                name = f"{base}.{alias.name}" if base else alias.name
+                found.add(name if name in known else base)
+    return found - {""}
+
+
+def graph_nodes() -> list[str]:
+    return [module_name(p) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"]
 
 
 def graph() -> dict[str, set[str]]:
-    return {path.stem: imports(path) for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
+    return {
+        module_name(path): imports(path)
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "__init__.py"
+    }
+
+
+def packages(edges: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The same graph between subpackages (a top-level module is a package of its own)."""
+    top = {}
+    for module, targets in edges.items():
+        here = module.split(".")[0]
+        top.setdefault(here, set()).update(t.split(".")[0] for t in targets)
+        top[here].discard(here)
+    return top
 
 
 def cycle(edges: dict[str, set[str]]) -> list[str]:
@@ -55,8 +82,16 @@ def cycle(edges: dict[str, set[str]]) -> list[str]:
 
 def test_the_package_has_no_import_cycle():
     edges = graph()
-    assert {"job", "sweep", "context", "outputs"} <= set(edges)
+    assert {"train.job", "tracking.sweep", "config.context", "train.outputs"} <= set(edges)
+    assert {"tracking.runs", "config.schema"} <= edges["train.job"]
     assert cycle(edges) == [], " -> ".join(cycle(edges))
+
+
+def test_subpackages_use_each_other_in_one_direction():
+    top = packages(graph())
+    assert {"config", "data", "model", "train", "serve", "apps"} <= set(top)
+    assert "train" in top["apps"] or "serve" in top["apps"]
+    assert cycle(top) == [], " -> ".join(cycle(top))
 
 
 def test_the_cycle_finder_finds_a_lazy_import_cycle():

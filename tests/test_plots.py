@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rps import plots
+from rps.tracking import plots
 
 CLASSES = ["paper", "rock", "scissors"]
 

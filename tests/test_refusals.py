@@ -10,9 +10,9 @@ import pytest
 from conftest import compose_cfg, make_folder_dataset
 from mlflow.tracking import MlflowClient
 
-from rps import job
-from rps.context import JobContext
+from rps.config.context import JobContext
 from rps.errors import DataError, UserError, WeightsError
+from rps.train import job
 
 TINY = ["backbone.input_size=32", "trainer.epochs=1", "cache.enabled=false", "finetune=none"]
 

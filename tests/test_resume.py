@@ -10,9 +10,13 @@ from conftest import REPO, compose_cfg, fit, kill_after_checkpoint, make_folder_
 from mlflow.tracking import MlflowClient
 
 from rps import cache as cache_lib
-from rps import checkpoint, config, logged_model, resume, tracking, train
-from rps import data as data_lib
+from rps.config import schema as config
+from rps.data import dataset as data_lib
 from rps.errors import ConfigError, UserError
+from rps.serve import logged_model
+from rps.tracking import runs as tracking
+from rps.train import checkpoint, resume
+from rps.train import fit as train
 
 TINY = [
     "backbone=mobilenet_v2",

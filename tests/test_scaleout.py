@@ -14,7 +14,8 @@ import yaml
 from conftest import REPO, free_port, logged_runs, make_folder_dataset, run_cli, wait_for
 from mlflow.tracking import MlflowClient
 
-from rps import logged_model, tracking
+from rps.serve import logged_model
+from rps.tracking import runs as tracking
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def sweep_runs(uri: str):
 
 def hydra_cfg(*overrides: str):
     """The config with its ``hydra`` node, as ``python run.py <overrides> --cfg all`` shows."""
-    from rps import config
+    from rps.config import schema as config
 
     return config.compose(REPO / "conf", overrides, with_hydra=True)
 

@@ -19,10 +19,12 @@ from conftest import (
 )
 from mlflow.tracking import MlflowClient
 
-from rps import logged_model, sweep, tracking
-from rps import model as model_lib
-from rps.config import TrackingConfig
-from rps.predictor import Predictor
+from rps.config.schema import TrackingConfig
+from rps.model import network as model_lib
+from rps.serve import logged_model
+from rps.serve.predictor import Predictor
+from rps.tracking import runs as tracking
+from rps.tracking import sweep
 
 # A real pretrained backbone (its weights install with rps) on small inputs: it learns the
 # colour-coded classes in a few epochs, so served predictions can be checked for the class.

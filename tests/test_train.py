@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from conftest import compose_cfg, fit, make_folder_dataset, run_cli
 
-from rps import config, train
-from rps import data as data_lib
-from rps import model as model_lib
+from rps.config import schema as config
+from rps.data import dataset as data_lib
+from rps.model import network as model_lib
+from rps.train import fit as train
 
 TINY = [
     "backbone=mobilenet_v2",

@@ -1,0 +1,1 @@
+"""Subpackage: live.py, evaluate.py and ensemble.py: the apps besides training."""

@@ -1,0 +1,1 @@
+"""Subpackage: typed config schemas, their composition and what a job knows of Hydra."""

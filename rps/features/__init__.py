@@ -1,0 +1,1 @@
+"""Subpackage: what feeds the head, computed once and cached."""

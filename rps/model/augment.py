@@ -1,0 +1,429 @@
+"""Training-time augmentation as Keras layers, so it lives in the model and is off at inference.
+
+The training hands are CGI renders on a white background, and a webcam sees desks, walls and
+faces. ``aug.background`` is domain randomization for that gap: each hand is cut out by its
+white background and pasted onto a generated one, so "white around the hand" stops being a
+feature the classifier can lean on.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from importlib.resources import files
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+import tensorflow as tf
+
+from rps.config.schema import ImageAugConfig
+from rps.data.images import BadImage, read_rgb
+from rps.errors import ConfigError
+
+LAYER_NAME = "augment"
+VERSION = 3  # bump when a policy's draws change meaning: it is part of the feature cache key
+# The renders' background is white with soft grey shading. A pixel is background when its
+# darkest channel is bright AND it is grey: pale skin is as bright, but never that grey. Each
+# pair is a smoothstep ramp: below the first value the test fails, above the second it holds.
+WHITENESS = (0.70, 0.85)  # darkest channel / 255
+SATURATION = (0.02, 0.06)  # (max - min) / max; background below the ramp
+# How a hand darkens as skin gets darker, per RGB channel: blue most, red least.
+SKIN_DARKENING = (0.6, 0.7, 0.75)
+PATTERNS = 6  # solid, gradient, fractal noise, patches, stripes, checks
+NOISE_GRIDS = (3, 6, 12, 24, 48)  # value-noise octaves, cells per side
+PATTERN_SIZE = 112  # the side patterns are drawn at, before they are resized to the image
+WHITE = 255.0
+# Photographs that ship inside rps's own dependencies, free to use: (package, file). No
+# generator draws a face, a building or a plant, and a webcam sees all three behind a hand.
+PHOTOS = (
+    ("sklearn.datasets.images", "china.jpg"),  # CC BY 2.0, danielbuechele on Flickr
+    ("sklearn.datasets.images", "flower.jpg"),  # CC BY 2.0, vultilion on Flickr
+    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),  # public domain (US Navy)
+)
+PHOTO_CROP = (0.25, 1.0)  # a crop's side, as a share of its photo's shorter side
+# A user's photo is shrunk to at most this side first: a crop is resized to the input size
+# anyway, and every photo lives on one canvas in memory.
+USER_PHOTO_SIDE = 640
+
+
+def build(cfg: ImageAugConfig, seed: int) -> keras.Sequential:
+    """Random transforms on 0..255 RGB, none when every transform is off (which
+    ``cfg.on_images`` tells without building them)."""
+    hand = cfg.background > 0 or cfg.skin_tone > 0
+    # With a hand mask, what geometry uncovers must be white, so the mask calls it background.
+    fill = {"fill_mode": "constant", "fill_value": WHITE} if hand else {}
+    transforms = []
+    if cfg.flip:
+        transforms.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if cfg.rotation:
+        transforms.append(keras.layers.RandomRotation(cfg.rotation, seed=seed + 1, **fill))
+    if cfg.zoom_in or cfg.zoom_out:
+        transforms.append(
+            keras.layers.RandomZoom((-cfg.zoom_in, cfg.zoom_out), seed=seed + 2, **fill)
+        )
+    if cfg.translation:
+        transforms.append(
+            keras.layers.RandomTranslation(cfg.translation, cfg.translation, seed=seed + 3, **fill)
+        )
+    if hand:
+        if cfg.background_dir is not None:
+            photos(cfg.background_dir)  # a bad folder fails now, not in the first batch
+        transforms.append(
+            HandComposite(
+                cfg.background,
+                cfg.skin_tone,
+                cfg.background_photos,
+                cfg.background_recolour,
+                cfg.background_dir,
+                seed=seed + 8,
+            )
+        )
+    if cfg.brightness:
+        transforms.append(keras.layers.RandomBrightness(cfg.brightness, seed=seed + 4))
+    if cfg.contrast:
+        transforms.append(
+            keras.layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=seed + 5)
+        )
+    if cfg.saturation:
+        # Keras reads 0.5 as "unchanged", so jitter symmetrically around it.
+        band = (0.5 - cfg.saturation / 2, 0.5 + cfg.saturation / 2)
+        transforms.append(keras.layers.RandomSaturation(band, seed=seed + 6))
+    if cfg.hue:
+        transforms.append(keras.layers.RandomHue(cfg.hue, value_range=(0, 255), seed=seed + 7))
+    if cfg.white_balance:
+        transforms.append(WhiteBalance(cfg.white_balance, seed=seed + 9))
+    if cfg.blur:
+        transforms.append(RandomBlur(cfg.blur, seed=seed + 10))
+    return keras.Sequential(transforms, name=LAYER_NAME)
+
+
+def _smoothstep(edges: tuple[float, float], x: tf.Tensor) -> tf.Tensor:
+    t = tf.clip_by_value((x - edges[0]) / (edges[1] - edges[0]), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def hand_mask(images: tf.Tensor) -> tf.Tensor:
+    """1 on the hand, 0 on the white background, soft at the edge: (B, H, W, 1) in 0..1.
+
+    Per pixel from colour alone. Then a 3x3 erosion drops specks of shading and pulls the
+    edge in by a pixel, off the hand's anti-aliased rim, which would paste a white halo; a
+    5x5 closing fills highlights on pale skin; a 3x3 mean feathers the edge.
+    """
+    brightest = tf.reduce_max(images, axis=-1, keepdims=True)
+    darkest = tf.reduce_min(images, axis=-1, keepdims=True)
+    saturation = (brightest - darkest) / tf.maximum(brightest, 1.0)
+    background = _smoothstep(WHITENESS, darkest / WHITE) * (
+        1.0 - _smoothstep(SATURATION, saturation)
+    )
+    hand = -_dilate(-(1.0 - background), 3)
+    hand = -_dilate(-_dilate(hand, 5), 5)
+    return tf.nn.avg_pool2d(hand, 3, 1, "SAME")
+
+
+def _dilate(mask: tf.Tensor, size: int) -> tf.Tensor:
+    """A size x size max filter, as two 1-D passes: a 5x5 costs 10 comparisons, not 25."""
+    return tf.nn.max_pool2d(tf.nn.max_pool2d(mask, [size, 1], 1, "SAME"), [1, size], 1, "SAME")
+
+
+def random_colours(uniform, batch: tf.Tensor) -> tf.Tensor:
+    """Random RGB colours (B, 1, 1, 3) in 0..255, of any hue."""
+    hue = uniform([batch])
+    saturation = tf.sqrt(uniform([batch]))  # favour coloured over grey
+    value = uniform([batch], 0.15, 1.0)
+    rgb = tf.image.hsv_to_rgb(tf.stack([hue, saturation, value], axis=-1))
+    return WHITE * rgb[:, None, None, :]
+
+
+def _fractal_noise(uniform, batch: tf.Tensor) -> tf.Tensor:
+    """Two independent fields of value noise, summed over octaves, each octave fainter by a
+    random persistence: (B, P, P, 2), each field stretched to 0..1."""
+    persistence = uniform([batch, 1, 1, 2], 0.35, 0.75)
+    total = 0.0
+    for octave, cells in enumerate(NOISE_GRIDS):
+        grid = uniform([batch, cells, cells, 2])
+        total += persistence**octave * tf.image.resize(grid, [PATTERN_SIZE] * 2, "bicubic")
+    low = tf.reduce_min(total, axis=[1, 2], keepdims=True)
+    high = tf.reduce_max(total, axis=[1, 2], keepdims=True)
+    return (total - low) / tf.maximum(high - low, 1e-6)
+
+
+def _sharpen(wave: tf.Tensor, uniform, batch: tf.Tensor) -> tf.Tensor:
+    """A -1..1 wave as a 0..1 pattern, from soft (a sinusoid) to hard-edged (a square wave)."""
+    hardness = uniform([batch, 1, 1, 1], 0.5, 20.0)
+    return 0.5 + 0.5 * tf.tanh(hardness * wave) / tf.tanh(hardness)
+
+
+def backgrounds(uniform, shape: tf.Tensor) -> tf.Tensor:
+    """One generated background per image, (B, H, W, 3) in 0..255.
+
+    Each is a pattern (solid, linear gradient, fractal noise, noise patches, stripes or
+    checks, at a random angle and scale) blending two random colours, times a random film of
+    fine noise, as on a wall or a desk. ``uniform(shape, low, high)`` draws the randomness.
+    Patterns are drawn at ``PATTERN_SIZE`` and resized, a quarter of the work at 224.
+    """
+    batch = shape[0]
+    y = tf.linspace(-1.0, 1.0, PATTERN_SIZE)[None, :, None, None]
+    x = tf.linspace(-1.0, 1.0, PATTERN_SIZE)[None, None, :, None]
+    angle = uniform([batch, 1, 1, 1], 0.0, 2 * math.pi)
+    along = tf.cos(angle) * x + tf.sin(angle) * y
+    across = tf.cos(angle) * y - tf.sin(angle) * x
+    frequency = uniform([batch, 1, 1, 1], 1.0, 8.0)
+    phase = uniform([batch, 1, 1, 1], 0.0, 2 * math.pi)
+    noise, film = tf.split(_fractal_noise(uniform, batch), 2, axis=-1)
+    stripes = tf.sin(math.pi * frequency * along + phase)
+    patterns = [
+        tf.zeros_like(along + across),
+        0.5 + along / (2 * math.sqrt(2.0)),
+        noise,
+        _sharpen(noise - 0.5, uniform, batch),
+        _sharpen(stripes, uniform, batch),
+        _sharpen(stripes * tf.sin(math.pi * frequency * across + phase), uniform, batch),
+    ]
+    kind = tf.one_hot(tf.cast(uniform([batch], 0.0, PATTERNS), tf.int32), PATTERNS)
+    pattern = tf.reduce_sum(
+        tf.concat(patterns, axis=-1) * kind[:, None, None, :], axis=-1, keepdims=True
+    )
+    grain = uniform([batch, 1, 1, 1], 0.0, 0.3) * (2.0 * film - 1.0)
+    pattern, grain = tf.split(
+        tf.image.resize(tf.concat([pattern, grain], axis=-1), shape[1:3], "bilinear"), 2, axis=-1
+    )
+    return tf.clip_by_value(two_colours(uniform, pattern) * (1.0 + grain), 0.0, WHITE)
+
+
+def two_colours(uniform, pattern: tf.Tensor) -> tf.Tensor:
+    """A 0..1 pattern (B, H, W, 1) drawn as a blend of two random colours per image."""
+    batch = tf.shape(pattern)[0]
+    first, second = random_colours(uniform, batch), random_colours(uniform, batch)
+    return first + (second - first) * pattern
+
+
+def recoloured(uniform, images: tf.Tensor) -> tf.Tensor:
+    """Each image's light and shade, stretched to 0..1, in two random colours: a photo's
+    shapes and textures (bricks, fur, wood) in colours it never had, skin's among them."""
+    luma = tf.image.rgb_to_grayscale(images)
+    low = tf.reduce_min(luma, axis=[1, 2, 3], keepdims=True)
+    high = tf.reduce_max(luma, axis=[1, 2, 3], keepdims=True)
+    return two_colours(uniform, (luma - low) / tf.maximum(high - low, 1.0))
+
+
+def photos(folder: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The bundled photos, then those in ``folder``, on one uint8 canvas (N, H, W, 3), each
+    at its top left, and each one's (height, width). Loaded once per state of the folder: an
+    edited or added photo is read again."""
+    stamp = None
+    if folder is not None and Path(folder).expanduser().is_dir():
+        stamp = tuple(
+            (p.name, p.stat().st_mtime_ns, p.stat().st_size)
+            for p in sorted(Path(folder).expanduser().iterdir())
+        )
+    return _canvas(folder, stamp)
+
+
+@functools.cache
+def _canvas(folder: str | None, stamp: tuple | None) -> tuple[np.ndarray, np.ndarray]:
+    """The bundled photos, then the user's."""
+    images = [
+        cv2.cvtColor(_bundled(str(files(package) / name)), cv2.COLOR_BGR2RGB)
+        for package, name in PHOTOS
+    ]
+    if folder is not None:
+        images += user_photos(Path(folder).expanduser())
+    sizes = np.array([image.shape[:2] for image in images])
+    canvas = np.zeros((len(images), *sizes.max(axis=0), 3), np.uint8)
+    for canvas_image, image in zip(canvas, images, strict=True):
+        canvas_image[: image.shape[0], : image.shape[1]] = image
+    return canvas, sizes
+
+
+def _bundled(path: str) -> np.ndarray:
+    image = cv2.imread(path)
+    if image is None:
+        raise FileNotFoundError(
+            f"{path}, a photo that installs with rps, cannot be read: reinstall rps"
+        )
+    return image
+
+
+def user_photos(folder: Path) -> list[np.ndarray]:
+    """Every file in ``folder`` (dotfiles aside) as RGB, shrunk to ``USER_PHOTO_SIDE``."""
+    if not folder.is_dir():
+        raise ConfigError(
+            f"aug.background_dir={str(folder)!r} is not a folder: point it at a "
+            "folder of photos of the places the camera will see, or drop it."
+        )
+    paths = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    images, bad = [], []
+    for path in paths:
+        try:
+            image = read_rgb(path)
+        except BadImage as err:
+            bad.append(f"{path.name} ({err.reason})")
+            continue
+        scale = USER_PHOTO_SIDE / max(image.shape[:2])
+        if scale < 1:
+            image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        images.append(image)
+    if bad:
+        raise ConfigError(
+            f"aug.background_dir={str(folder)!r} has {len(bad)} file(s) that are "
+            f"not readable images: {'; '.join(bad[:5])}"
+            f"{'; ...' if len(bad) > 5 else ''}. Delete or replace them."
+        )
+    if not images:
+        raise ConfigError(
+            f"aug.background_dir={str(folder)!r} has no images: add photos of "
+            "the places the camera will see (any format Pillow reads)."
+        )
+    return images
+
+
+def photo_crops(uniform, shape: tf.Tensor, folder: str | None = None) -> tf.Tensor:
+    """A random square crop of a random photo (bundled, or from ``folder``) per image, at a
+    random scale and mirrored half the time: (B, H, W, 3) in 0..255."""
+    canvas, sizes = photos(folder)
+    batch = shape[0]
+    index = tf.minimum(tf.cast(uniform([batch], 0.0, len(sizes)), tf.int32), len(sizes) - 1)
+    height, width = tf.unstack(tf.gather(tf.constant(sizes, tf.float32), index), axis=1)
+    side = uniform([batch], *PHOTO_CROP) * tf.minimum(height, width)
+    top, left = uniform([batch]) * (height - side), uniform([batch]) * (width - side)
+    right = left + side
+    mirrored = uniform([batch]) < 0.5  # crop_and_resize flips a box whose x2 < x1
+    left, right = tf.where(mirrored, right, left), tf.where(mirrored, left, right)
+    canvas_h, canvas_w = canvas.shape[1:3]
+    boxes = tf.stack(
+        [top / canvas_h, left / canvas_w, (top + side) / canvas_h, right / canvas_w], axis=1
+    )
+    return tf.image.crop_and_resize(tf.constant(canvas), boxes, index, shape[1:3])
+
+
+class _Random(keras.layers.Layer):
+    """A training-only layer with a seeded stream of draws, like Keras' own random layers."""
+
+    def __init__(self, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def uniform(self, shape, low: float = 0.0, high: float = 1.0) -> tf.Tensor:
+        return keras.random.uniform(shape, low, high, seed=self.seed_generator)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="rps")
+class HandComposite(_Random):
+    """Jitters each hand's skin tone and pastes it onto a new background.
+
+    ``probability`` is the share of images that get a new background (the rest keep the
+    white), ``photo_share`` the share of new backgrounds cut from a photo (bundled, or in
+    ``photo_dir``; the rest are generated), ``recolour`` the share of those photo crops redrawn by
+    :func:`recoloured`; ``skin_tone`` darkens or lightens each hand by up to that fraction,
+    warmer as it darkens, as real skin does. All act through :func:`hand_mask`.
+    """
+
+    def __init__(
+        self,
+        probability: float,
+        skin_tone: float,
+        photo_share: float = 0.0,
+        recolour: float = 0.0,
+        photo_dir: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.probability = probability
+        self.skin_tone = skin_tone
+        self.photo_share = photo_share
+        self.recolour = recolour
+        self.photo_dir = photo_dir  # read when training calls the layer, never on reload
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        shape = tf.shape(images)
+        mask = hand_mask(images)
+        shade = self.uniform([shape[0], 1, 1, 1], -self.skin_tone, self.skin_tone)
+        hand = tf.clip_by_value(images * (1.0 - shade * tf.constant(SKIN_DARKENING)), 0.0, WHITE)
+        replace = self.uniform([shape[0], 1, 1, 1]) < self.probability
+        new = backgrounds(self.uniform, shape)
+        if self.photo_share > 0:
+            photo = self.uniform([shape[0], 1, 1, 1]) < self.photo_share
+            crops = photo_crops(self.uniform, shape, self.photo_dir)
+            if self.recolour > 0:
+                recolour = self.uniform([shape[0], 1, 1, 1]) < self.recolour
+                crops = tf.where(recolour, recoloured(self.uniform, crops), crops)
+            new = tf.where(photo, crops, new)
+        behind = tf.where(replace, new, images)
+        return mask * hand + (1.0 - mask) * behind
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "probability": self.probability,
+            "skin_tone": self.skin_tone,
+            "photo_share": self.photo_share,
+            "recolour": self.recolour,
+            "photo_dir": self.photo_dir,
+        }
+
+
+@keras.saving.register_keras_serializable(package="rps")
+class WhiteBalance(_Random):
+    """Multiplies each colour channel by its own gain in [1 - gain, 1 + gain], per image, as
+    cameras disagree about the colour of the light."""
+
+    def __init__(self, gain: float, **kwargs):
+        super().__init__(**kwargs)
+        self.gain = gain
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        gains = self.uniform([tf.shape(images)[0], 1, 1, 3], 1.0 - self.gain, 1.0 + self.gain)
+        return tf.clip_by_value(images * gains, 0.0, WHITE)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "gain": self.gain}
+
+
+@keras.saving.register_keras_serializable(package="rps")
+class RandomBlur(_Random):
+    """Gaussian blur with a sigma drawn per image in [0, sigma] pixels: defocus and cheap
+    webcam optics. (Keras' RandomGaussianBlur draws one sigma per batch, at most 1.)
+
+    The batch is folded into channels so one depthwise convolution per axis blurs every image
+    with its own kernel.
+    """
+
+    def __init__(self, sigma: float, **kwargs):
+        super().__init__(**kwargs)
+        self.sigma = sigma
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        shape = tf.shape(images)
+        radius = math.ceil(2 * self.sigma)
+        sigmas = self.uniform([shape[0], 1], 1e-3, self.sigma)
+        taps = tf.range(-radius, radius + 1, dtype=tf.float32)[None, :]
+        weights = tf.exp(-0.5 * (taps / sigmas) ** 2)
+        weights /= tf.reduce_sum(weights, axis=1, keepdims=True)  # (B, K)
+        kernel = tf.reshape(tf.transpose(tf.repeat(weights, 3, axis=0)), [-1, 1])  # (K, B*3)
+        kernel = tf.reshape(kernel, [2 * radius + 1, 1, -1, 1])
+        folded = tf.reshape(tf.transpose(images, [1, 2, 0, 3]), [1, shape[1], shape[2], -1])
+        padded = tf.pad(folded, [[0, 0], [radius, radius], [radius, radius], [0, 0]], "SYMMETRIC")
+        blurred = tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], "VALID")
+        blurred = tf.nn.depthwise_conv2d(
+            blurred, tf.transpose(kernel, [1, 0, 2, 3]), [1, 1, 1, 1], "VALID"
+        )
+        unfolded = tf.reshape(blurred, [shape[1], shape[2], shape[0], 3])
+        return tf.transpose(unfolded, [2, 0, 1, 3])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "sigma": self.sigma}

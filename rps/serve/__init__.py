@@ -1,0 +1,1 @@
+"""Subpackage: the one predictor, its scores, and the MLflow model around it."""

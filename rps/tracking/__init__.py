@@ -1,0 +1,1 @@
+"""Subpackage: MLflow runs, sweeps and the figures they log."""
