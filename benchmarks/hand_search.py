@@ -27,8 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # rps, when it is not installed into the environment
 
 from rps.data import dataset as data  # noqa: E402
+from rps.features.hand import HandSource  # noqa: E402
 from rps.hands import detect as hands  # noqa: E402
-from rps.model import network as model_lib  # noqa: E402
+from rps.model import network  # noqa: E402
 from rps.serve import scores  # noqa: E402
 from rps.serve.predictor import Predictor  # noqa: E402
 
@@ -74,7 +75,7 @@ def train(renders: Path, out: Path, *overrides: str) -> Path:
     )
     if proc.returncode != 0:
         sys.exit(f"training the default failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-    return run / model_lib.MODEL_FILE
+    return run / network.MODEL_FILE
 
 
 def milliseconds(finder: hands.HandFinder, images) -> list[float]:
@@ -96,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.model is None and args.renders is None:
         parser.error("give --model, a trained landmark model, or --renders to train one on")
-    model, class_names = model_lib.load(
+    model, class_names = network.load(
         train(args.renders, args.out) if args.model is None else args.model
     )
     folders = {folder.name: data.labelled(folder, class_names)[0] for folder in args.sets}
@@ -111,7 +112,7 @@ def main() -> None:
         cells = []
         for photos in folders.values():
             ms = milliseconds(finder, photos.images)
-            probs = Predictor(model, class_names, finder).probabilities(photos.images)
+            probs = Predictor(model, class_names, HandSource(), finder).probabilities(photos.images)
             scored = scores.summary(probs, photos.labels, class_names)
             found = 1 - scored["no_hand"] / len(photos)
             cells.append(

@@ -47,12 +47,13 @@ def make_video(images: Path, frames: int, path: Path) -> Path:
 
 def build_model(backbone: str, folder: Path) -> Path:
     from rps.config import schema as config
-    from rps.model import network as model_lib
+    from rps.features import sources
+    from rps.model import network
 
     conf = config.to_object(
         config.compose(REPO / "conf", [f"backbone={backbone}", "backbone.weights=null"])
     )
-    model_lib.save(model_lib.build(conf, 3).inference, ["paper", "rock", "scissors"], folder)
+    network.save(sources.classifier(conf, 3).inference, ["paper", "rock", "scissors"], folder)
     return folder
 
 
@@ -71,13 +72,13 @@ def call_styles(model_dir: Path) -> dict[str, float]:
     and live's predictor (the same function, frozen)."""
     import tensorflow as tf
 
-    from rps.model import network as model_lib
+    from rps.model import network
     from rps.serve.predictor import Predictor
 
-    model, class_names = model_lib.load(model_dir)
+    model, class_names = network.load(model_dir)
     crop = np.random.default_rng(0).integers(0, 256, (300, 300, 3)).astype(np.float32)
     batch = crop[None]
-    frozen = Predictor(model, class_names).frame(300)
+    frozen = Predictor.of(model, class_names).frame(300)
     traced = tf.function(
         lambda x: model(x, training=False), input_signature=[tf.TensorSpec([1, None, None, 3])]
     )

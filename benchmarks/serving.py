@@ -54,12 +54,12 @@ def frames(images: Path, count: int) -> list[bytes]:
 
 def logged_model(store: Path) -> str:
     from rps.config import schema as config
-    from rps.model import network as model_lib
+    from rps.features import sources
     from rps.serve import logged_model
     from rps.tracking import runs as tracking
 
     conf = config.to_object(config.compose(REPO / "conf", []))
-    model = model_lib.build(conf, 3).inference
+    model = sources.classifier(conf, 3).inference
     settings = config.TrackingConfig(uri=f"sqlite:///{store / 'mlflow.db'}")
     with tracking.job_run(settings, store, "serving benchmark", {}) as run:
         logged_model.log(

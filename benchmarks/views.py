@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))  # rps, when it is not installed into the environm
 from rps.data import dataset as data  # noqa: E402
 from rps.hands import detect as hands  # noqa: E402
 from rps.hands import landmarks  # noqa: E402
-from rps.model import network as model_lib  # noqa: E402
+from rps.model import network  # noqa: E402
 from rps.serve import scores  # noqa: E402
 
 # (pitch, yaw) in degrees: the front, then toward fingertips-first and toward edge-on.
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("sets", type=Path, nargs="+", help="labelled folders (class subfolders)")
     args = parser.parse_args()
     models = {
-        tilt: model_lib.load(
+        tilt: network.load(
             train(args.renders, args.out / f"tilt{tilt}", f"aug.landmark_tilt={tilt}")
         )
         for tilt in args.tilts

@@ -75,14 +75,25 @@ def compose_cfg(*overrides: str):
     return config.compose(REPO / "conf", overrides)
 
 
-def fit(cfg, data, **kwargs):
-    """A config's classifier, built and trained on ``data`` as a job does; ``kwargs`` go to
-    ``train.fit``. Returns the classifier (at its best epoch) and what training reports."""
-    from rps.train import fit as train
+def fit(cfg, data, callbacks=(), cache=None, checkpoints=None, resume=None):
+    """A config's classifier, built and trained on ``data`` as a job does, with ``callbacks``
+    after its own, checkpoints saved into ``checkpoints`` and resumed from ``resume``.
+    Returns the classifier (at its best epoch) and what training reports."""
+    import keras
 
-    strategy = train.distribution(cfg.trainer.strategy)
-    classifier = train.build(cfg, len(data.class_names), strategy)
-    return classifier, train.fit(cfg, classifier, data, strategy, **kwargs)
+    from rps.features import sources
+    from rps.train import callbacks as loop_callbacks
+    from rps.train import fit as training
+
+    strategy = training.distribution(cfg.trainer.strategy)
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(cfg.trainer.seed)
+    with strategy.scope():
+        classifier = sources.classifier(cfg, len(data.class_names))
+    loop = loop_callbacks.loop(
+        classifier.train, cfg.trainer.patience, checkpoints, resume, others=callbacks
+    )
+    return classifier, training.fit(cfg, classifier, data, strategy, loop, cache)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -18,11 +18,11 @@ from rps.config.schema import ImageAugConfig
 from rps.data import dataset as data_lib
 from rps.errors import ConfigError
 from rps.features import cached as features
-from rps.model import augment
-from rps.model import network as model_lib
+from rps.features import sources
+from rps.model import augment, network
 from rps.model.augment import HandComposite, RandomBlur, WhiteBalance
-from rps.train import fit as train
-from rps.train import tensorboard
+from rps.train import callbacks, tensorboard
+from rps.train import fit as training
 
 # Image augmentation needs an image backbone: the default reads hands.
 IMAGE = ("backbone=efficientnet_lite0",)
@@ -289,18 +289,18 @@ def test_inference_model_drops_augmentation_and_reloads_with_plain_keras(tmp_pat
             "head=linear",
         )
     )
-    classifier = model_lib.build(cfg, 3)
+    classifier = sources.classifier(cfg, 3)
     assert augment.LAYER_NAME in [layer.name for layer in classifier.train.layers]
     served = classifier.inference
     assert augment.LAYER_NAME not in [layer.name for layer in served.layers]
     images = np.random.default_rng(0).uniform(0, 255, (2, 40, 50, 3)).astype("float32")
     logits = np.asarray(served(images))
     np.testing.assert_array_equal(logits, np.asarray(classifier.train(images, training=False)))
-    model_lib.save(served, ["paper", "rock", "scissors"], tmp_path)
+    network.save(served, ["paper", "rock", "scissors"], tmp_path)
     np.save(tmp_path / "images.npy", images)
     script = (
         "import sys, keras, numpy as np; "
-        f"m = keras.models.load_model(r'{tmp_path / model_lib.MODEL_FILE}'); "
+        f"m = keras.models.load_model(r'{tmp_path / network.MODEL_FILE}'); "
         "assert not any(n == 'rps' or n.startswith('rps.') for n in sys.modules); "
         f"np.save(r'{tmp_path / 'out.npy'}', m.predict(np.load(r'{tmp_path / 'images.npy'}'),"
         " verbose=0))"
@@ -349,10 +349,12 @@ def test_trains_on_cached_background_views_and_shows_them_in_tensorboard(tmp_pat
     )
     store = ArrayCache(tmp_path / "cache")
     data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed, store)
-    strategy = train.distribution(cfg.trainer.strategy)
-    classifier = train.build(cfg, len(data.class_names), strategy)
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(cfg.trainer.seed)
+    classifier = sources.classifier(cfg, len(data.class_names))
     shown = tensorboard.AugmentedImages(data.train.images, classifier.augment, tmp_path / "tb", 0)
-    train.fit(cfg, classifier, data, strategy, callbacks=[shown], cache=store)
+    loop = callbacks.loop(classifier.train, cfg.trainer.patience, others=[shown])
+    training.fit(cfg, classifier, data, training.distribution(cfg.trainer.strategy), loop, store)
     assert shown.written and list((tmp_path / "tb" / "images").iterdir())
     # The images shown are the model's own first draws, and drawing them left the model's
     # augment stage where it was: its next draws are a fresh copy's first ones.
@@ -364,6 +366,6 @@ def test_trains_on_cached_background_views_and_shows_them_in_tensorboard(tmp_pat
     )
     keras.backend.clear_session()  # the same weights as fit's model, so the same keys
     keras.utils.set_random_seed(cfg.trainer.seed)
-    cached = features.build(cfg, model_lib.build(cfg, 3), data, store)
+    cached = sources.of(cfg.backbone).features(cfg, sources.classifier(cfg, 3), data, store)
     assert cached.seconds == 0 and cached.train.shape[0] == features.AUTO_VIEWS
     assert np.abs(cached.train[0] - cached.train[1]).max() > 0

@@ -67,11 +67,12 @@ def test_the_hand_search_benchmark_prints_each_stage(tmp_path):
     from PIL import Image
 
     from rps.config import schema as config
-    from rps.model import network as model_lib
+    from rps.features import sources
+    from rps.model import network
 
     classes = ["paper", "rock", "scissors"]
-    classifier = model_lib.build(config.to_object(compose_cfg()), len(classes))
-    model_lib.save(classifier.inference, classes, tmp_path / "model")
+    classifier = sources.classifier(config.to_object(compose_cfg()), len(classes))
+    network.save(classifier.inference, classes, tmp_path / "model")
     photos = tmp_path / "photos"
     for name in classes:
         (photos / name).mkdir(parents=True)

@@ -20,7 +20,7 @@ from rps.cache import ArrayCache, digest
 from rps.config import schema as config
 from rps.data import dataset as data_lib
 from rps.features import cached as features
-from rps.model import network as model_lib
+from rps.features import image, sources
 
 SMALL = [
     "backbone=mobilenet_v2",
@@ -53,8 +53,8 @@ def job(root: Path, weights: Path, store: ArrayCache, *overrides: str):
         )
     )
     data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed, store)
-    model = model_lib.build(cfg, len(data.class_names))
-    return cfg, data, features.build(cfg, model, data, store)
+    model = sources.classifier(cfg, len(data.class_names))
+    return cfg, data, sources.of(cfg.backbone).features(cfg, model, data, store)
 
 
 def test_second_job_hits_and_trains_the_same_model(root, weights, tmp_path):
@@ -152,7 +152,7 @@ def test_cache_disabled_takes_the_image_path_and_writes_nothing(root, tmp_path):
         f"hydra.run.dir={tmp_path / 'run2'}",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert any((cache_dir / features.KIND).iterdir())
+    assert any((cache_dir / image.KIND).iterdir())
 
 
 def _write_repeatedly(folder: str, value: int) -> None:

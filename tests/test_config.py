@@ -7,9 +7,15 @@ from conftest import REPO, compose_cfg, run_cli
 from omegaconf import OmegaConf
 
 from rps.config import schema as config
-from rps.config.schema import AdamWConfig, FolderDataConfig, ImageAugConfig, SGDConfig
+from rps.config.schema import (
+    AdamWConfig,
+    BackboneName,
+    FolderDataConfig,
+    ImageAugConfig,
+    SGDConfig,
+)
 from rps.errors import ConfigError
-from rps.model import network as model_lib
+from rps.features import sources
 
 CONF = REPO / "conf"
 GROUPS = [
@@ -50,12 +56,12 @@ def test_option_composes_and_builds(group, option):
         overrides.append("data.root=/nonexistent")
     cfg = compose_cfg(*overrides)
     conf = config.to_object(cfg)
-    if not conf.backbone.finds_hands:
+    if conf.backbone.name is not BackboneName.hand_landmarks:
         conf.backbone.weights = None  # random weights: the build, not the download, is tested
     if group != "data":
         # Small input keeps the parametrised builds quick; the shape logic is size-independent.
         conf.backbone.input_size = 64
-        classifier = model_lib.build(conf, len(CLASSES))
+        classifier = sources.classifier(conf, len(CLASSES))
         assert classifier.train.output_shape == (None, len(CLASSES))
         assert classifier.inference.output_shape == (None, len(CLASSES))
 

@@ -15,8 +15,10 @@ from rps.apps import ensemble
 from rps.config import schema as config
 from rps.data.images import fit, read_rgb
 from rps.errors import ConfigError, UserError
+from rps.features import sources
+from rps.features.hand import HandSource
 from rps.hands import landmarks
-from rps.model import network as model_lib
+from rps.model import network
 from rps.serve import logged_model
 from rps.tracking import runs as tracking
 from rps.train import outputs
@@ -35,7 +37,7 @@ def tiny(size: int, seed: int):
         )
     )
     keras.utils.set_random_seed(seed)
-    return model_lib.build(cfg, 3).inference
+    return sources.classifier(cfg, 3).inference
 
 
 def test_average_averages_members_of_any_input_size_and_reloads_in_a_fresh_process(tmp_path):
@@ -43,12 +45,12 @@ def test_average_averages_members_of_any_input_size_and_reloads_in_a_fresh_proce
     images = np.random.default_rng(0).uniform(0, 255, (4, 60, 80, 3)).astype("float32")
     logits = [m.predict(images, verbose=0) for m in members]
     assert not np.allclose(logits[0], logits[1])  # the members differ, so the mean is a test
-    combined = model_lib.average(members)
+    combined = sources.average(members)
     np.testing.assert_allclose(
         combined.predict(images, verbose=0), np.mean(logits, axis=0), atol=1e-5
     )
-    assert model_lib.input_size(combined) == 48
-    model_lib.save(combined, ["paper", "rock", "scissors"], tmp_path)
+    assert network.input_size(combined) == 48
+    network.save(combined, ["paper", "rock", "scissors"], tmp_path)
     np.save(tmp_path / "images.npy", images)
     script = (
         "import sys, numpy as np, keras; from pathlib import Path; p = Path(sys.argv[1]); "
@@ -61,25 +63,25 @@ def test_average_averages_members_of_any_input_size_and_reloads_in_a_fresh_proce
 
 def test_one_member_is_not_an_ensemble():
     with pytest.raises(UserError, match="two or more"):
-        model_lib.average([tiny(32, 1)])
+        sources.average([tiny(32, 1)])
 
 
 def test_landmark_heads_average_on_features_and_do_not_mix_with_image_models():
     def head(seed: int) -> keras.Model:
         keras.utils.set_random_seed(seed)
-        return model_lib.build(config.to_object(compose_cfg("head=linear")), 3).inference
+        return sources.classifier(config.to_object(compose_cfg("head=linear")), 3).inference
 
     members = [head(1), head(2)]
     features = np.random.default_rng(0).normal(size=(5, landmarks.SIZE)).astype("float32")
-    combined = model_lib.average(members)
-    assert model_lib.reads_landmarks(combined)
+    combined = sources.average(members)
+    assert isinstance(sources.of_model(combined), HandSource)
     np.testing.assert_allclose(
         combined.predict(features, verbose=0),
         np.mean([m.predict(features, verbose=0) for m in members], axis=0),
         atol=1e-5,
     )
     with pytest.raises(UserError, match="mix landmark runs"):
-        model_lib.average([head(3), tiny(32, 1)])
+        sources.average([head(3), tiny(32, 1)])
 
 
 @pytest.mark.parametrize(

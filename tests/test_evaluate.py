@@ -12,7 +12,7 @@ from PIL import Image
 from rps.apps import evaluate
 from rps.data import dataset as data_lib
 from rps.data.images import fit
-from rps.model import network as model_lib
+from rps.model import network
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +47,9 @@ def test_scores_match_the_model_and_are_logged_to_its_run(trained, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / evaluate.RESULT_FILE).read_text())
     # The same images through the saved model, computed here directly.
-    model, names = model_lib.load(trained["out"])
+    model, names = network.load(trained["out"])
     split, bad = data_lib.labelled(trained["folder"], names)
-    size = model_lib.input_size(model)
+    size = network.input_size(model)
     batch = np.stack([fit(image, size) for image in split.images]).astype("float32")
     predicted = model.predict(batch, verbose=0).argmax(1)
     assert bad == [] and result["images"] == len(split) == 9
@@ -147,7 +147,7 @@ def test_a_damaged_model_folder_is_one_paragraph(trained, tmp_path, case, needle
 
     folder = tmp_path / "model"
     shutil.copytree(trained["out"], folder)
-    model_file, names = folder / model_lib.MODEL_FILE, folder / model_lib.CLASSES_FILE
+    model_file, names = folder / network.MODEL_FILE, folder / network.CLASSES_FILE
     data = model_file.read_bytes()
     if case == "cut short":
         model_file.write_bytes(data[: len(data) // 2])
@@ -170,4 +170,4 @@ def test_a_damaged_model_folder_is_one_paragraph(trained, tmp_path, case, needle
         assert not (tmp_path / script).exists()
         damaged = model_file if "model" in needle or "scores" in needle else names
         assert str(damaged) in message
-    assert (trained["out"] / model_lib.MODEL_FILE).read_bytes() == data
+    assert (trained["out"] / network.MODEL_FILE).read_bytes() == data

@@ -17,9 +17,10 @@ from PIL import Image
 from rps.config import schema as config
 from rps.data.images import read_rgb
 from rps.errors import ConfigError, WeightsError
+from rps.features import sources
+from rps.features.hand import HandSource
 from rps.hands import detect as hands
 from rps.hands import landmarks
-from rps.model import network as model_lib
 from rps.serve import scores
 from rps.serve.predictor import Predictor, surety
 
@@ -148,7 +149,11 @@ def test_config_refuses_what_does_not_apply_to_landmarks():
     with pytest.raises(ConfigError, match="weights=mediapipe"):
         config.to_object(compose_cfg("backbone.weights=imagenet"))
     conf = config.to_object(compose_cfg())
-    assert conf.backbone.finds_hands and conf.aug.on_landmarks and not conf.aug.on_images
+    assert (
+        isinstance(sources.of(conf.backbone), HandSource)
+        and conf.aug.on_landmarks
+        and not conf.aug.on_images
+    )
 
 
 @needs_renders
@@ -446,8 +451,8 @@ def test_with_two_hands_the_predictor_keeps_the_surest_reading(finder):
     """Every hand in the image is read (an untrained head reads each differently), and the
     image's probabilities are those of the surest reading, not of the first hand found."""
     names = ["paper", "rock", "scissors"]
-    head = model_lib.build(config.to_object(compose_cfg()), len(names)).inference
-    predictor = Predictor(head, names, finder)
+    head = sources.classifier(config.to_object(compose_cfg()), len(names)).inference
+    predictor = Predictor(head, names, HandSource(), finder)
     photos = [
         np.asarray(Image.open(sorted((REAL_DEV / name).iterdir())[0]).convert("RGB"))
         for name in ("rock", "paper")

@@ -104,10 +104,10 @@ def live(tmp_path: Path, *overrides: str):
 
 def assert_agrees(rows: list[dict], crops: list[np.ndarray], model_dir: Path) -> None:
     """Each row holds what the saved model says about that frame's crop, called directly."""
-    from rps.model import network as model_lib
+    from rps.model import network
     from rps.serve.scores import softmax
 
-    model, names = model_lib.load(model_dir)
+    model, names = network.load(model_dir)
     rgb = np.stack([cv2.cvtColor(c, cv2.COLOR_BGR2RGB) for c in crops]).astype("float32")
     expected = softmax(model.predict(rgb, verbose=0))
     got = np.array([[float(row[f"p_{name}"]) for name in names] for row in rows])
@@ -449,7 +449,7 @@ def test_by_default_an_image_model_sees_the_hand_square_as_evaluate_does(trained
     """roi.find=hand: the palm detector places the square, a frame without a hand reads
     "no hand", and each frame's probabilities are those evaluate.py's predictor gives."""
     from rps.data.images import read_rgb
-    from rps.model import network as model_lib
+    from rps.model import network
     from rps.serve.predictor import Predictor
 
     folder = tmp_path / "frames"
@@ -469,7 +469,7 @@ def test_by_default_an_image_model_sees_the_hand_square_as_evaluate_does(trained
     assert proc.returncode == 0, proc.stderr[-3000:]
     with predictions.open() as f:
         rows = list(csv.DictReader(f))
-    predictor = Predictor.of(*model_lib.load(trained["out"])).finding_hands()
+    predictor = Predictor.of(*network.load(trained["out"])).finding_hands()
     expected = predictor.probabilities([read_rgb(p) for p in sorted(folder.iterdir())])
     assert [row["class"] == "no hand" for row in rows] == list(np.isnan(expected[:, 0]))
     assert rows[-1]["class"] == "no hand" and int(rows[-1]["hands"]) == 0

@@ -52,7 +52,7 @@ def graph() -> dict[str, set[str]]:
 
 def packages(edges: dict[str, set[str]]) -> dict[str, set[str]]:
     """The same graph between subpackages (a top-level module is a package of its own)."""
-    top = {}
+    top: dict[str, set[str]] = {}
     for module, targets in edges.items():
         here = module.split(".")[0]
         top.setdefault(here, set()).update(t.split(".")[0] for t in targets)

@@ -15,8 +15,7 @@ from rps.data import dataset as data_lib
 from rps.errors import ConfigError, UserError
 from rps.serve import logged_model
 from rps.tracking import runs as tracking
-from rps.train import checkpoint, resume
-from rps.train import fit as train
+from rps.train import callbacks, checkpoint, resume
 
 TINY = [
     "backbone=mobilenet_v2",
@@ -172,7 +171,7 @@ def test_checkpoint_round_trip(root, tmp_path, at, finetune):
 
 
 def test_early_stopping_counters_carry_over():
-    stopping = train.EarlyStopping(patience=3)
+    stopping = callbacks.EarlyStopping(patience=3)
     stopping.resumed = {"wait": 2, "best": 0.75, "best_epoch": 4}
     stopping.on_train_begin()
     assert stopping.state() == {"wait": 2, "best": 0.75, "best_epoch": 4}

@@ -20,7 +20,7 @@ from conftest import (
 from mlflow.tracking import MlflowClient
 
 from rps.config.schema import TrackingConfig
-from rps.model import network as model_lib
+from rps.model import network
 from rps.serve import logged_model
 from rps.serve.predictor import Predictor
 from rps.tracking import runs as tracking
@@ -136,7 +136,7 @@ def test_run_artifacts(single):
 def test_logged_model_loads_with_class_names_and_matches_the_local_one(single):
     loaded = logged_model.load(single["run"].info.run_id, tracking_uri=single["uri"])
     model, class_names = loaded.model, loaded.class_names
-    local, local_names = model_lib.load(single["out"])
+    local, local_names = network.load(single["out"])
     assert class_names == local_names == ["paper", "rock", "scissors"]
     images = np.random.default_rng(0).uniform(0, 255, (3, 50, 70, 3)).astype("float32")
     np.testing.assert_allclose(
@@ -176,7 +176,7 @@ def test_mlflow_models_serve_classifies_image_files_and_pixels(single, root, tmp
     jpeg = tmp_path / "rock.jpg"
     Image.fromarray(image).save(jpeg, quality=95)
     files = [base64.b64encode(path.read_bytes()).decode() for path in (png, jpeg)]
-    local = Predictor.of(*model_lib.load(single["out"]))
+    local = Predictor.of(*network.load(single["out"]))
     names = local.class_names
     expected = local.probabilities([image, np.asarray(Image.open(jpeg))])
     with served_model(f"runs:/{single['run'].info.run_id}/model", single["uri"]) as url:

@@ -12,8 +12,8 @@ from conftest import compose_cfg, fit, make_folder_dataset, run_cli
 
 from rps.config import schema as config
 from rps.data import dataset as data_lib
-from rps.model import network as model_lib
-from rps.train import fit as train
+from rps.model import network
+from rps.train import callbacks
 
 TINY = [
     "backbone=mobilenet_v2",
@@ -71,7 +71,7 @@ def test_multirun_sweeps_head_units(tiny_root, tmp_path):
         folder = tmp_path / str(job)
         assert f"head.units={units}" in (folder / ".hydra" / "overrides.yaml").read_text()
         assert json.loads((folder / "metrics.json").read_text())["num_test"] == 12
-        head = model_lib.load(folder)[0].get_layer("head")
+        head = network.load(folder)[0].get_layer("head")
         assert head.get_layer("dense_0").units == units
 
 
@@ -83,7 +83,7 @@ def test_saved_model_gives_same_logits_in_a_fresh_process(tiny_root, tmp_path):
     )
     data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed)
     classifier, _ = fit(cfg, data)
-    path = model_lib.save(classifier.inference, data.class_names, tmp_path)
+    path = network.save(classifier.inference, data.class_names, tmp_path)
     np.save(tmp_path / "images.npy", data.test.images)
     before = classifier.inference.predict(data.test.images, verbose=0)
     script = (  # plain Keras, not even rps: the model is built from Keras' own layers
@@ -106,7 +106,7 @@ def test_saved_model_gives_same_logits_in_a_fresh_process(tiny_root, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "after.npy"), before, atol=1e-5)
-    assert model_lib.load(tmp_path)[1] == data.class_names
+    assert network.load(tmp_path)[1] == data.class_names
 
 
 def test_finetune_continues_the_epoch_count(tiny_root):
@@ -134,7 +134,7 @@ def test_finetune_continues_the_epoch_count(tiny_root):
 
 def test_best_weights_are_restored_with_loss_breaking_ties():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    best = train.BestWeights(model)
+    best = callbacks.BestWeights(model)
     logs = [(0.5, 1.0), (0.9, 0.8), (0.9, 0.5), (0.7, 0.1)]
     snapshots = []
     for epoch, (acc, loss) in enumerate(logs):

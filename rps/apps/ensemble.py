@@ -16,7 +16,7 @@ from pathlib import Path
 
 import keras
 
-from rps import cache as cache_lib
+from rps import cache
 from rps.config import schema as config
 from rps.config.schema import (
     Config,
@@ -25,9 +25,9 @@ from rps.config.schema import (
     TfdsDataConfig,
     TrackingConfig,
 )
-from rps.data import dataset as data_lib
+from rps.data import dataset
 from rps.errors import UserError
-from rps.model import network as model_lib
+from rps.features import sources
 from rps.serve import logged_model, scores
 from rps.serve.predictor import Predictor
 from rps.tracking import runs as tracking
@@ -133,16 +133,12 @@ def run(conf: EnsembleConfig, output_dir: Path, root: Path) -> dict:
     """Load and check the members, build and test the ensemble, then write and log it."""
     uri = tracking.store_uri(TrackingConfig(uri=conf.tracking.uri), root)
     members = load_members(conf, uri)
-    model = model_lib.average([m.model for m in members])
+    model = sources.average([m.model for m in members])
     first = members[0].cfg
-    # Images load at the input size the largest image member crops to, or, for landmark
-    # members, the size their hand finder trained on.
-    size = (
-        first.backbone.input_size
-        if model_lib.reads_landmarks(model)
-        else model_lib.input_size(model)
-    )
-    data = data_lib.load(first.data, size, first.trainer.seed, cache_lib.of(first.cache))
+    # Images load at the input size the largest image member crops to, or, where any size
+    # does (landmark members), the size the members trained on.
+    size = sources.of_model(model).input_size(model) or first.backbone.input_size
+    data = dataset.load(first.data, size, first.trainer.seed, cache.of(first.cache))
     accuracies = [m.test_accuracy for m in members if m.test_accuracy is not None]
     metrics = {
         **scores.test(Predictor.of(model, members[0].class_names), data, first.trainer.batch_size),

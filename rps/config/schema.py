@@ -94,10 +94,6 @@ class BackboneConfig:
     input_size: int = MISSING
     weights: str | None = "imagenet"
 
-    @property
-    def finds_hands(self) -> bool:
-        return self.name is BackboneName.hand_landmarks
-
     def __post_init__(self) -> None:
         _check(
             32 <= self.input_size <= 1024,
@@ -105,7 +101,7 @@ class BackboneConfig:
             self.input_size,
             "between 32 and 1024 pixels",
         )
-        if self.finds_hands != (self.weights == HAND_WEIGHTS):
+        if (self.name is BackboneName.hand_landmarks) != (self.weights == HAND_WEIGHTS):
             raise ConfigError(
                 f"backbone={self.name.value} with backbone.weights={self.weights!r}: "
                 f"weights={HAND_WEIGHTS} means MediaPipe's hand models, which only "
@@ -442,7 +438,8 @@ class Config:
     def __post_init__(self) -> None:
         if not isinstance(self.backbone, BackboneConfig):
             return  # a schema with MISSING groups: nothing to check yet
-        if self.backbone.finds_hands and (
+        hands = self.backbone.name is BackboneName.hand_landmarks
+        if hands and (
             isinstance(self.aug, ImageAugConfig) or isinstance(self.finetune, UnfreezeConfig)
         ):
             raise ConfigError(
@@ -450,7 +447,7 @@ class Config:
                 "its head on their landmarks, so image augmentation and fine-tuning do not "
                 "apply: use aug=landmarks (or aug=none) and finetune=none."
             )
-        if not self.backbone.finds_hands and isinstance(self.aug, LandmarkAugConfig):
+        if not hands and isinstance(self.aug, LandmarkAugConfig):
             raise ConfigError(
                 f"aug=landmarks moves hand landmarks, which only backbone=hand_landmarks "
                 f"reads, but backbone={self.backbone.name.value}: use an image option (aug=none, "

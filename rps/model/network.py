@@ -18,13 +18,11 @@ import keras
 from rps.config.schema import Config, ImageAugConfig
 from rps.data.images import square_resizer
 from rps.errors import UserError, first_line
-from rps.hands import landmarks
 from rps.model import augment, backbones, heads
 
 BACKBONE = "backbone"
 HEAD = "head"
 POOL = "pool"
-HAND_MODEL = "rps_hand_landmarks"  # the name of a landmark head: features in, logits out
 MODEL_FILE = "model.keras"
 CLASSES_FILE = "class_names.json"
 
@@ -51,15 +49,10 @@ class Classifier:
 def build(cfg: Config, num_classes: int) -> Classifier:
     """The augment stage is identity at inference, and its custom layers would make a saved
     model need rps to reload: without them the inference model holds built-in layers only.
-    For ``hand_landmarks`` the model is the head alone, on landmark features: the hand
-    finder runs outside Keras (rps.hands.detect), in the predictor."""
-    if cfg.backbone.finds_hands:
-        head = heads.build(cfg.head, landmarks.SIZE, num_classes)
-        features = keras.Input((landmarks.SIZE,), name="landmark_features")
-        model = keras.Model(features, head(features), name=HAND_MODEL)
-        return Classifier(train=model, inference=model, backbone=None, head=head, augment=None)
+    The backbone starts frozen: stage 1 trains the head alone."""
     backbone = backbones.build(cfg.backbone)
     backbone.name = BACKBONE
+    backbones.freeze(backbone)
     # Pooling keeps the backbone's channels: they are the head's features.
     head = heads.build(cfg.head, backbone.output.shape[-1], num_classes)
     augmentation = (
@@ -94,44 +87,18 @@ def _chain(stages: list[keras.Layer], name: str) -> keras.Model:
     return keras.Model(images, x, name=name)
 
 
-def average(members: Sequence[keras.Model]) -> keras.Model:
-    """The mean of the members' logits, on what they all take: raw RGB, where each member
-    nests whole with its own crop, preprocessing and backbone (so members may differ in
-    backbone and input size), or landmark features, where the members are landmark heads."""
-    if len(members) < 2:
-        raise UserError(f"an ensemble needs two or more members, but got {len(members)}.")
-    kinds = {reads_landmarks(member) for member in members}
-    if len(kinds) > 1:
-        raise UserError(
-            "an ensemble averages one kind of model, but these mix landmark runs "
-            "(backbone=hand_landmarks) with image runs: list runs of one kind."
-        )
-    hands = kinds == {True}
-    given = (
-        keras.Input((landmarks.SIZE,), name="landmark_features")
-        if hands
-        else keras.Input((None, None, 3), name="image")
-    )
+def average(members: Sequence[keras.Model], given: keras.KerasTensor, name: str) -> keras.Model:
+    """The mean of the members' logits on ``given``, what they all take."""
     logits = []
     for index, member in enumerate(members):
         member.name = f"member_{index}"  # nested models need distinct names to be saved
         logits.append(member(given))
-    return keras.Model(
-        given,
-        keras.layers.Average(name="mean_logits")(logits),
-        name=HAND_MODEL if hands else "rps_ensemble",
-    )
-
-
-def reads_landmarks(model: keras.Model) -> bool:
-    """Whether a saved model is a landmark head (backbone=hand_landmarks), not an image model."""
-    return model.name == HAND_MODEL
+    return keras.Model(given, keras.layers.Average(name="mean_logits")(logits), name=name)
 
 
 def input_size(model: keras.Model) -> int:
-    """The side of the square its backbone sees; an ensemble's largest member's."""
-    if reads_landmarks(model):
-        return 0  # the hand finder takes images of any size as they are
+    """The side of the square an image model's backbone sees; an ensemble's largest
+    member's."""
     try:
         return model.get_layer(BACKBONE).input.shape[1]
     except ValueError:  # no backbone layer of its own: an ensemble of nested models

@@ -28,8 +28,8 @@ from mlflow.pyfunc import PythonModel
 from rps.config.schema import ModelChoice, StoreConfig, TrackingConfig
 from rps.data.images import BadImage, read_rgb
 from rps.errors import first_line
-from rps.hands import detect as hands
-from rps.model import network as model_lib
+from rps.features import sources
+from rps.model import network
 from rps.serve.predictor import Predictor
 from rps.serve.scores import NO_HAND
 from rps.tracking import runs as tracking
@@ -48,9 +48,8 @@ class PredictorModel(PythonModel):
 
     def load_context(self, context) -> None:
         artifacts = {name: Path(path) for name, path in context.artifacts.items()}
-        model, class_names = model_lib.load(artifacts.pop(KERAS_ARTIFACT))
-        finder = hands.HandFinder(artifacts) if artifacts else None
-        self.predictor = Predictor(model, class_names, finder)
+        model, class_names = network.load(artifacts.pop(KERAS_ARTIFACT))
+        self.predictor = Predictor.of(model, class_names, files=artifacts or None)
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         probs = self.predictor.probabilities(images_of(model_input))
@@ -128,9 +127,9 @@ def log(
     )
     _no_progress_bars()
     with tempfile.TemporaryDirectory() as tmp:
-        artifacts = {KERAS_ARTIFACT: str(model_lib.save(model, class_names, Path(tmp)).parent)}
-        if model_lib.reads_landmarks(model):
-            artifacts.update({name: str(path) for name, path in hands.model_files().items()})
+        saved = network.save(model, class_names, Path(tmp)).parent
+        source_files = sources.of_model(model).artifacts()
+        artifacts = {KERAS_ARTIFACT: str(saved), **{k: str(v) for k, v in source_files.items()}}
         mlflow.set_tracking_uri(run.uri)
         mlflow.set_experiment(experiment_id=run.experiment_id)  # where the model is filed
         with warnings.catch_warnings():
@@ -172,8 +171,7 @@ def _requirements(model) -> list[str]:
         "omegaconf",
         "mlflow",
     ]
-    if model_lib.reads_landmarks(model):
-        names.append("ai-edge-litert")
+    names += sources.of_model(model).requirements
     return [f"{name}=={version(name)}" for name in names]
 
 
@@ -206,6 +204,6 @@ def chosen(choice: ModelChoice, store: StoreConfig, root: Path) -> Predictor:
     """The model ``choice`` names: a saved folder, or a run id or model URI looked up in
     ``store`` (null: the store training uses, under ``root``)."""
     if choice.model_path:
-        return Predictor.of(*model_lib.load(Path(choice.model_path).expanduser()))
+        return Predictor.of(*network.load(Path(choice.model_path).expanduser()))
     uri = tracking.store_uri(TrackingConfig(uri=store.uri), root)
     return load(choice.run_id, model_uri=choice.model_uri, tracking_uri=uri)

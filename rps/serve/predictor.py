@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from rps.data.crop import cut, hand_square
-from rps.data.images import fit
-from rps.hands import detect as hands
-from rps.hands import landmarks
+from rps.features import sources
+from rps.features.sources import FeatureSource, Locate
+from rps.hands import detect
+from rps.model import network
 from rps.serve import scores
 
 # One image, and the hand found in it if the predictor reads hands -> class probabilities.
-Predict = Callable[[np.ndarray, "hands.Hand | None"], np.ndarray]
+Predict = Callable[[np.ndarray, "detect.Hand | None"], np.ndarray]
 
 
 def surety(presence: float, probabilities: np.ndarray) -> float:
@@ -34,53 +34,53 @@ def surety(presence: float, probabilities: np.ndarray) -> float:
 
 @dataclass
 class Predictor:
-    """An image model takes raw RGB and crops it itself; a landmark head
-    (``backbone=hand_landmarks``) takes the features of the hand the finder finds. With a
-    finder, an image model sees the square around the hand instead (``roi.find=hand``).
-    Whenever a finder is used, an image with no hand gets a row of NaN: no class, never a
-    guess."""
+    """The model's feature source (rps.features) says how an image becomes its input: an
+    image model takes raw RGB and crops it itself, a landmark head the features of the hand
+    the finder finds. With a finder, an image model sees the square around the hand instead
+    (``roi.find=hand``). Whenever a finder is used, an image with no hand gets a row of NaN:
+    no class, never a guess."""
 
-    model: Any  # a Keras model: raw RGB (or landmark features) in, logits out
+    model: Any  # a Keras model: its source's inputs in, logits out
     class_names: list[str]  # logit i is class_names[i]
-    finder: hands.HandFinder | None = None
-    # Images -> their landmarks (N, 21, 3), NaN where no hand: the finder's search unless a
-    # caller has them cached (the training job's test pass).
-    locate: Callable[[np.ndarray], np.ndarray] | None = None
+    source: FeatureSource
+    finder: detect.HandFinder | None = None
+    # Images -> their landmarks (N, 21, 3), NaN where no hand: the finder's search unless the
+    # source has them cached (the training job's test pass).
+    locate: Locate | None = None
 
     @classmethod
-    def of(cls, model, class_names: list[str]) -> Predictor:
-        from rps.model import network as model_lib
-
-        finder = hands.HandFinder() if model_lib.reads_landmarks(model) else None
-        return cls(model, class_names, finder)
+    def of(
+        cls,
+        model,
+        class_names: list[str],
+        files: dict[str, Path] | None = None,
+        locate: Locate | None = None,
+    ) -> Predictor:
+        """The predictor of a model: its source from the model itself; ``files`` are the
+        hand models a logged model carries."""
+        source = sources.of_model(model)
+        return cls(model, class_names, source, source.finder(files), locate)
 
     def finding_hands(self) -> Predictor:
         """This predictor with a hand finder, for ``roi.find=hand``."""
-        return self if self.finder else replace(self, finder=hands.HandFinder())
-
-    @property
-    def reads_landmarks(self) -> bool:
-        from rps.model import network as model_lib
-
-        return model_lib.reads_landmarks(self.model)
+        return self if self.finder else replace(self, finder=detect.HandFinder())
 
     @property
     def input_size(self) -> int:
-        from rps.model import network as model_lib
-
-        return model_lib.input_size(self.model)
+        return self.source.input_size(self.model)
 
     def probabilities(self, images, batch_size: int = 32) -> np.ndarray:
         """Class probabilities of images of any sizes, (N, classes); NaN rows: no hand.
         Where an image shows several hands, each is read and the surest reading kept."""
         if self.finder is None:
-            return self._logits_to_probs(self._fitted(images), batch_size)
+            inputs = self.source.inputs(self.model, images, [None] * len(images))
+            return self._logits_to_probs(inputs, batch_size)
         if self.locate is not None:  # one hand per image, found already
             seen = [[] if np.isnan(p).any() else [(p, 1.0)] for p in self.locate(images)]
         else:
             seen = [
                 [(hand.landmarks, hand.score) for hand in found]
-                for found in hands.every_hand(self.finder, images)
+                for found in detect.every_hand(self.finder, images)
             ]
         read = [
             (i, points, presence)
@@ -90,12 +90,8 @@ class Predictor:
         probs = np.full((len(seen), len(self.class_names)), np.nan)
         if not read:
             return probs
-        inputs = (
-            landmarks.features(np.stack([points for _, points, _ in read]))
-            if self.reads_landmarks
-            else self._fitted(
-                [cut(np.asarray(images[i]), *hand_square(points)) for i, points, _ in read]
-            )
+        inputs = self.source.inputs(
+            self.model, [images[i] for i, _, _ in read], [points for _, points, _ in read]
         )
         best = np.zeros(len(seen))
         for (i, _, presence), row in zip(
@@ -105,12 +101,6 @@ class Predictor:
             if sure > best[i]:
                 best[i], probs[i] = sure, row
         return probs
-
-    def _fitted(self, images) -> np.ndarray:
-        size = self.input_size
-        return np.stack(
-            [image if image.shape[:2] == (size, size) else fit(image, size) for image in images]
-        ).astype(np.float32)
 
     def _logits_to_probs(self, inputs: np.ndarray, batch_size: int) -> np.ndarray:
         logits = self.model.predict(inputs, batch_size=batch_size, verbose=0)
@@ -124,8 +114,7 @@ class Predictor:
         than the network itself on one frame; an eager ``model(x)`` still runs Python per
         layer. A ``tf.function`` with a shape-free signature costs only the network, for any
         crop size. Freezing its weights into constants lets TensorFlow's graph optimiser fold
-        and fuse across them: another fifth (efficientnet_lite0) to third (ResNet50) off each
-        frame on CPU, as benchmarks/live.py shows.
+        and fuse across them, as benchmarks/live.py shows.
 
         TensorFlow has no public way to freeze a function's variables: the private
         ``convert_variables_to_constants_v2`` does it, guarded by the pin tensorflow>=2.21,<2.22
@@ -136,10 +125,8 @@ class Predictor:
             convert_variables_to_constants_v2,
         )
 
-        model = self.model
-        reads_landmarks = self.reads_landmarks
-        # One image, or for a landmark head one hand's features.
-        shape: list[int | None] = [landmarks.SIZE] if reads_landmarks else [None, None, 3]
+        model, source = self.model, self.source
+        shape = list(source.input_shape)
 
         @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
         def probabilities(x):
@@ -150,28 +137,19 @@ class Predictor:
         def run(x: np.ndarray) -> np.ndarray:
             return frozen(tf.constant(x, tf.float32))[0].numpy()
 
-        # Optimise before timing.
-        run(
-            np.zeros(
-                (landmarks.SIZE,) if reads_landmarks else (warm_size, warm_size, 3), np.float32
-            )
-        )
+        run(np.zeros([warm_size if side is None else side for side in shape], np.float32))
         missing = np.full(len(self.class_names), np.nan)
 
-        def predict(rgb: np.ndarray, hand: hands.Hand | None) -> np.ndarray:
+        def predict(rgb: np.ndarray, hand: detect.Hand | None) -> np.ndarray:
             if self.finder is None:
-                return run(rgb)
+                return run(source.frame_input(rgb, None))
             if hand is None:
                 return missing
-            if reads_landmarks:
-                return run(landmarks.features(hand.landmarks[None])[0])
-            return run(cut(rgb, *hand_square(hand.landmarks)))
+            return run(source.frame_input(rgb, hand.landmarks))
 
         return predict
 
 
 def load(folder: str | Path) -> Predictor:
     """The predictor of a saved model: a run's output folder, or its ``model.keras``."""
-    from rps.model import network as model_lib
-
-    return Predictor.of(*model_lib.load(Path(folder).expanduser()))
+    return Predictor.of(*network.load(Path(folder).expanduser()))

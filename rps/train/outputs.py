@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rps.model import network as model_lib
+from rps.model import network
 from rps.serve import logged_model, scores
 from rps.tracking import plots
 
@@ -54,7 +54,7 @@ def publish(
     history: list[dict] | None = None,
 ) -> None:
     """Everything lands on disk before it is logged, so a tracking failure loses nothing."""
-    model_lib.save(model, data.class_names, folder)
+    network.save(model, data.class_names, folder)
     (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     plots.test_figures(metrics, data, folder / PLOTS_DIR)
     if history:

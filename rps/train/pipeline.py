@@ -8,37 +8,43 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 
-from rps import cache as cache_lib
+from rps import cache
+from rps.cache import ArrayCache
 from rps.config.context import JobContext
 from rps.config.schema import Config, FolderDataConfig, TfdsDataConfig
-from rps.data import dataset as data_lib
-from rps.features import cached as features
-from rps.hands import detect as hands
+from rps.data import dataset
+from rps.features import sources
 from rps.model.network import Classifier
 from rps.serve import scores
 from rps.serve.predictor import Predictor
 from rps.tracking import runs as tracking
-from rps.train import checkpoint, interrupt, outputs, resume, tensorboard
-from rps.train import fit as train
+from rps.train import callbacks, checkpoint, fit, interrupt, outputs, resume, tensorboard
 
 
 @dataclass(frozen=True)
 class Ready:
-    store: cache_lib.ArrayCache | None
-    data: data_lib.Data
+    store: ArrayCache | None
+    data: dataset.Data
     strategy: Any
     classifier: Classifier
 
 
 def ready(conf: Config) -> Ready:
-    if conf.backbone.finds_hands:
-        hands.model_files()  # fetched here, where being offline is refused before the run
-    store = cache_lib.of(conf.cache)
-    data = data_lib.load(conf.data, conf.backbone.input_size, conf.trainer.seed, store)
-    strategy = train.distribution(conf.trainer.strategy)
-    return Ready(store, data, strategy, train.build(conf, len(data.class_names), strategy))
+    """Sweep jobs share one process: each builds its model from a clean graph and the same
+    seed, under its strategy."""
+    source = sources.of(conf.backbone)
+    source.prepare()
+    store = cache.of(conf.cache)
+    data = dataset.load(conf.data, conf.backbone.input_size, conf.trainer.seed, store)
+    strategy = fit.distribution(conf.trainer.strategy)
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(conf.trainer.seed)
+    with strategy.scope():
+        classifier = source.classifier(conf, len(data.class_names))
+    return Ready(store, data, strategy, classifier)
 
 
 def trained(
@@ -58,31 +64,25 @@ def trained(
     else:
         _log_data(mlrun, conf, data)
     ctrl_c = interrupt.CtrlC()
-    callbacks = [
-        tensorboard.callback(tb_dir),
-        tensorboard.AugmentedImages(
-            data.train.images, classifier.augment, tb_dir, conf.trainer.seed
-        ),
-        ctrl_c,
-    ]
+    loop = callbacks.loop(
+        classifier.train,
+        conf.trainer.patience,
+        checkpoints=ctx.output_dir,
+        resume=state,
+        log_epoch=mlrun.log_epoch,
+        others=[
+            tensorboard.callback(tb_dir),
+            tensorboard.AugmentedImages(
+                data.train.images, classifier.augment, tb_dir, conf.trainer.seed
+            ),
+            ctrl_c,
+        ],
+    )
     with ctrl_c.installed():
-        fitted = train.fit(
-            conf,
-            classifier,
-            data,
-            strategy,
-            callbacks,
-            on_epoch=mlrun.log_epoch,
-            cache=store,
-            checkpoints=ctx.output_dir,
-            resume=state,
-        )
+        fitted = fit.fit(conf, classifier, data, strategy, loop, store)
 
-    tested = Predictor.of(classifier.inference, data.class_names)
-    if tested.finder is not None:
-        tested.locate = lambda images: features.cached_landmarks(
-            images, "test", store, tested.finder
-        )[0]
+    locate = sources.of(conf.backbone).test_locator(store)
+    tested = Predictor.of(classifier.inference, data.class_names, locate=locate)
     metrics = {
         **scores.test(tested, data, conf.trainer.batch_size),
         **fitted.metrics,
@@ -105,7 +105,7 @@ def trained(
     return metrics
 
 
-def _log_data(mlrun: tracking.Run, conf: Config, data: data_lib.Data) -> None:
+def _log_data(mlrun: tracking.Run, conf: Config, data: dataset.Data) -> None:
     """The data as the run's inputs: where it is, a digest of each split's content (every
     image subsampled 4x each way, and the labels), and the counts per class."""
     if isinstance(conf.data, FolderDataConfig):
@@ -116,11 +116,11 @@ def _log_data(mlrun: tracking.Run, conf: Config, data: data_lib.Data) -> None:
     else:
         raise TypeError(f"no source for data config {type(conf.data).__name__}")
     splits = {}
-    for split in data_lib.SPLITS:
+    for split in dataset.SPLITS:
         part = getattr(data, split)
         counts = np.bincount(part.labels, minlength=len(data.class_names))
         splits[split] = tracking.DatasetSplit(
-            digest=cache_lib.digest(part.labels, part.images[:, ::4, ::4]),
+            digest=cache.digest(part.labels, part.images[:, ::4, ::4]),
             images=f"{part.images.dtype}{list(part.images.shape)}",
             classes=data.class_names,
             counts=dict(zip(data.class_names, counts.tolist(), strict=True)),
