@@ -6,10 +6,9 @@ import hydra
 from omegaconf import DictConfig
 
 from rps import errors
-from rps.config import helptext
-from rps.config import schema as config
+from rps.config import helptext, schema
 
-config.register()
+schema.register()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

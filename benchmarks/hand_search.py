@@ -26,15 +26,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # rps, when it is not installed into the environment
 
-from rps.data import dataset as data  # noqa: E402
+from rps.data import dataset  # noqa: E402
 from rps.features.hand import HandSource  # noqa: E402
-from rps.hands import detect as hands  # noqa: E402
+from rps.hands import detect  # noqa: E402
 from rps.model import network  # noqa: E402
 from rps.serve import scores  # noqa: E402
 from rps.serve.predictor import Predictor  # noqa: E402
 
 
-class Staged(hands.HandFinder):
+class Staged(detect.HandFinder):
     """The finder with its later stages switched off, to measure what each adds."""
 
     def __init__(self, min_palm_score: float, tiled: bool, retries: bool) -> None:
@@ -78,7 +78,7 @@ def train(renders: Path, out: Path, *overrides: str) -> Path:
     return run / network.MODEL_FILE
 
 
-def milliseconds(finder: hands.HandFinder, images) -> list[float]:
+def milliseconds(finder: detect.HandFinder, images) -> list[float]:
     """What the search takes on each image."""
     ms = []
     for image in images:
@@ -100,7 +100,7 @@ def main() -> None:
     model, class_names = network.load(
         train(args.renders, args.out) if args.model is None else args.model
     )
-    folders = {folder.name: data.labelled(folder, class_names)[0] for folder in args.sets}
+    folders = {folder.name: dataset.labelled(folder, class_names)[0] for folder in args.sets}
     lines = [
         "| search | "
         + " | ".join(f"{name}: found | accuracy | ms median | ms p90" for name in folders)

@@ -46,12 +46,12 @@ def make_video(images: Path, frames: int, path: Path) -> Path:
 
 
 def build_model(backbone: str, folder: Path) -> Path:
-    from rps.config import schema as config
+    from rps.config import schema
     from rps.features import sources
     from rps.model import network
 
-    conf = config.to_object(
-        config.compose(REPO / "conf", [f"backbone={backbone}", "backbone.weights=null"])
+    conf = schema.to_object(
+        schema.compose(REPO / "conf", [f"backbone={backbone}", "backbone.weights=null"])
     )
     network.save(sources.classifier(conf, 3).inference, ["paper", "rock", "scissors"], folder)
     return folder

@@ -52,16 +52,16 @@ def frames(images: Path, count: int) -> list[bytes]:
     return out
 
 
-def logged_model(store: Path) -> str:
-    from rps.config import schema as config
+def logged_run(store: Path) -> str:
+    from rps.config import schema
     from rps.features import sources
     from rps.serve import logged_model
-    from rps.tracking import runs as tracking
+    from rps.tracking import mlflow_runs
 
-    conf = config.to_object(config.compose(REPO / "conf", []))
+    conf = schema.to_object(schema.compose(REPO / "conf", []))
     model = sources.classifier(conf, 3).inference
-    settings = config.TrackingConfig(uri=f"sqlite:///{store / 'mlflow.db'}")
-    with tracking.job_run(settings, store, "serving benchmark", {}) as run:
+    settings = schema.TrackingConfig(uri=f"sqlite:///{store / 'mlflow.db'}")
+    with mlflow_runs.job_run(settings, store, "serving benchmark", {}) as run:
         logged_model.log(
             run, model, ["paper", "rock", "scissors"], np.zeros((1, 64, 64, 3), np.uint8), None
         )
@@ -86,10 +86,10 @@ def main() -> None:
     jpegs = frames(args.images, args.requests)
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp)
-        run_id = logged_model(store)
-        from rps.serve import logged_model as logged
+        run_id = logged_run(store)
+        from rps.serve import logged_model
 
-        predictor = logged.load(run_id, tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
+        predictor = logged_model.load(run_id, tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

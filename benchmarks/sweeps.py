@@ -60,15 +60,14 @@ def val_accuracies(store: Path) -> list[str]:
     """Each child run's best validation accuracy, in job order."""
     from mlflow.tracking import MlflowClient
 
-    from rps.tracking import runs as tracking
-    from rps.tracking import sweep
+    from rps.tracking import mlflow_runs, sweep
 
     client = MlflowClient(f"sqlite:///{store}")
     experiment = client.get_experiment_by_name("rps")
     if experiment is None:
         sys.exit(f"the sweep logged no experiment rps in {store}")
     runs = client.search_runs(
-        [experiment.experiment_id], filter_string=f"tags.`{tracking.PARENT_TAG}` != ''"
+        [experiment.experiment_id], filter_string=f"tags.`{mlflow_runs.PARENT_TAG}` != ''"
     )
     return [
         f"{row.val_accuracy:.4f}" if row.val_accuracy is not None else row.status

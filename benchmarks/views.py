@@ -23,9 +23,11 @@ from hand_search import REPO, train
 
 sys.path.insert(0, str(REPO))  # rps, when it is not installed into the environment
 
-from rps.data import dataset as data  # noqa: E402
-from rps.hands import detect as hands  # noqa: E402
-from rps.hands import landmarks  # noqa: E402
+from rps.data import dataset  # noqa: E402
+from rps.hands import (
+    detect,  # noqa: E402
+    landmarks,  # noqa: E402
+)
 from rps.model import network  # noqa: E402
 from rps.serve import scores  # noqa: E402
 
@@ -47,11 +49,11 @@ def main() -> None:
         for tilt in args.tilts
     }
     class_names = next(iter(models.values()))[1]
-    finder = hands.HandFinder()
+    finder = detect.HandFinder()
     points, labels = [], []
     for folder in args.sets:
-        photos = data.labelled(folder, class_names)[0]
-        found = hands.first_landmarks(finder, photos.images)
+        photos = dataset.labelled(folder, class_names)[0]
+        found = detect.first_landmarks(finder, photos.images)
         kept = ~np.isnan(found).any(axis=(1, 2))
         points.append(found[kept])
         labels.append(photos.labels[kept])

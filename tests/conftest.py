@@ -70,9 +70,9 @@ def make_folder_dataset(
 
 def compose_cfg(*overrides: str):
     """The job config exactly as ``python run.py <overrides>`` would compose it."""
-    from rps.config import schema as config
+    from rps.config import schema
 
-    return config.compose(REPO / "conf", overrides)
+    return schema.compose(REPO / "conf", overrides)
 
 
 def fit(cfg, data, callbacks=(), cache=None, checkpoints=None, resume=None):
@@ -81,19 +81,19 @@ def fit(cfg, data, callbacks=(), cache=None, checkpoints=None, resume=None):
     Returns the classifier (at its best epoch) and what training reports."""
     import keras
 
+    import rps.train.callbacks
     from rps.features import sources
-    from rps.train import callbacks as loop_callbacks
-    from rps.train import fit as training
+    from rps.train import stages
 
-    strategy = training.distribution(cfg.trainer.strategy)
+    strategy = stages.distribution(cfg.trainer.strategy)
     keras.backend.clear_session()
     keras.utils.set_random_seed(cfg.trainer.seed)
     with strategy.scope():
         classifier = sources.classifier(cfg, len(data.class_names))
-    loop = loop_callbacks.loop(
+    loop = rps.train.callbacks.loop(
         classifier.train, cfg.trainer.patience, checkpoints, resume, others=callbacks
     )
-    return classifier, training.fit(cfg, classifier, data, strategy, loop, cache)
+    return classifier, stages.fit(cfg, classifier, data, strategy, loop, cache)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

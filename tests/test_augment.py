@@ -13,16 +13,14 @@ from conftest import REPO, compose_cfg, make_folder_dataset
 from PIL import Image
 
 from rps.cache import ArrayCache
-from rps.config import schema as config
+from rps.config import schema
 from rps.config.schema import ImageAugConfig
-from rps.data import dataset as data_lib
+from rps.data import dataset
 from rps.errors import ConfigError
-from rps.features import cached as features
-from rps.features import sources
+from rps.features import base, sources
 from rps.model import augment, network
 from rps.model.augment import HandComposite, RandomBlur, WhiteBalance
-from rps.train import callbacks, tensorboard
-from rps.train import fit as training
+from rps.train import callbacks, stages, tensorboard
 
 # Image augmentation needs an image backbone: the default reads hands.
 IMAGE = ("backbone=efficientnet_lite0",)
@@ -77,7 +75,7 @@ def test_probability_zero_keeps_the_white_and_skin_tone_recolours_only_the_hand(
 
 
 def test_every_layer_is_identity_at_inference_and_seeded_in_training():
-    cfg = config.to_object(compose_cfg(*IMAGE, "aug=background")).aug
+    cfg = schema.to_object(compose_cfg(*IMAGE, "aug=background")).aug
     images = np.stack([render(BROWN), render(PALE)] * 2)
     layer = augment.build(cfg, 3)
     np.testing.assert_array_equal(np.asarray(layer(images, training=False)), images)
@@ -219,7 +217,7 @@ def test_a_bad_background_dir_is_one_paragraph_before_training(tmp_path, problem
     if problem == "corrupt":
         Image.new("RGB", (64, 64), CYAN).save(folder / "ok.png")
         (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
-    cfg = config.to_object(compose_cfg(*IMAGE, "aug=background", f"aug.background_dir={folder}"))
+    cfg = schema.to_object(compose_cfg(*IMAGE, "aug=background", f"aug.background_dir={folder}"))
     expected = {
         "missing": "is not a folder",
         "empty": "has no images",
@@ -232,7 +230,7 @@ def test_a_bad_background_dir_is_one_paragraph_before_training(tmp_path, problem
 
 def test_background_dir_without_photo_backgrounds_is_refused():
     with pytest.raises(ConfigError, match="would never be used"):
-        config.to_object(compose_cfg("aug=strong", "aug.background_dir=/tmp"))
+        schema.to_object(compose_cfg("aug=strong", "aug.background_dir=/tmp"))
 
 
 def test_blur_keeps_each_image_mean_and_white_balance_tints_per_image():
@@ -279,7 +277,7 @@ def test_range_checks(key, value):
 
 
 def test_inference_model_drops_augmentation_and_reloads_with_plain_keras(tmp_path):
-    cfg = config.to_object(
+    cfg = schema.to_object(
         compose_cfg(
             "aug=background",
             "backbone=mobilenet_v2",
@@ -319,7 +317,7 @@ def test_inference_model_drops_augmentation_and_reloads_with_plain_keras(tmp_pat
 
 @pytest.mark.parametrize("option", OPTIONS)
 def test_on_images_says_whether_the_option_builds_any_transform(option):
-    aug = config.to_object(
+    aug = schema.to_object(
         compose_cfg(f"aug={option}", *([] if option == "landmarks" else IMAGE))
     ).aug
     if isinstance(aug, ImageAugConfig):
@@ -332,7 +330,7 @@ def test_on_images_says_whether_the_option_builds_any_transform(option):
 
 def test_trains_on_cached_background_views_and_shows_them_in_tensorboard(tmp_path):
     root = make_folder_dataset(tmp_path / "data", n_train=6, n_test=2)
-    cfg = config.to_object(
+    cfg = schema.to_object(
         compose_cfg(
             "data=folder",
             f"data.root={root}",
@@ -348,13 +346,13 @@ def test_trains_on_cached_background_views_and_shows_them_in_tensorboard(tmp_pat
         )
     )
     store = ArrayCache(tmp_path / "cache")
-    data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed, store)
+    data = dataset.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed, store)
     keras.backend.clear_session()
     keras.utils.set_random_seed(cfg.trainer.seed)
     classifier = sources.classifier(cfg, len(data.class_names))
     shown = tensorboard.AugmentedImages(data.train.images, classifier.augment, tmp_path / "tb", 0)
     loop = callbacks.loop(classifier.train, cfg.trainer.patience, others=[shown])
-    training.fit(cfg, classifier, data, training.distribution(cfg.trainer.strategy), loop, store)
+    stages.fit(cfg, classifier, data, stages.distribution(cfg.trainer.strategy), loop, store)
     assert shown.written and list((tmp_path / "tb" / "images").iterdir())
     # The images shown are the model's own first draws, and drawing them left the model's
     # augment stage where it was: its next draws are a fresh copy's first ones.
@@ -367,5 +365,5 @@ def test_trains_on_cached_background_views_and_shows_them_in_tensorboard(tmp_pat
     keras.backend.clear_session()  # the same weights as fit's model, so the same keys
     keras.utils.set_random_seed(cfg.trainer.seed)
     cached = sources.of(cfg.backbone).features(cfg, sources.classifier(cfg, 3), data, store)
-    assert cached.seconds == 0 and cached.train.shape[0] == features.AUTO_VIEWS
+    assert cached.seconds == 0 and cached.train.shape[0] == base.AUTO_VIEWS
     assert np.abs(cached.train[0] - cached.train[1]).max() > 0

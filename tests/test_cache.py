@@ -17,10 +17,9 @@ from conftest import REPO, SHARED, compose_cfg, fit, make_folder_dataset, run_cl
 from PIL import Image
 
 from rps.cache import ArrayCache, digest
-from rps.config import schema as config
-from rps.data import dataset as data_lib
-from rps.features import cached as features
-from rps.features import image, sources
+from rps.config import schema
+from rps.data import dataset
+from rps.features import base, image, sources
 
 SMALL = [
     "backbone=mobilenet_v2",
@@ -47,26 +46,26 @@ def weights(tmp_path) -> Path:
 
 
 def job(root: Path, weights: Path, store: ArrayCache, *overrides: str):
-    cfg = config.to_object(
+    cfg = schema.to_object(
         compose_cfg(
             "data=folder", f"data.root={root}", *SMALL, f"backbone.weights={weights}", *overrides
         )
     )
-    data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed, store)
+    data = dataset.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed, store)
     model = sources.classifier(cfg, len(data.class_names))
     return cfg, data, sources.of(cfg.backbone).features(cfg, model, data, store)
 
 
 def test_second_job_hits_and_trains_the_same_model(root, weights, tmp_path):
     store = ArrayCache(tmp_path / "cache")
-    cfg = config.to_object(
+    cfg = schema.to_object(
         compose_cfg(
             "data=folder", f"data.root={root}", *SMALL, f"backbone.weights={weights}", "aug=none"
         )
     )
     results = []
     for _ in range(2):
-        data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed, store)
+        data = dataset.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed, store)
         classifier, fitted = fit(cfg, data, cache=store)
         results.append((fitted.metrics, classifier.inference.predict(data.test.images)))
     (cold, cold_logits), (warm, warm_logits) = results
@@ -110,17 +109,16 @@ def test_views_are_distinct_augmented_draws(root, weights, tmp_path):
     _, data, plain = job(root, weights, store, "aug=none")
     assert plain.train.shape[0] == 1, "no augmentation: one view is all there is"
     assert (
-        features.views(config.to_object(compose_cfg("experiment=cnn", "aug=light")))
-        == features.AUTO_VIEWS
+        base.views(schema.to_object(compose_cfg("experiment=cnn", "aug=light"))) == base.AUTO_VIEWS
     )
 
 
 def test_decoded_images_come_back_identical_from_the_cache(root, tmp_path, caplog):
     store = ArrayCache(tmp_path / "cache")
-    cfg = config.to_object(compose_cfg("data=folder", f"data.root={root}"))
-    first = data_lib.load(cfg.data, 32, 0, store)
+    cfg = schema.to_object(compose_cfg("data=folder", f"data.root={root}"))
+    first = dataset.load(cfg.data, 32, 0, store)
     with caplog.at_level(logging.INFO, logger="rps"):
-        second = data_lib.load(cfg.data, 32, 0, store)
+        second = dataset.load(cfg.data, 32, 0, store)
     assert "read from the cache" in caplog.text
     for name in ("train", "val", "test"):
         a, b = getattr(first, name), getattr(second, name)
@@ -215,15 +213,15 @@ def test_an_entry_cut_short_is_removed_and_rebuilt(tmp_path, caplog, keep):
 def test_the_same_files_elsewhere_hit_the_decoded_images(root, tmp_path, caplog):
     """Keyed by the files' bytes and their place below the root, not by where they are."""
     store = ArrayCache(tmp_path / "cache")
-    cfg = config.to_object(compose_cfg("data=folder", f"data.root={root}"))
-    first = data_lib.load(cfg.data, 32, 0, store)
+    cfg = schema.to_object(compose_cfg("data=folder", f"data.root={root}"))
+    first = dataset.load(cfg.data, 32, 0, store)
     (tmp_path / "link").symlink_to(root)
     copy = Path(shutil.copytree(root, tmp_path / "copy"))
     for elsewhere in (tmp_path / "link", copy):
-        moved = config.to_object(compose_cfg("data=folder", f"data.root={elsewhere}"))
+        moved = schema.to_object(compose_cfg("data=folder", f"data.root={elsewhere}"))
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="rps"):
-            again = data_lib.load(moved.data, 32, 0, store)
+            again = dataset.load(moved.data, 32, 0, store)
         assert "read from the cache" in caplog.text
         np.testing.assert_array_equal(first.train.images, again.train.images)
         # Its paths are where the files are now, for error reports and grids.
@@ -232,8 +230,8 @@ def test_the_same_files_elsewhere_hit_the_decoded_images(root, tmp_path, caplog)
         ]
     assert len(list((tmp_path / "cache" / "images").iterdir())) == 1
     (copy / "train" / "rock" / "rock_000.png").rename(copy / "train" / "rock" / "rock_x.png")
-    data_lib.load(
-        config.to_object(compose_cfg("data=folder", f"data.root={copy}")).data, 32, 0, store
+    dataset.load(
+        schema.to_object(compose_cfg("data=folder", f"data.root={copy}")).data, 32, 0, store
     )  # a renamed file is another dataset: a miss
     assert len(list((tmp_path / "cache" / "images").iterdir())) == 2
 

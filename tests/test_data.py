@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 from conftest import SHARED, make_folder_dataset
 
 from rps.config.schema import BadImagePolicy, FolderDataConfig, TfdsDataConfig
-from rps.data import dataset as data_module
+from rps.data import dataset
 from rps.data.dataset import Data, Split, load
 from rps.data.images import fit, read_rgb
 from rps.errors import ConfigError, DataError
@@ -68,7 +68,7 @@ def test_folder_loads_sorted_classes_and_holds_out_a_stratified_val(root):
     ],
 )
 def test_a_files_group_is_its_name_without_the_last_number(name, group):
-    assert data_module.group_of(f"/data/train/x/{name}") == group
+    assert dataset.group_of(f"/data/train/x/{name}") == group
 
 
 def test_val_groups_holds_out_whole_groups_of_each_class(tmp_path):
@@ -77,8 +77,8 @@ def test_val_groups_holds_out_whole_groups_of_each_class(tmp_path):
         cls, i = path.stem.rsplit("_", 1)
         path.rename(path.with_name(f"{cls}0{int(i) % 4}-{int(i):03d}.png"))
     data = load(folder(root, val_fraction=0.25, val_groups=True), SIZE, seed=3)
-    val_groups = {data_module.group_of(s) for s in data.val.sources}
-    train_groups = {data_module.group_of(s) for s in data.train.sources}
+    val_groups = {dataset.group_of(s) for s in data.val.sources}
+    train_groups = {dataset.group_of(s) for s in data.train.sources}
     assert not val_groups & train_groups
     assert len(val_groups) == 3 and per_class(data.val, 3) == [3, 3, 3]
     again = load(folder(root, val_fraction=0.25, val_groups=True), SIZE, seed=3)
@@ -239,10 +239,10 @@ def test_files_that_are_not_images_are_skipped_in_training_and_scoring_alike(tmp
     assert len(data.test) == 3 and len(data.train) + len(data.val) == 9
     assert "skipping 2 file(s) that are not images" in caplog.text
     assert "train/rock/notes.txt" in caplog.text and "test/paper/labels.json" in caplog.text
-    photos, listed = data_module.labelled(tmp_path / "test", ["paper", "rock", "scissors"])
+    photos, listed = dataset.labelled(tmp_path / "test", ["paper", "rock", "scissors"])
     assert len(photos) == 3
     assert [(Path(b.path).name, b.reason) for b in listed] == [
-        ("labels.json", data_module.NOT_AN_IMAGE)
+        ("labels.json", dataset.NOT_AN_IMAGE)
     ]
 
 
@@ -267,7 +267,7 @@ def test_skipping_every_image_of_a_class_is_an_error(tmp_path):
 
 def test_tfds_images_are_cropped_and_labels_follow_sorted_names(tmp_path, monkeypatch):
     # mock_data replaces the download, so the pre-download reachability check has no job.
-    monkeypatch.setattr(data_module, "_check_reachable", lambda urls: None)
+    monkeypatch.setattr(dataset, "_check_reachable", lambda urls: None)
     cfg = TfdsDataConfig(tfds_dir=str(tmp_path))
     with tfds.testing.mock_data(num_examples=12):
         data = load(cfg, SIZE, seed=0)
@@ -287,7 +287,7 @@ def test_tfds_images_are_cropped_and_labels_follow_sorted_names(tmp_path, monkey
 
 def test_tfds_failed_download_says_what_to_do(tmp_path, monkeypatch):
     # The host answered the reachability check, then the download itself failed.
-    monkeypatch.setattr(data_module, "_check_reachable", lambda urls: None)
+    monkeypatch.setattr(dataset, "_check_reachable", lambda urls: None)
 
     def offline(self, *args, **kwargs):
         raise requests.exceptions.ConnectionError(

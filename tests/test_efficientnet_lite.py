@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from skimage import data, transform
 
-from rps.model import efficientnet_lite as efl
+from rps.model import efficientnet_lite
 
 TABBY, TIGER_CAT, EGYPTIAN_CAT = 281, 282, 285
 COFFEE_MUG, ESPRESSO = 504, 967
@@ -26,7 +26,7 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def top_model(cache_dir):
-    return efl.EfficientNetLite0(include_top=True, weights="imagenet")
+    return efficientnet_lite.EfficientNetLite0(include_top=True, weights="imagenet")
 
 
 def center_square_224(image: np.ndarray) -> np.ndarray:
@@ -47,7 +47,7 @@ def center_square_224(image: np.ndarray) -> np.ndarray:
     ],
 )
 def test_imagenet_top1(top_model, image, expected):
-    x = efl.preprocess_input(center_square_224(image())[None])
+    x = efficientnet_lite.preprocess_input(center_square_224(image())[None])
     logits = np.asarray(top_model(x, training=False))[0]
     top5 = np.argsort(-logits)[:5]
     print(image.__name__, "top-5:", top5.tolist())
@@ -57,10 +57,10 @@ def test_imagenet_top1(top_model, image, expected):
 def test_padding_matches_torch_same_padding(top_model):
     """The torch port pads stride-2 convs by (0, 1) like TF "SAME"; symmetric padding would
     still classify easy images but shifts logits by more than 1."""
-    state = efl.load_torch_legacy(efl._torch_weights_path())
+    state = efficientnet_lite.load_torch_legacy(efficientnet_lite._torch_weights_path())
     rng = np.random.default_rng(0)
     image = rng.uniform(0, 255, (1, 32, 32, 3)).astype("float32")
-    x = np.asarray(efl.preprocess_input(image))[0]
+    x = np.asarray(efficientnet_lite.preprocess_input(image))[0]
 
     kernel = state["_conv_stem.weight"]
     padded = np.pad(x, ((0, 1), (0, 1), (0, 0)))
@@ -135,8 +135,8 @@ class _LegacyWriter(pickle._Pickler):
 def write_legacy(path, state, storages):
     with open(path, "wb") as f:
         for part in (
-            efl._TORCH_MAGIC,
-            efl._TORCH_PROTOCOL,
+            efficientnet_lite._TORCH_MAGIC,
+            efficientnet_lite._TORCH_PROTOCOL,
             {"little_endian": True},
             state,
             [s.key for s in storages],
@@ -157,7 +157,7 @@ def test_reader_applies_offset_and_stride(tmp_path):
     )
     write_legacy(tmp_path / "ok.pth", state, [floats, longs])
 
-    got = efl.load_torch_legacy(tmp_path / "ok.pth")
+    got = efficientnet_lite.load_torch_legacy(tmp_path / "ok.pth")
     np.testing.assert_array_equal(got["rows"], [[2, 3, 4], [5, 6, 7]])
     np.testing.assert_array_equal(got["transposed"], np.arange(12).reshape(3, 4).T)
     assert got["scalar"].shape == () and got["scalar"] == 5
@@ -165,8 +165,8 @@ def test_reader_applies_offset_and_stride(tmp_path):
 
     overrun = collections.OrderedDict(bad=_Tensor(floats, 4, (3, 3), (3, 1)))
     write_legacy(tmp_path / "bad.pth", overrun, [floats])
-    with pytest.raises(efl.WeightsError, match="past its storage"):
-        efl.load_torch_legacy(tmp_path / "bad.pth")
+    with pytest.raises(efficientnet_lite.WeightsError, match="past its storage"):
+        efficientnet_lite.load_torch_legacy(tmp_path / "bad.pth")
 
 
 @pytest.mark.parametrize(
@@ -183,16 +183,16 @@ def test_reader_refuses_code_in_pickle(tmp_path, payload):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
         for part in (
-            efl._TORCH_MAGIC,
-            efl._TORCH_PROTOCOL,
+            efficientnet_lite._TORCH_MAGIC,
+            efficientnet_lite._TORCH_PROTOCOL,
             {"little_endian": True},
             {"_conv_stem.weight": Evil()},
             [],
         ):
             pickle.dump(part, f, protocol=2)
 
-    with pytest.raises(efl.WeightsError, match="not allowed"):
-        efl.load_torch_legacy(path)
+    with pytest.raises(efficientnet_lite.WeightsError, match="not allowed"):
+        efficientnet_lite.load_torch_legacy(path)
     assert not marker.exists()
 
 
@@ -204,20 +204,24 @@ def test_reader_stand_ins_cannot_be_altered(tmp_path, target):
     could corrupt how the next one is read."""
     header = b"".join(
         pickle.dumps(part, protocol=2)
-        for part in (efl._TORCH_MAGIC, efl._TORCH_PROTOCOL, {"little_endian": True})
+        for part in (
+            efficientnet_lite._TORCH_MAGIC,
+            efficientnet_lite._TORCH_PROTOCOL,
+            {"little_endian": True},
+        )
     )
     tamper = b"\x80\x02" + target + b"N}X\x05\x00\x00\x00dtypeNs\x86b."
     path = tmp_path / "tamper.pth"
     path.write_bytes(header + tamper)
 
-    with pytest.raises(efl.WeightsError):
-        efl.load_torch_legacy(path)
-    assert efl._STORAGE_TYPES["FloatStorage"].dtype == np.float32
+    with pytest.raises(efficientnet_lite.WeightsError):
+        efficientnet_lite.load_torch_legacy(path)
+    assert efficientnet_lite._STORAGE_TYPES["FloatStorage"].dtype == np.float32
 
 
 def test_weights_cache_is_built_once(tmp_path, monkeypatch):
     monkeypatch.setenv("RPS_CACHE_DIR", str(tmp_path))
-    first = efl.imagenet_weights_file(include_top=False)
+    first = efficientnet_lite.imagenet_weights_file(include_top=False)
     assert first.parent == tmp_path / "weights"
     assert first.is_file()
     stamp = first.stat().st_mtime_ns
@@ -225,14 +229,14 @@ def test_weights_cache_is_built_once(tmp_path, monkeypatch):
     def no_second_conversion(*args):
         raise AssertionError("converted twice")
 
-    monkeypatch.setattr(efl, "_convert", no_second_conversion)
-    assert efl.imagenet_weights_file(include_top=False) == first
+    monkeypatch.setattr(efficientnet_lite, "_convert", no_second_conversion)
+    assert efficientnet_lite.imagenet_weights_file(include_top=False) == first
     assert first.stat().st_mtime_ns == stamp
     assert [p.name for p in first.parent.iterdir()] == [first.name]
 
 
 def test_notop_model_shares_top_weights(top_model):
-    backbone = efl.EfficientNetLite0(include_top=False, weights="imagenet")
+    backbone = efficientnet_lite.EfficientNetLite0(include_top=False, weights="imagenet")
     assert backbone.name == "efficientnet_lite0"
     assert backbone(np.zeros((1, 224, 224, 3), "float32")).shape == (1, 7, 7, 1280)
 
@@ -243,7 +247,7 @@ def test_notop_model_shares_top_weights(top_model):
         for mine, other in zip(layer.get_weights(), theirs, strict=True):
             np.testing.assert_array_equal(mine, other)
 
-    any_size = efl.EfficientNetLite0(
+    any_size = efficientnet_lite.EfficientNetLite0(
         include_top=False, weights="imagenet", input_shape=(None, None, 3)
     )
     out = any_size(np.zeros((1, 300, 300, 3), "float32"))

@@ -12,7 +12,7 @@ from conftest import REPO, TINY, compose_cfg, logged_runs, make_folder_dataset, 
 from mlflow.tracking import MlflowClient
 
 from rps.apps import ensemble
-from rps.config import schema as config
+from rps.config import schema
 from rps.data.images import fit, read_rgb
 from rps.errors import ConfigError, UserError
 from rps.features import sources
@@ -20,13 +20,13 @@ from rps.features.hand import HandSource
 from rps.hands import landmarks
 from rps.model import network
 from rps.serve import logged_model
-from rps.tracking import runs as tracking
+from rps.tracking import mlflow_runs
 from rps.train import outputs
 
 
 def tiny(size: int, seed: int):
     """An untrained classifier: the bundled backbone weights, a head drawn from ``seed``."""
-    cfg = config.to_object(
+    cfg = schema.to_object(
         compose_cfg(
             "backbone=efficientnet_lite0",
             f"backbone.input_size={size}",
@@ -69,7 +69,7 @@ def test_one_member_is_not_an_ensemble():
 def test_landmark_heads_average_on_features_and_do_not_mix_with_image_models():
     def head(seed: int) -> keras.Model:
         keras.utils.set_random_seed(seed)
-        return sources.classifier(config.to_object(compose_cfg("head=linear")), 3).inference
+        return sources.classifier(schema.to_object(compose_cfg("head=linear")), 3).inference
 
     members = [head(1), head(2)]
     features = np.random.default_rng(0).normal(size=(5, landmarks.SIZE)).astype("float32")
@@ -94,12 +94,12 @@ def test_landmark_heads_average_on_features_and_do_not_mix_with_image_models():
 )
 def test_members_are_runs_or_a_sweep(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        config.to_object(config.compose(REPO / "conf", overrides, name="ensemble"))
+        schema.to_object(schema.compose(REPO / "conf", overrides, name="ensemble"))
 
 
 def test_conf_ensemble_composes_with_its_members():
-    conf = config.to_object(
-        config.compose(REPO / "conf", ["runs=[a,b]", "data.root=/data"], name="ensemble")
+    conf = schema.to_object(
+        schema.compose(REPO / "conf", ["runs=[a,b]", "data.root=/data"], name="ensemble")
     )
     assert (conf.runs, conf.sweep_id, conf.data.root) == (["a", "b"], None, "/data")
     assert conf.tracking.uri is None and conf.tracking.experiment is None
@@ -122,8 +122,8 @@ def swept(tmp_path_factory) -> dict:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = logged_runs(uri)
-    (parent,) = [r for r in found if tracking.PARENT_TAG not in r.data.tags]
-    children = [r.info.run_id for r in found if tracking.PARENT_TAG in r.data.tags]
+    (parent,) = [r for r in found if mlflow_runs.PARENT_TAG not in r.data.tags]
+    children = [r.info.run_id for r in found if mlflow_runs.PARENT_TAG in r.data.tags]
     return {
         "root": root,
         "uri": uri,

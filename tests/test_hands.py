@@ -14,13 +14,12 @@ from conftest import REAL_DEV, SHARED, compose_cfg, post_images, run_cli, served
 from mlflow import MlflowClient
 from PIL import Image
 
-from rps.config import schema as config
+from rps.config import schema
 from rps.data.images import read_rgb
 from rps.errors import ConfigError, WeightsError
 from rps.features import sources
 from rps.features.hand import HandSource
-from rps.hands import detect as hands
-from rps.hands import landmarks
+from rps.hands import detect, landmarks
 from rps.serve import scores
 from rps.serve.predictor import Predictor, surety
 
@@ -29,9 +28,9 @@ needs_renders = pytest.mark.skipif(not RENDER.is_dir(), reason=f"{SHARED} is abs
 
 
 @pytest.fixture(scope="module")
-def finder() -> hands.HandFinder:
+def finder() -> detect.HandFinder:
     """The real models, fetched once per test session into its cache (RPS_CACHE_DIR)."""
-    return hands.HandFinder()
+    return detect.HandFinder()
 
 
 def hand_like(n: int, seed: int = 0) -> np.ndarray:
@@ -48,7 +47,7 @@ def hand_like(n: int, seed: int = 0) -> np.ndarray:
 
 
 def test_anchors_are_the_palm_detectors_two_grids():
-    centres = hands.anchors()
+    centres = detect.anchors()
     assert centres.shape == (2016, 2)
     np.testing.assert_allclose(centres[:2], [[1 / 48, 1 / 48]] * 2)
     np.testing.assert_allclose(centres[1152:1158], [[1 / 24, 1 / 24]] * 6)
@@ -59,7 +58,7 @@ def test_weighted_nms_merges_overlaps_by_score_and_keeps_the_rest():
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], float)
     keypoints = np.zeros((3, 7, 2))
     keypoints[1] += 1
-    kept = hands.weighted_nms(boxes, keypoints, np.array([0.9, 0.6, 0.8]))
+    kept = detect.weighted_nms(boxes, keypoints, np.array([0.9, 0.6, 0.8]))
     assert [round(score, 2) for _, _, score in kept] == [0.9, 0.8]
     np.testing.assert_allclose(kept[0][0], [0.4, 0.4, 10.4, 10.4])  # (0.9*0 + 0.6*1) / 1.5
     np.testing.assert_allclose(kept[1][0], boxes[2])
@@ -96,7 +95,7 @@ def test_landmark_augmentation_is_seeded_and_moves_what_features_see():
 
 def test_a_damaged_model_file_is_removed_and_fetched_again(tmp_path, monkeypatch, caplog):
     """Offline here (pip finds no index), so the fetch that follows is refused."""
-    damaged = [tmp_path / member.rsplit("/", 1)[1] for member, _ in hands.MODELS.values()]
+    damaged = [tmp_path / member.rsplit("/", 1)[1] for member, _ in detect.MODELS.values()]
     for path in damaged:
         path.write_bytes(b"not a model")
     monkeypatch.setenv("PIP_NO_INDEX", "1")
@@ -104,7 +103,7 @@ def test_a_damaged_model_file_is_removed_and_fetched_again(tmp_path, monkeypatch
         caplog.at_level(logging.WARNING, logger="rps"),
         pytest.raises(WeightsError, match="could not fetch MediaPipe's hand models"),
     ):
-        hands.model_files(tmp_path)
+        detect.model_files(tmp_path)
     for path in damaged:
         assert f"removing {path}, damaged" in caplog.text and not path.exists()
 
@@ -139,16 +138,16 @@ def test_models_missing_while_offline_is_one_paragraph(tmp_path):
 
 def test_config_refuses_what_does_not_apply_to_landmarks():
     with pytest.raises(ConfigError, match="aug=landmarks"):
-        config.to_object(compose_cfg("aug=background"))  # the default backbone reads hands
+        schema.to_object(compose_cfg("aug=background"))  # the default backbone reads hands
     with pytest.raises(ConfigError, match="aug=landmarks"):
-        config.to_object(compose_cfg("finetune=top"))
+        schema.to_object(compose_cfg("finetune=top"))
     with pytest.raises(ConfigError, match="only backbone=hand_landmarks reads"):
-        config.to_object(
+        schema.to_object(
             compose_cfg("backbone=efficientnet_lite0", "aug=landmarks", "finetune=none")
         )
     with pytest.raises(ConfigError, match="weights=mediapipe"):
-        config.to_object(compose_cfg("backbone.weights=imagenet"))
-    conf = config.to_object(compose_cfg())
+        schema.to_object(compose_cfg("backbone.weights=imagenet"))
+    conf = schema.to_object(compose_cfg())
     assert (
         isinstance(sources.of(conf.backbone), HandSource)
         and conf.aug.on_landmarks
@@ -224,7 +223,7 @@ def test_tiles_cover_a_large_frame_and_skip_a_small_one(finder):
     height, width = 480, 640
     tiles = finder.tiles(height, width)
     side = tiles[0][2]
-    assert side == round(hands.TILE * height) and len(tiles) == 6
+    assert side == round(detect.TILE * height) and len(tiles) == 6
     covered = np.zeros((height, width), int)
     for top, left, s in tiles:
         assert s == side and 0 <= top <= height - s and 0 <= left <= width - s
@@ -234,7 +233,7 @@ def test_tiles_cover_a_large_frame_and_skip_a_small_one(finder):
     # in one of them.
     lefts = sorted({left for _, left, _ in tiles})
     assert max(np.diff(lefts)) <= side / 2
-    untiled = hands.HandFinder(tiled=False)
+    untiled = detect.HandFinder(tiled=False)
     assert untiled.tiles(height, width) == []
 
 
@@ -272,7 +271,7 @@ def test_live_follows_both_of_two_hands_and_keeps_them_apart(finder):
         video = Hands(finder, follow=True)
         seen = [video(pair) for _ in range(REDETECT_EVERY)]
         assert len(calls) == 1  # one search, on the first frame; both hands followed since
-        assert all(len(found) == 2 and not hands.same_hand(*found) for found in seen)
+        assert all(len(found) == 2 and not detect.same_hand(*found) for found in seen)
         # One photo replaced by grey: that hand is lost, and the search runs again.
         alone = pair.copy()
         alone[:, photos[0].shape[1] :] = 128
@@ -306,7 +305,7 @@ def test_two_hands_are_both_found_once_each_surest_first(finder):
     found = finder.hands(pair)
     assert len(found) == 2
     assert found[0].score >= found[1].score
-    assert not hands.same_hand(found[0], found[1]) and hands.same_hand(found[0], found[0])
+    assert not detect.same_hand(found[0], found[1]) and detect.same_hand(found[0], found[0])
     centres = sorted(hand.landmarks[:, 0].mean() for hand in found)
     width = photos[0].shape[1]
     assert centres[0] < width < centres[1]
@@ -315,7 +314,7 @@ def test_two_hands_are_both_found_once_each_surest_first(finder):
 def test_finder_finds_no_hand_in_a_blank_or_noisy_image(finder):
     assert finder.hands(np.full((240, 320, 3), 255, np.uint8)) == []
     noise = np.random.default_rng(0).integers(0, 256, (200, 200, 3)).astype(np.uint8)
-    points = hands.first_landmarks(finder, [noise, np.zeros((64, 64, 3), np.uint8)])
+    points = detect.first_landmarks(finder, [noise, np.zeros((64, 64, 3), np.uint8)])
     assert points.shape == (2, 21, 3) and np.isnan(points).all()
 
 
@@ -339,7 +338,7 @@ def test_trained_on_renders_it_reads_real_hands(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test_accuracy"] >= 0.99
-    assert "[rps.features.cached][INFO] - no hand found in" in proc.stdout + proc.stderr
+    assert "[rps.features.base][INFO] - no hand found in" in proc.stdout + proc.stderr
     out = tmp_path / "eval"
     proc = run_cli(
         f"model_path={tmp_path / 'run'}",
@@ -451,7 +450,7 @@ def test_with_two_hands_the_predictor_keeps_the_surest_reading(finder):
     """Every hand in the image is read (an untrained head reads each differently), and the
     image's probabilities are those of the surest reading, not of the first hand found."""
     names = ["paper", "rock", "scissors"]
-    head = sources.classifier(config.to_object(compose_cfg()), len(names)).inference
+    head = sources.classifier(schema.to_object(compose_cfg()), len(names)).inference
     predictor = Predictor(head, names, HandSource(), finder)
     photos = [
         np.asarray(Image.open(sorted((REAL_DEV / name).iterdir())[0]).convert("RGB"))

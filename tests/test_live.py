@@ -31,7 +31,7 @@ from rps.apps.live import (
     loop,
     place_roi,
 )
-from rps.config import schema as config
+from rps.config import schema
 from rps.config.schema import (
     CaptureConfig,
     FolderDataConfig,
@@ -119,7 +119,7 @@ def assert_agrees(rows: list[dict], crops: list[np.ndarray], model_dir: Path) ->
 
 
 def compose_live(*overrides: str) -> LiveConfig:
-    conf = config.to_object(config.compose(REPO / "conf", overrides, name="live"))
+    conf = schema.to_object(schema.compose(REPO / "conf", overrides, name="live"))
     assert isinstance(conf, LiveConfig)
     return conf
 
@@ -428,9 +428,9 @@ def test_capture_builds_a_folder_dataset_that_training_reads(video, tmp_path):
     assert all(cv2.imread(str(p)).shape == (128, 128, 3) for p in crops)
     assert len(list((root / "test" / "paper").glob("*.png"))) == 2
 
-    from rps.data import dataset as data_lib
+    from rps.data import dataset
 
-    data = data_lib.load(FolderDataConfig(root=str(root)), 64, 0)
+    data = dataset.load(FolderDataConfig(root=str(root)), 64, 0)
     assert data.class_names == ["paper", "rock"] and len(data.test) == 4
 
 

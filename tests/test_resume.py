@@ -9,12 +9,12 @@ import pytest
 from conftest import REPO, compose_cfg, fit, kill_after_checkpoint, make_folder_dataset, run_cli
 from mlflow.tracking import MlflowClient
 
-from rps import cache as cache_lib
-from rps.config import schema as config
-from rps.data import dataset as data_lib
+from rps import cache
+from rps.config import schema
+from rps.data import dataset
 from rps.errors import ConfigError, UserError
 from rps.serve import logged_model
-from rps.tracking import runs as tracking
+from rps.tracking import mlflow_runs
 from rps.train import callbacks, checkpoint, resume
 
 TINY = [
@@ -63,7 +63,7 @@ def test_a_killed_sweep_job_resumes_into_its_run(root, tmp_path, mlflow_store):
 
     client = MlflowClient(mlflow_store)
     experiment = client.get_experiment_by_name("rps").experiment_id
-    (child,) = client.search_runs([experiment], f"tags.`{tracking.PARENT_TAG}` != ''")
+    (child,) = client.search_runs([experiment], f"tags.`{mlflow_runs.PARENT_TAG}` != ''")
     assert child.info.status == "RUNNING"
 
     resumed = run_cli(f"trainer.resume={child.info.run_id}", f"hydra.run.dir={tmp_path / 'resume'}")
@@ -75,10 +75,10 @@ def test_a_killed_sweep_job_resumes_into_its_run(root, tmp_path, mlflow_store):
     run = client.get_run(child.info.run_id)
     assert run.info.status == "FINISHED"
     assert len(client.search_runs([experiment])) == 2  # the sweep's parent and this job
-    assert run.data.tags[tracking.PARENT_TAG] == child.data.tags[tracking.PARENT_TAG]
+    assert run.data.tags[mlflow_runs.PARENT_TAG] == child.data.tags[mlflow_runs.PARENT_TAG]
     assert run.data.tags["resumed_after_epoch"] == str(killed.epoch + 1)
     total = STAGE1_EPOCHS + STAGE2_EPOCHS
-    for key in (*tracking.EPOCH_METRICS.values(), "stage"):
+    for key in (*mlflow_runs.EPOCH_METRICS.values(), "stage"):
         assert epoch_steps(client, run.info.run_id, key) == list(range(total)), key
     stages = sorted(client.get_metric_history(run.info.run_id, "stage"), key=lambda m: m.step)
     assert [m.value for m in stages] == [1] * STAGE1_EPOCHS + [2] * STAGE2_EPOCHS
@@ -142,13 +142,13 @@ class Probe(keras.callbacks.Callback):
 )
 def test_checkpoint_round_trip(root, tmp_path, at, finetune):
     """Stage 1 runs epochs 0-2 on cached features, stage 2 (if any) epochs 3-4 on images."""
-    cfg = config.to_object(
+    cfg = schema.to_object(
         compose_cfg(
             "data=folder", f"data.root={root}", *TINY, "trainer.epochs=3", "head.units=8", *finetune
         )
     )
-    data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed)
-    store = cache_lib.of(cfg.cache)
+    data = dataset.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed)
+    store = cache.of(cfg.cache)
     kill = Kill(at)
     with pytest.raises(Killed):
         fit(cfg, data, callbacks=[kill], cache=store, checkpoints=tmp_path)

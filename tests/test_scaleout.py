@@ -15,7 +15,7 @@ from conftest import REPO, free_port, logged_runs, make_folder_dataset, run_cli,
 from mlflow.tracking import MlflowClient
 
 from rps.serve import logged_model
-from rps.tracking import runs as tracking
+from rps.tracking import mlflow_runs
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +37,16 @@ def tiny(tmp_path_factory) -> list[str]:
 def sweep_runs(uri: str):
     """The sweep's parent run and its children, by job number."""
     found = logged_runs(uri)
-    (parent,) = [r for r in found if tracking.PARENT_TAG not in r.data.tags]
-    children = [r for r in found if r.data.tags.get(tracking.PARENT_TAG) == parent.info.run_id]
+    (parent,) = [r for r in found if mlflow_runs.PARENT_TAG not in r.data.tags]
+    children = [r for r in found if r.data.tags.get(mlflow_runs.PARENT_TAG) == parent.info.run_id]
     return parent, sorted(children, key=lambda r: int(r.data.tags["job_num"]))
 
 
 def hydra_cfg(*overrides: str):
     """The config with its ``hydra`` node, as ``python run.py <overrides> --cfg all`` shows."""
-    from rps.config import schema as config
+    from rps.config import schema
 
-    return config.compose(REPO / "conf", overrides, with_hydra=True)
+    return schema.compose(REPO / "conf", overrides, with_hydra=True)
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from rps.config.schema import Strategy
 from rps.errors import ConfigError
-from rps.train.fit import check_split, distribution
+from rps.train.stages import check_split, distribution
 
 # The split must happen before TensorFlow sets up its devices, so in a fresh process that
 # then runs run.py as `python run.py` would.
@@ -54,7 +54,7 @@ def test_mirrored_trains_both_stages_on_two_replicas(tmp_path, mlflow_store):
         env={**os.environ, "HYDRA_FULL_ERROR": "0"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert re.search(r"\[rps.features.cached\].*train view 1/", proc.stdout)  # stage 1 on the cache
+    assert re.search(r"\[rps.features.base\].*train view 1/", proc.stdout)  # stage 1 on the cache
     client = MlflowClient(mlflow_store)
     (run,) = client.search_runs([client.get_experiment_by_name("rps").experiment_id])
     assert run.info.status == "FINISHED"

@@ -23,8 +23,7 @@ from rps.config.schema import TrackingConfig
 from rps.model import network
 from rps.serve import logged_model
 from rps.serve.predictor import Predictor
-from rps.tracking import runs as tracking
-from rps.tracking import sweep
+from rps.tracking import mlflow_runs, sweep
 
 # A real pretrained backbone (its weights install with rps) on small inputs: it learns the
 # colour-coded classes in a few epochs, so served predictions can be checked for the class.
@@ -98,7 +97,7 @@ def test_run_has_params_tags_and_per_epoch_metrics(single, root):
 def test_the_experiment_is_model_training_and_the_data_its_runs_inputs(single, root):
     run, client = single["run"], single["client"]
     experiment = client.get_experiment(run.info.experiment_id)
-    assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    assert experiment.tags[mlflow_runs.EXPERIMENT_KIND_TAG] == "custom_model_development"
     inputs = {d.tags[0].value: d.dataset for d in run.inputs.dataset_inputs}
     assert list(inputs) == ["train", "val", "test"]
     for split, dataset in inputs.items():
@@ -116,7 +115,7 @@ def test_the_experiment_is_model_training_and_the_data_its_runs_inputs(single, r
         f"{run.info.run_id}?workflowType=machine_learning"
     )
     assert f"in mlflow ui: {link}" in single["log"]
-    assert tracking.ui_link("http://host:5000/", "7") == (
+    assert mlflow_runs.ui_link("http://host:5000/", "7") == (
         "http://host:5000/#/experiments/7?workflowType=machine_learning"
     )
 
@@ -152,7 +151,7 @@ def test_model_is_registered(single):
 
 
 def test_unknown_run_id_is_a_clear_error(single):
-    with pytest.raises(tracking.TrackingError, match="cannot load the model of run 0123"):
+    with pytest.raises(mlflow_runs.TrackingError, match="cannot load the model of run 0123"):
         logged_model.load("0123456789abcdef", tracking_uri=single["uri"])
 
 
@@ -212,8 +211,8 @@ def test_sweep_has_a_parent_with_children_and_a_summary(root, tmp_path, mlflow_s
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = runs(mlflow_store)
-    (parent,) = [r for r in found if tracking.PARENT_TAG not in r.data.tags]
-    children = [r for r in found if r.data.tags.get(tracking.PARENT_TAG) == parent.info.run_id]
+    (parent,) = [r for r in found if mlflow_runs.PARENT_TAG not in r.data.tags]
+    children = [r for r in found if r.data.tags.get(mlflow_runs.PARENT_TAG) == parent.info.run_id]
     assert sorted(r.info.run_name for r in children) == ["head.units=16", "head.units=8"]
     assert {r.info.status for r in children} == {"FINISHED"} == {parent.info.status}
     assert parent.data.tags["best_run_id"] in {r.info.run_id for r in children}
@@ -246,7 +245,7 @@ def test_a_failing_job_does_not_stop_the_sweep(root, tmp_path, mlflow_store):
     assert "head.units=-1 is out of range" in proc.stdout + proc.stderr
     # The job whose config did not validate opened no run; the summary still lists it.
     children = {
-        r.info.run_name: r for r in runs(mlflow_store) if tracking.PARENT_TAG in r.data.tags
+        r.info.run_name: r for r in runs(mlflow_store) if mlflow_runs.PARENT_TAG in r.data.tags
     }
     assert list(children) == ["head.units=8"]
     assert children["head.units=8"].info.status == "FINISHED"
@@ -327,28 +326,29 @@ def test_tracking_can_be_turned_off(root, tmp_path, mlflow_store):
 
 def test_default_store_is_the_project_root_from_any_directory(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    uri = tracking.store_uri(TrackingConfig(), tmp_path / "project")
+    uri = mlflow_runs.store_uri(TrackingConfig(), tmp_path / "project")
     assert uri == f"sqlite:///{tmp_path / 'project' / 'mlflow.db'}"
     assert (
-        tracking.artifact_location(uri, "rps") == (tmp_path / "project" / "mlruns" / "rps").as_uri()
+        mlflow_runs.artifact_location(uri, "rps")
+        == (tmp_path / "project" / "mlruns" / "rps").as_uri()
     )
     assert (
-        tracking.store_uri(TrackingConfig(uri="http://127.0.0.1:5000"), tmp_path)
+        mlflow_runs.store_uri(TrackingConfig(uri="http://127.0.0.1:5000"), tmp_path)
         == "http://127.0.0.1:5000"
     )
 
 
 def test_params_are_flattened_and_bounded():
-    flat = tracking.flatten(
+    flat = mlflow_runs.flatten(
         {"head": {"units": 256, "depth": 1}, "data": {"root": "x" * 9000}, "experiment": None}
     )
     assert flat["head.units"] == "256" and flat["experiment"] == "None"
-    assert len(flat["data.root"]) == tracking.PARAM_VALUE_CHARS
+    assert len(flat["data.root"]) == mlflow_runs.PARAM_VALUE_CHARS
 
 
 def test_run_names_keep_choices_and_drop_locations():
     assert (
-        tracking.run_name(
+        mlflow_runs.run_name(
             [
                 "head=deep",
                 "data.root=/x",
@@ -359,13 +359,14 @@ def test_run_names_keep_choices_and_drop_locations():
         )
         == "head=deep,aug=strong"
     )
-    assert tracking.run_name(["hydra.run.dir=y"]) == "defaults"
+    assert mlflow_runs.run_name(["hydra.run.dir=y"]) == "defaults"
     assert (
-        tracking.run_name(["head=deep", "head.units=8"], varying=["head.units"]) == "head.units=8"
+        mlflow_runs.run_name(["head=deep", "head.units=8"], varying=["head.units"])
+        == "head.units=8"
     )
     # Where nothing else says what ran, the data it ran on does.
-    assert tracking.run_name(["data.root=/x", "hydra.run.dir=y"]) == "data.root=/x"
-    assert tracking.run_name(["data.root=/x", "head=deep"], varying=[]) == "head=deep"
+    assert mlflow_runs.run_name(["data.root=/x", "hydra.run.dir=y"]) == "data.root=/x"
+    assert mlflow_runs.run_name(["data.root=/x", "head=deep"], varying=[]) == "head=deep"
 
 
 def test_a_sweep_whose_every_job_failed_has_a_failed_parent(tmp_path, mlflow_store):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import compose_cfg, fit, make_folder_dataset, run_cli
 
-from rps.config import schema as config
-from rps.data import dataset as data_lib
+from rps.config import schema
+from rps.data import dataset
 from rps.model import network
 from rps.train import callbacks
 
@@ -76,12 +76,12 @@ def test_multirun_sweeps_head_units(tiny_root, tmp_path):
 
 
 def test_saved_model_gives_same_logits_in_a_fresh_process(tiny_root, tmp_path):
-    cfg = config.to_object(
+    cfg = schema.to_object(
         compose_cfg(
             "data=folder", f"data.root={tiny_root}", *TINY, "trainer.epochs=1", "aug=strong"
         )
     )
-    data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed)
+    data = dataset.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed)
     classifier, _ = fit(cfg, data)
     path = network.save(classifier.inference, data.class_names, tmp_path)
     np.save(tmp_path / "images.npy", data.test.images)
@@ -110,7 +110,7 @@ def test_saved_model_gives_same_logits_in_a_fresh_process(tiny_root, tmp_path):
 
 
 def test_finetune_continues_the_epoch_count(tiny_root):
-    cfg = config.to_object(
+    cfg = schema.to_object(
         compose_cfg(
             "data=folder",
             f"data.root={tiny_root}",
@@ -122,7 +122,7 @@ def test_finetune_continues_the_epoch_count(tiny_root):
             "finetune.layers=6",
         )
     )
-    data = data_lib.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed)
+    data = dataset.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed)
     classifier, fitted = fit(cfg, data)
     assert [(h["epoch"], h["stage"]) for h in fitted.history] == [(0, 1), (1, 1), (2, 2), (3, 2)]
     stage2_lr = fitted.history[2]["lr"]

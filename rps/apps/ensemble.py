@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 
 from rps import cache
-from rps.config import schema as config
+from rps.config import schema
 from rps.config.schema import (
     Config,
     EnsembleConfig,
@@ -30,7 +30,7 @@ from rps.errors import UserError
 from rps.features import sources
 from rps.serve import logged_model, scores
 from rps.serve.predictor import Predictor
-from rps.tracking import runs as tracking
+from rps.tracking import mlflow_runs
 from rps.train import outputs
 
 log = logging.getLogger(__name__)
@@ -50,12 +50,12 @@ class Member:
 
 def member_runs(conf: EnsembleConfig, uri: str) -> list:
     """The members' MLflow runs, each checked to have finished (only then is it tested)."""
-    client = tracking.client_for(uri)
+    client = mlflow_runs.client_for(uri)
     if conf.sweep_id:
-        parent = tracking.find_run(uri, conf.sweep_id)
+        parent = mlflow_runs.find_run(uri, conf.sweep_id)
         runs = client.search_runs(
             [parent.info.experiment_id],
-            filter_string=f"tags.`{tracking.PARENT_TAG}` = '{conf.sweep_id}'",
+            filter_string=f"tags.`{mlflow_runs.PARENT_TAG}` = '{conf.sweep_id}'",
             order_by=["attributes.start_time ASC"],
         )
         finished = [run for run in runs if run.info.status == "FINISHED"]
@@ -66,7 +66,7 @@ def member_runs(conf: EnsembleConfig, uri: str) -> list:
                 "sweep_id is the sweep's parent run in `mlflow ui` (not one of its jobs)."
             )
         return finished
-    runs = [tracking.find_run(uri, run_id) for run_id in conf.runs]
+    runs = [mlflow_runs.find_run(uri, run_id) for run_id in conf.runs]
     if len(runs) < 2:
         raise UserError(
             f"runs={list(conf.runs)} names one run, and an ensemble needs two or "
@@ -90,8 +90,8 @@ def load_members(conf: EnsembleConfig, uri: str) -> list[Member]:
     for run in member_runs(conf, uri):
         run_id = run.info.run_id
         loaded = logged_model.load(run_id, tracking_uri=uri)
-        cfg = config.to_object(
-            tracking.run_config(run, uri, given, "leave this run out of the ensemble")
+        cfg = schema.to_object(
+            mlflow_runs.run_config(run, uri, given, "leave this run out of the ensemble")
         )
         members.append(
             Member(
@@ -131,7 +131,7 @@ def _test_split(cfg: Config) -> str:
 
 def run(conf: EnsembleConfig, output_dir: Path, root: Path) -> dict:
     """Load and check the members, build and test the ensemble, then write and log it."""
-    uri = tracking.store_uri(TrackingConfig(uri=conf.tracking.uri), root)
+    uri = mlflow_runs.store_uri(TrackingConfig(uri=conf.tracking.uri), root)
     members = load_members(conf, uri)
     model = sources.average([m.model for m in members])
     first = members[0].cfg
@@ -149,16 +149,16 @@ def run(conf: EnsembleConfig, output_dir: Path, root: Path) -> dict:
 
     experiment = (
         conf.tracking.experiment
-        or tracking.client_for(uri).get_experiment(members[0].experiment_id).name
+        or mlflow_runs.client_for(uri).get_experiment(members[0].experiment_id).name
     )
     name = f"ensemble of {len(members)} runs"
     tags = {
         MEMBERS_TAG: json.dumps(metrics["members"]),
         "output_dir": str(output_dir),
-        **tracking.git_state(root),
+        **mlflow_runs.git_state(root),
     }
     settings = TrackingConfig(uri=uri, experiment=experiment, register=conf.tracking.register)
-    with tracking.job_run(settings, root, name, tags) as mlrun:
+    with mlflow_runs.job_run(settings, root, name, tags) as mlrun:
         mlrun.log_params(
             {"members": ",".join(metrics["members"]), "num_members": str(len(members))}
         )

@@ -15,10 +15,9 @@ import re
 from pathlib import Path
 
 from rps.config.schema import EvaluateConfig, RoiFind, TrackingConfig
-from rps.data import dataset as data_lib
+from rps.data import dataset
 from rps.serve import logged_model, scores
-from rps.tracking import plots
-from rps.tracking import runs as tracking
+from rps.tracking import mlflow_runs, plots
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ def run(conf: EvaluateConfig, output_dir: Path, root: Path) -> dict:
     if conf.roi.find == RoiFind.hand:
         model = model.finding_hands()
     folder = conf.data.folder
-    split, bad = data_lib.labelled(folder, model.class_names)
+    split, bad = dataset.labelled(folder, model.class_names)
     probs = model.probabilities(split.images, conf.batch_size)
     scored = scores.summary(probs, split.labels, model.class_names)
     present = sorted(set(split.labels.tolist()))
@@ -103,9 +102,9 @@ def text(result: dict) -> str:
 def _log(conf: EvaluateConfig, root: Path, folder: Path, result: dict, output_dir: Path) -> None:
     """Adds the scores to the model's own run, whatever its status: it stays as it was."""
     prefix = f"eval/{metric_name(folder)}"
-    uri = tracking.store_uri(TrackingConfig(uri=conf.tracking.uri), root)
-    client = tracking.client_for(uri)
-    mlrun = tracking.Run(client=client, run_id=conf.run_id, uri=uri)
+    uri = mlflow_runs.store_uri(TrackingConfig(uri=conf.tracking.uri), root)
+    client = mlflow_runs.client_for(uri)
+    mlrun = mlflow_runs.Run(client=client, run_id=conf.run_id, uri=uri)
     mlrun.log_metrics(
         {
             f"{prefix}/accuracy": result["accuracy"],

@@ -19,7 +19,7 @@ from rps.cache import ArrayCache, derived_seed, digest
 from rps.config.schema import Config, LandmarkAugConfig
 from rps.data.dataset import Data
 from rps.errors import DataError
-from rps.features.cached import VERSION, Features, cached, views
+from rps.features.base import VERSION, Features, cached, views
 from rps.hands import detect, landmarks
 from rps.model import heads, network
 from rps.model.network import Classifier

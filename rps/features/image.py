@@ -24,7 +24,7 @@ from rps.config.schema import Config, ImageAugConfig
 from rps.data.crop import cut, hand_square
 from rps.data.dataset import Data
 from rps.data.images import fit
-from rps.features.cached import VERSION, Features, cached, views
+from rps.features.base import VERSION, Features, cached, views
 from rps.hands.detect import HandFinder
 from rps.model import augment, network
 from rps.model.network import Classifier

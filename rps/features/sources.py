@@ -19,7 +19,7 @@ from rps.cache import ArrayCache
 from rps.config.schema import BackboneConfig, BackboneName, Config
 from rps.data.dataset import Data
 from rps.errors import UserError
-from rps.features.cached import Features
+from rps.features.base import Features
 from rps.features.hand import HandSource
 from rps.features.image import ImageSource
 from rps.hands.detect import HandFinder

@@ -32,7 +32,7 @@ from rps.features import sources
 from rps.model import network
 from rps.serve.predictor import Predictor
 from rps.serve.scores import NO_HAND
-from rps.tracking import runs as tracking
+from rps.tracking import mlflow_runs
 
 MODEL_NAME = "model"
 LABEL = "label"  # the served column beside the class probabilities
@@ -109,7 +109,7 @@ def _bad_request(message: str) -> MlflowException:
 
 
 def log(
-    run: tracking.Run, model, class_names: list[str], example: np.ndarray, register: str | None
+    run: mlflow_runs.Run, model, class_names: list[str], example: np.ndarray, register: str | None
 ) -> None:
     """Logs ``model`` (raw RGB or, for a landmark head, hands -> logits) as the run's model."""
     if not run.active:
@@ -180,18 +180,18 @@ def load(
 ) -> Predictor:
     """The predictor a run logged, from a run id or any MLflow model URI (``models:/rps/3``)."""
     if (run_id is None) == (model_uri is None):
-        raise tracking.TrackingError("give exactly one of run_id or model_uri")
+        raise mlflow_runs.TrackingError("give exactly one of run_id or model_uri")
     _no_progress_bars()
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
     uri = model_uri or f"runs:/{run_id}/{MODEL_NAME}"
     try:
         if run_id is not None:
-            tracking.client_for(mlflow.get_tracking_uri()).get_run(run_id)
+            mlflow_runs.client_for(mlflow.get_tracking_uri()).get_run(run_id)
         return mlflow.pyfunc.load_model(uri).unwrap_python_model().predictor
     except (MlflowException, OSError, AttributeError) as err:
         what = f"run {run_id}" if run_id else f"model {model_uri}"
-        raise tracking.TrackingError(
+        raise mlflow_runs.TrackingError(
             f"cannot load the model of {what} from the tracking store "
             f"{mlflow.get_tracking_uri()}: {first_line(err)}. Check the id in `mlflow ui` "
             "(started in the project root); if the run lives in another store, point "
@@ -205,5 +205,5 @@ def chosen(choice: ModelChoice, store: StoreConfig, root: Path) -> Predictor:
     ``store`` (null: the store training uses, under ``root``)."""
     if choice.model_path:
         return Predictor.of(*network.load(Path(choice.model_path).expanduser()))
-    uri = tracking.store_uri(TrackingConfig(uri=store.uri), root)
+    uri = mlflow_runs.store_uri(TrackingConfig(uri=store.uri), root)
     return load(choice.run_id, model_uri=choice.model_uri, tracking_uri=uri)

@@ -25,11 +25,10 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from rps.config import schema as config_lib
+from rps.config import schema
 from rps.config.context import project_root
 from rps.errors import SweepFailed, UserError, report
-from rps.tracking import plots
-from rps.tracking import runs as tracking
+from rps.tracking import mlflow_runs, plots
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -110,7 +109,7 @@ def rows_of(runs: list[Any], jobs: Sequence[dict[str, Any]] = ()) -> list[Row]:
     rows += [
         Row(
             job=str(job["num"]),
-            name=tracking.run_name(job["overrides"]),
+            name=mlflow_runs.run_name(job["overrides"]),
             status="FAILED",
             val_accuracy=None,
             test_accuracy=None,
@@ -204,27 +203,27 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir).absolute()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / JOBS_FILE).unlink(missing_ok=True)
-        settings = config_lib.tracking_of(config)
+        settings = schema.tracking_of(config)
         if not settings.enabled:
             return
         root = project_root(config.hydra)
-        uri = tracking.store_uri(settings, root)
+        uri = mlflow_runs.store_uri(settings, root)
         try:
             # Also creates the store, once, before parallel jobs open it.
-            self.client = tracking.client_for(uri)
-            experiment = tracking.experiment_id(self.client, settings.experiment, uri)
+            self.client = mlflow_runs.client_for(uri)
+            experiment = mlflow_runs.experiment_id(self.client, settings.experiment, uri)
         except UserError as err:
             report(err)
             raise SystemExit(2) from None
         overrides = task_overrides(config)
         run = self.client.create_run(
             experiment,
-            run_name=f"sweep {tracking.run_name(overrides)}",
+            run_name=f"sweep {mlflow_runs.run_name(overrides)}",
             tags={
                 "sweep_dir": str(sweep_dir),
                 "overrides": json.dumps(overrides),
                 "experiment": str(config.get("experiment") or "none"),
-                **tracking.git_state(root),
+                **mlflow_runs.git_state(root),
             },
         )
         self.parent = run.info.run_id
@@ -235,7 +234,7 @@ class SweepCallback(Callback):
             "sweep parent run %s in %s; in mlflow ui: %s",
             self.parent,
             uri,
-            tracking.ui_link(uri, experiment, self.parent),
+            mlflow_runs.ui_link(uri, experiment, self.parent),
         )
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
@@ -277,7 +276,7 @@ class SweepCallback(Callback):
     ) -> None:
         runs = client.search_runs(
             [client.get_run(parent).info.experiment_id],
-            filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent}'",
+            filter_string=f"tags.`{mlflow_runs.PARENT_TAG}` = '{parent}'",
             max_results=5000,
         )
         rows = rows_of(runs, jobs)

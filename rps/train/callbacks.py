@@ -170,7 +170,7 @@ class Checkpointer(keras.callbacks.Callback):
 
 
 class Tracked(keras.callbacks.Callback):
-    """Hands each epoch's record to the run's tracking (``rps.tracking.runs.Run.log_epoch``)."""
+    """Hands each epoch's record to the run's tracking (``mlflow_runs.Run.log_epoch``)."""
 
     def __init__(self, history: EpochLog, log_epoch: Callable[[dict], None]) -> None:
         super().__init__()

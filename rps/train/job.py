@@ -16,13 +16,12 @@ from typing import Any, cast
 from omegaconf import DictConfig, OmegaConf
 
 from rps import startup
-from rps.config import schema as config
+from rps.config import schema
 from rps.config.context import JobContext, validated
 from rps.config.schema import Config
-from rps.data import dataset as data_lib
+from rps.data import dataset
 from rps.errors import PARAGRAPH, Interrupted, UserError, reported, task_started
-from rps.tracking import runs as tracking
-from rps.tracking import sweep
+from rps.tracking import mlflow_runs, sweep
 from rps.train import checkpoint, resume
 
 log = logging.getLogger(__name__)
@@ -55,7 +54,7 @@ def run(cfg: DictConfig, ctx: JobContext) -> dict:
     """A new run, or with ``trainer.resume`` the interrupted run it names, which goes on in
     its own output folder and MLflow run. Returns what ``metrics.json`` holds."""
     started = time.perf_counter()
-    mlrun = tracking.Run()
+    mlrun = mlflow_runs.Run()
     try:
         resumed = (
             validated(
@@ -94,7 +93,7 @@ def run(cfg: DictConfig, ctx: JobContext) -> dict:
     return metrics
 
 
-def _interrupted(mlrun: tracking.Run, output_dir: Path, swept: bool) -> str:
+def _interrupted(mlrun: mlflow_runs.Run, output_dir: Path, swept: bool) -> str:
     """What Ctrl-C kept, and the command that goes on from it."""
     if swept:
         return _interrupted(mlrun, output_dir, swept=False) + (
@@ -126,24 +125,24 @@ def _interrupted(mlrun: tracking.Run, output_dir: Path, swept: bool) -> str:
 def _checked(cfg: DictConfig) -> Config:
     """The config, refused (before any run opens) where a value is out of range or the data
     folder is not a dataset."""
-    conf = config.to_object(cfg)
-    data_lib.check(conf.data)
+    conf = schema.to_object(cfg)
+    dataset.check(conf.data)
     return conf
 
 
 @contextmanager
 def _tracked(
     cfg: DictConfig, conf: Config, ctx: JobContext, resumed: resume.Resumed | None
-) -> Iterator[tuple[tracking.Run, Path]]:
+) -> Iterator[tuple[mlflow_runs.Run, Path]]:
     """The job's MLflow run, opened with its params and config (a resumed run is reopened
     as it was), and its TensorBoard folder."""
     if resumed is not None:
-        with tracking.reopened_run(resumed.uri, resumed.run_id) as mlrun:
+        with mlflow_runs.reopened_run(resumed.uri, resumed.run_id) as mlrun:
             mlrun.set_tags({"resume_overrides": json.dumps(resumed.overrides)})
             yield mlrun, resumed.tensorboard_dir
         return
     swept = sweep.info(ctx.sweep_dir)
-    name = tracking.run_name(ctx.overrides, swept.varying if swept else None)
+    name = mlflow_runs.run_name(ctx.overrides, swept.varying if swept else None)
     tb_dir = ctx.output_dir / TENSORBOARD_DIR / re.sub(r"[^\w.=,+-]", "_", name)[:120]
     tags = {
         "overrides": json.dumps(ctx.overrides),
@@ -152,19 +151,19 @@ def _tracked(
         "job_num": "" if ctx.job_num is None else str(ctx.job_num),
         "output_dir": str(ctx.output_dir),
         "tensorboard_logdir": str(tb_dir),
-        **tracking.git_state(ctx.root),
+        **mlflow_runs.git_state(ctx.root),
     }
-    with tracking.job_run(
+    with mlflow_runs.job_run(
         conf.tracking, ctx.root, name, tags, swept.parent_run_id if swept else None
     ) as mlrun:
         resolved = cast(
             dict[str, Any],  # a DictConfig's container is a dict
             OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
         )
-        params = tracking.flatten(resolved)
-        for key in tracking.DATA_KEYS:  # where the files are, whatever the working directory
+        params = mlflow_runs.flatten(resolved)
+        for key in mlflow_runs.DATA_KEYS:  # where the files are, whatever the working directory
             if params.get(key) not in (None, "None"):
                 params[key] = str(Path(params[key]).expanduser().resolve())
         mlrun.log_params(params)
-        mlrun.log_text(OmegaConf.to_yaml(resolved), tracking.LOGGED_CONFIG)
+        mlrun.log_text(OmegaConf.to_yaml(resolved), mlflow_runs.LOGGED_CONFIG)
         yield mlrun, tb_dir

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     import keras
 
     from rps.data.dataset import Data
-    from rps.tracking.runs import Run
+    from rps.tracking.mlflow_runs import Run
 
 METRICS_FILE = "metrics.json"
 PLOTS_DIR = "plots"

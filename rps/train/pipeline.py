@@ -20,8 +20,8 @@ from rps.features import sources
 from rps.model.network import Classifier
 from rps.serve import scores
 from rps.serve.predictor import Predictor
-from rps.tracking import runs as tracking
-from rps.train import callbacks, checkpoint, fit, interrupt, outputs, resume, tensorboard
+from rps.tracking import mlflow_runs
+from rps.train import callbacks, checkpoint, interrupt, outputs, resume, stages, tensorboard
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def ready(conf: Config) -> Ready:
     source.prepare()
     store = cache.of(conf.cache)
     data = dataset.load(conf.data, conf.backbone.input_size, conf.trainer.seed, store)
-    strategy = fit.distribution(conf.trainer.strategy)
+    strategy = stages.distribution(conf.trainer.strategy)
     keras.backend.clear_session()
     keras.utils.set_random_seed(conf.trainer.seed)
     with strategy.scope():
@@ -51,7 +51,7 @@ def trained(
     conf: Config,
     ready: Ready,
     ctx: JobContext,
-    mlrun: tracking.Run,
+    mlrun: mlflow_runs.Run,
     tb_dir: Path,
     resuming: bool,
     started: float,
@@ -79,7 +79,7 @@ def trained(
         ],
     )
     with ctrl_c.installed():
-        fitted = fit.fit(conf, classifier, data, strategy, loop, store)
+        fitted = stages.fit(conf, classifier, data, strategy, loop, store)
 
     locate = sources.of(conf.backbone).test_locator(store)
     tested = Predictor.of(classifier.inference, data.class_names, locate=locate)
@@ -105,7 +105,7 @@ def trained(
     return metrics
 
 
-def _log_data(mlrun: tracking.Run, conf: Config, data: dataset.Data) -> None:
+def _log_data(mlrun: mlflow_runs.Run, conf: Config, data: dataset.Data) -> None:
     """The data as the run's inputs: where it is, a digest of each split's content (every
     image subsampled 4x each way, and the labels), and the counts per class."""
     if isinstance(conf.data, FolderDataConfig):
@@ -119,7 +119,7 @@ def _log_data(mlrun: tracking.Run, conf: Config, data: dataset.Data) -> None:
     for split in dataset.SPLITS:
         part = getattr(data, split)
         counts = np.bincount(part.labels, minlength=len(data.class_names))
-        splits[split] = tracking.DatasetSplit(
+        splits[split] = mlflow_runs.DatasetSplit(
             digest=cache.digest(part.labels, part.images[:, ::4, ::4]),
             images=f"{part.images.dtype}{list(part.images.shape)}",
             classes=data.class_names,

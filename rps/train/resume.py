@@ -13,13 +13,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from rps.config import schema as config
+from rps.config import schema
 from rps.errors import ConfigError, UserError
-from rps.tracking import runs as tracking
+from rps.tracking import mlflow_runs
 from rps.train import checkpoint
 
 RESUME_KEY = "trainer.resume"
-ALLOWED = (*tracking.PATH_KEYS, "trainer.strategy")
+ALLOWED = (*mlflow_runs.PATH_KEYS, "trainer.strategy")
 
 
 @dataclass(frozen=True)
@@ -45,14 +45,14 @@ def prepare(cfg: DictConfig, overrides: list[str], root: Path) -> Resumed:
             f"Only these may change: {', '.join(k.rstrip('.') for k in ALLOWED)}. To train "
             "something else, start a new run."
         )
-    settings = config.tracking_of(cfg)
+    settings = schema.tracking_of(cfg)
     if not settings.enabled:
         raise ConfigError(
             "trainer.resume finds the run in MLflow, which tracking.enabled=false "
             "turns off: drop tracking.enabled=false."
         )
-    uri = tracking.store_uri(settings, root)
-    run = tracking.find_run(uri, run_id)
+    uri = mlflow_runs.store_uri(settings, root)
+    run = mlflow_runs.find_run(uri, run_id)
     if run.info.status == "FINISHED":
         raise UserError(
             f"run {run_id} is FINISHED: there is nothing to resume. Its model is "
@@ -66,7 +66,7 @@ def prepare(cfg: DictConfig, overrides: list[str], root: Path) -> Resumed:
             "run saves one after every epoch, so this run stopped before its first epoch "
             "ended, or its output folder was moved or deleted: start it again."
         )
-    cfg = tracking.run_config(run, uri, given, "start it again instead of resuming it")
+    cfg = mlflow_runs.run_config(run, uri, given, "start it again instead of resuming it")
     cfg.trainer.resume = run_id
     return Resumed(
         run_id=run_id,
@@ -78,7 +78,7 @@ def prepare(cfg: DictConfig, overrides: list[str], root: Path) -> Resumed:
     )
 
 
-def log_continuation(mlrun: tracking.Run, state: checkpoint.State) -> None:
+def log_continuation(mlrun: mlflow_runs.Run, state: checkpoint.State) -> None:
     """Tags where the run resumed, and logs the checkpointed epochs that tracking missed:
     those that ended after the last write to the store and before the kill."""
     mlrun.set_tags({"resumed_after_epoch": str(state.epoch + 1)})

@@ -17,7 +17,7 @@ from rps.config.schema import Config, Strategy, UnfreezeConfig
 from rps.data.dataset import Data
 from rps.errors import ConfigError
 from rps.features import sources
-from rps.features.cached import Features
+from rps.features.base import Features
 from rps.model import backbones, optim
 from rps.model.network import Classifier
 from rps.train.callbacks import Loop, restore_state
