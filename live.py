@@ -6,9 +6,9 @@ import hydra
 from omegaconf import DictConfig
 
 from rps import errors
-from rps.config import helptext, schema
+from rps.config import compose, helptext
 
-schema.register_live()
+compose.register()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="live")

@@ -68,10 +68,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/rps-early-stopping"))
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
-    from rps.config import schema
+    from rps.config import compose
 
-    patience = schema.compose(REPO / "conf").trainer.patience
-    default_epochs = schema.compose(REPO / "conf").trainer.epochs
+    patience = compose.config(REPO / "conf").trainer.patience
+    default_epochs = compose.config(REPO / "conf").trainer.epochs
     waits, rows = [], []
     for seed in SEEDS:
         runs = {

@@ -46,12 +46,12 @@ def make_video(images: Path, frames: int, path: Path) -> Path:
 
 
 def build_model(backbone: str, folder: Path) -> Path:
-    from rps.config import schema
+    from rps.config import compose
     from rps.features import sources
     from rps.model import network
 
-    conf = schema.to_object(
-        schema.compose(REPO / "conf", [f"backbone={backbone}", "backbone.weights=null"])
+    conf = compose.to_object(
+        compose.config(REPO / "conf", [f"backbone={backbone}", "backbone.weights=null"])
     )
     network.save(sources.classifier(conf, 3).inference, ["paper", "rock", "scissors"], folder)
     return folder
@@ -92,7 +92,7 @@ def call_styles(model_dir: Path) -> dict[str, float]:
 
 def bench_live(model_dir: Path, video: Path, out: Path):
     from rps.apps.live import run
-    from rps.config.schema import LiveConfig, RoiConfig, RoiFind
+    from rps.config.apps import LiveConfig, RoiConfig, RoiFind
 
     conf = LiveConfig(
         model_path=str(model_dir),

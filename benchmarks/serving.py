@@ -53,14 +53,15 @@ def frames(images: Path, count: int) -> list[bytes]:
 
 
 def logged_run(store: Path) -> str:
-    from rps.config import schema
+    from rps.config import compose
+    from rps.config.job import TrackingConfig
     from rps.features import sources
     from rps.serve import logged_model
     from rps.tracking import mlflow_runs
 
-    conf = schema.to_object(schema.compose(REPO / "conf", []))
+    conf = compose.to_object(compose.config(REPO / "conf", []))
     model = sources.classifier(conf, 3).inference
-    settings = schema.TrackingConfig(uri=f"sqlite:///{store / 'mlflow.db'}")
+    settings = TrackingConfig(uri=f"sqlite:///{store / 'mlflow.db'}")
     with mlflow_runs.job_run(settings, store, "serving benchmark", {}) as run:
         logged_model.log(
             run, model, ["paper", "rock", "scissors"], np.zeros((1, 64, 64, 3), np.uint8), None

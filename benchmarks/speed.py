@@ -53,7 +53,7 @@ def flops_per_image(model) -> float:
 def throughput(repeats: int = 3, images: int = 128) -> list[list[str]]:
     import numpy as np
 
-    from rps.config.schema import BackboneConfig, BackboneName
+    from rps.config.model import BackboneConfig, BackboneName
     from rps.model import backbones
 
     sizes = {

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 if TYPE_CHECKING:
-    from rps.config.schema import CacheConfig
+    from rps.config.job import CacheConfig
 
 log = logging.getLogger(__name__)
 

@@ -70,9 +70,9 @@ def make_folder_dataset(
 
 def compose_cfg(*overrides: str):
     """The job config exactly as ``python run.py <overrides>`` would compose it."""
-    from rps.config import schema
+    from rps.config import compose
 
-    return schema.compose(REPO / "conf", overrides)
+    return compose.config(REPO / "conf", overrides)
 
 
 def fit(cfg, data, callbacks=(), cache=None, checkpoints=None, resume=None):

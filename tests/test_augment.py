@@ -13,8 +13,8 @@ from conftest import REPO, compose_cfg, make_folder_dataset
 from PIL import Image
 
 from rps.cache import ArrayCache
-from rps.config import schema
-from rps.config.schema import ImageAugConfig
+from rps.config import compose
+from rps.config.model import ImageAugConfig
 from rps.data import dataset
 from rps.errors import ConfigError
 from rps.features import base, sources
@@ -75,7 +75,7 @@ def test_probability_zero_keeps_the_white_and_skin_tone_recolours_only_the_hand(
 
 
 def test_every_layer_is_identity_at_inference_and_seeded_in_training():
-    cfg = schema.to_object(compose_cfg(*IMAGE, "aug=background")).aug
+    cfg = compose.to_object(compose_cfg(*IMAGE, "aug=background")).aug
     images = np.stack([render(BROWN), render(PALE)] * 2)
     layer = augment.build(cfg, 3)
     np.testing.assert_array_equal(np.asarray(layer(images, training=False)), images)
@@ -217,7 +217,7 @@ def test_a_bad_background_dir_is_one_paragraph_before_training(tmp_path, problem
     if problem == "corrupt":
         Image.new("RGB", (64, 64), CYAN).save(folder / "ok.png")
         (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
-    cfg = schema.to_object(compose_cfg(*IMAGE, "aug=background", f"aug.background_dir={folder}"))
+    cfg = compose.to_object(compose_cfg(*IMAGE, "aug=background", f"aug.background_dir={folder}"))
     expected = {
         "missing": "is not a folder",
         "empty": "has no images",
@@ -230,7 +230,7 @@ def test_a_bad_background_dir_is_one_paragraph_before_training(tmp_path, problem
 
 def test_background_dir_without_photo_backgrounds_is_refused():
     with pytest.raises(ConfigError, match="would never be used"):
-        schema.to_object(compose_cfg("aug=strong", "aug.background_dir=/tmp"))
+        compose.to_object(compose_cfg("aug=strong", "aug.background_dir=/tmp"))
 
 
 def test_blur_keeps_each_image_mean_and_white_balance_tints_per_image():
@@ -277,7 +277,7 @@ def test_range_checks(key, value):
 
 
 def test_inference_model_drops_augmentation_and_reloads_with_plain_keras(tmp_path):
-    cfg = schema.to_object(
+    cfg = compose.to_object(
         compose_cfg(
             "aug=background",
             "backbone=mobilenet_v2",
@@ -317,7 +317,7 @@ def test_inference_model_drops_augmentation_and_reloads_with_plain_keras(tmp_pat
 
 @pytest.mark.parametrize("option", OPTIONS)
 def test_on_images_says_whether_the_option_builds_any_transform(option):
-    aug = schema.to_object(
+    aug = compose.to_object(
         compose_cfg(f"aug={option}", *([] if option == "landmarks" else IMAGE))
     ).aug
     if isinstance(aug, ImageAugConfig):
@@ -330,7 +330,7 @@ def test_on_images_says_whether_the_option_builds_any_transform(option):
 
 def test_trains_on_cached_background_views_and_shows_them_in_tensorboard(tmp_path):
     root = make_folder_dataset(tmp_path / "data", n_train=6, n_test=2)
-    cfg = schema.to_object(
+    cfg = compose.to_object(
         compose_cfg(
             "data=folder",
             f"data.root={root}",

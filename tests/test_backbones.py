@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import SHARED
 
-from rps.config.schema import BackboneConfig, BackboneName
+from rps.config.model import BackboneConfig, BackboneName
 from rps.errors import WeightsError
 from rps.model import backbones, efficientnet_lite
 

@@ -66,12 +66,12 @@ def test_the_hand_search_benchmark_prints_each_stage(tmp_path):
     and a blank image beside each render is never a hand, at any stage."""
     from PIL import Image
 
-    from rps.config import schema
+    from rps.config import compose
     from rps.features import sources
     from rps.model import network
 
     classes = ["paper", "rock", "scissors"]
-    classifier = sources.classifier(schema.to_object(compose_cfg()), len(classes))
+    classifier = sources.classifier(compose.to_object(compose_cfg()), len(classes))
     network.save(classifier.inference, classes, tmp_path / "model")
     photos = tmp_path / "photos"
     for name in classes:

@@ -17,7 +17,7 @@ from conftest import REPO, SHARED, compose_cfg, fit, make_folder_dataset, run_cl
 from PIL import Image
 
 from rps.cache import ArrayCache, digest
-from rps.config import schema
+from rps.config import compose
 from rps.data import dataset
 from rps.features import base, image, sources
 
@@ -46,7 +46,7 @@ def weights(tmp_path) -> Path:
 
 
 def job(root: Path, weights: Path, store: ArrayCache, *overrides: str):
-    cfg = schema.to_object(
+    cfg = compose.to_object(
         compose_cfg(
             "data=folder", f"data.root={root}", *SMALL, f"backbone.weights={weights}", *overrides
         )
@@ -58,7 +58,7 @@ def job(root: Path, weights: Path, store: ArrayCache, *overrides: str):
 
 def test_second_job_hits_and_trains_the_same_model(root, weights, tmp_path):
     store = ArrayCache(tmp_path / "cache")
-    cfg = schema.to_object(
+    cfg = compose.to_object(
         compose_cfg(
             "data=folder", f"data.root={root}", *SMALL, f"backbone.weights={weights}", "aug=none"
         )
@@ -109,13 +109,13 @@ def test_views_are_distinct_augmented_draws(root, weights, tmp_path):
     _, data, plain = job(root, weights, store, "aug=none")
     assert plain.train.shape[0] == 1, "no augmentation: one view is all there is"
     assert (
-        base.views(schema.to_object(compose_cfg("experiment=cnn", "aug=light"))) == base.AUTO_VIEWS
+        base.views(compose.to_object(compose_cfg("experiment=cnn", "aug=light"))) == base.AUTO_VIEWS
     )
 
 
 def test_decoded_images_come_back_identical_from_the_cache(root, tmp_path, caplog):
     store = ArrayCache(tmp_path / "cache")
-    cfg = schema.to_object(compose_cfg("data=folder", f"data.root={root}"))
+    cfg = compose.to_object(compose_cfg("data=folder", f"data.root={root}"))
     first = dataset.load(cfg.data, 32, 0, store)
     with caplog.at_level(logging.INFO, logger="rps"):
         second = dataset.load(cfg.data, 32, 0, store)
@@ -213,12 +213,12 @@ def test_an_entry_cut_short_is_removed_and_rebuilt(tmp_path, caplog, keep):
 def test_the_same_files_elsewhere_hit_the_decoded_images(root, tmp_path, caplog):
     """Keyed by the files' bytes and their place below the root, not by where they are."""
     store = ArrayCache(tmp_path / "cache")
-    cfg = schema.to_object(compose_cfg("data=folder", f"data.root={root}"))
+    cfg = compose.to_object(compose_cfg("data=folder", f"data.root={root}"))
     first = dataset.load(cfg.data, 32, 0, store)
     (tmp_path / "link").symlink_to(root)
     copy = Path(shutil.copytree(root, tmp_path / "copy"))
     for elsewhere in (tmp_path / "link", copy):
-        moved = schema.to_object(compose_cfg("data=folder", f"data.root={elsewhere}"))
+        moved = compose.to_object(compose_cfg("data=folder", f"data.root={elsewhere}"))
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="rps"):
             again = dataset.load(moved.data, 32, 0, store)
@@ -231,7 +231,7 @@ def test_the_same_files_elsewhere_hit_the_decoded_images(root, tmp_path, caplog)
     assert len(list((tmp_path / "cache" / "images").iterdir())) == 1
     (copy / "train" / "rock" / "rock_000.png").rename(copy / "train" / "rock" / "rock_x.png")
     dataset.load(
-        schema.to_object(compose_cfg("data=folder", f"data.root={copy}")).data, 32, 0, store
+        compose.to_object(compose_cfg("data=folder", f"data.root={copy}")).data, 32, 0, store
     )  # a renamed file is another dataset: a miss
     assert len(list((tmp_path / "cache" / "images").iterdir())) == 2
 

@@ -6,14 +6,9 @@ import pytest
 from conftest import REPO, compose_cfg, run_cli
 from omegaconf import OmegaConf
 
-from rps.config import schema
-from rps.config.schema import (
-    AdamWConfig,
-    BackboneName,
-    FolderDataConfig,
-    ImageAugConfig,
-    SGDConfig,
-)
+from rps.config import compose
+from rps.config.data import FolderDataConfig
+from rps.config.model import AdamWConfig, BackboneName, ImageAugConfig, SGDConfig
 from rps.errors import ConfigError
 from rps.features import sources
 
@@ -55,7 +50,7 @@ def test_option_composes_and_builds(group, option):
     if group == "data" and option == "folder":
         overrides.append("data.root=/nonexistent")
     cfg = compose_cfg(*overrides)
-    conf = schema.to_object(cfg)
+    conf = compose.to_object(cfg)
     if conf.backbone.name is not BackboneName.hand_landmarks:
         conf.backbone.weights = None  # random weights: the build, not the download, is tested
     if group != "data":
@@ -75,18 +70,29 @@ def test_an_experiment_takes_any_option_of_any_group(experiment):
             cfg = compose_cfg(f"experiment={experiment}", f"{group}={option}")
             assert cfg.experiment == experiment
             try:
-                schema.to_object(cfg)
+                compose.to_object(cfg)
             except ConfigError as refused:
                 said = str(refused)  # a backbone and an option that do not go together
                 assert "backbone=" in said or "data.root" in said, said
 
 
 def test_schema_subclasses_survive_composition():
-    conf = schema.to_object(compose_cfg("data=folder", "data.root=/data", "optimizer=sgd"))
+    conf = compose.to_object(compose_cfg("data=folder", "data.root=/data", "optimizer=sgd"))
     assert isinstance(conf.data, FolderDataConfig) and conf.data.root == "/data"
     assert isinstance(conf.optimizer, SGDConfig) and conf.optimizer.momentum == 0.9
-    conf = schema.to_object(compose_cfg("optimizer=adamw"))
+    conf = compose.to_object(compose_cfg("optimizer=adamw"))
     assert isinstance(conf.optimizer, AdamWConfig)
+
+
+@pytest.mark.parametrize("override", ["head=dense", "head=schema_dense", "optimizer=sgd_schema"])
+def test_a_schema_is_no_option_of_its_group(override):
+    """Schemas live in Hydra's ``schema/`` group, which a user never picks from."""
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException) as refused:
+        compose_cfg(override)
+    options = str(refused.value).split("Available options")[-1].split("Config search path")[0]
+    assert options.split()[2:] and "schema" not in options and "dense" not in options.split()
 
 
 def test_seed_experiment_is_the_course_exercise_value_by_value():
@@ -110,7 +116,7 @@ def test_seed_experiment_is_the_course_exercise_value_by_value():
         "finetune": {},  # frozen
     }
     assert (cfg.trainer.epochs, cfg.trainer.patience) == (50, None)  # best epoch restored
-    assert schema.to_object(cfg).experiment == "seed"
+    assert compose.to_object(cfg).experiment == "seed"
 
 
 def test_options_that_do_not_apply_are_absent():
@@ -128,11 +134,11 @@ def test_options_that_do_not_apply_are_absent():
 def test_keys_added_with_plus_are_refused(override):
     key = override.lstrip("+").split("=")[0]
     with pytest.raises(ConfigError, match=f"{key} is not a key of"):
-        schema.to_object(compose_cfg(override))
+        compose.to_object(compose_cfg(override))
 
 
 def test_overrides_reach_the_schema():
-    conf = schema.to_object(compose_cfg("head.units=512", "optimizer.lr=3e-4", "trainer.epochs=5"))
+    conf = compose.to_object(compose_cfg("head.units=512", "optimizer.lr=3e-4", "trainer.epochs=5"))
     assert (conf.head.units, conf.optimizer.lr, conf.trainer.epochs) == (512, 3e-4, 5)
 
 
@@ -152,12 +158,12 @@ def test_overrides_reach_the_schema():
 def test_out_of_range_values_name_the_key(override, key):
     image = key.startswith("aug.") and "landmark" not in key
     with pytest.raises(ConfigError, match=key):
-        schema.to_object(compose_cfg(override, *(["backbone=resnet50"] if image else [])))
+        compose.to_object(compose_cfg(override, *(["backbone=resnet50"] if image else [])))
 
 
 def test_finetune_that_unfreezes_nothing_is_rejected():
     with pytest.raises(ConfigError, match="finetune.layers"):
-        schema.to_object(compose_cfg("backbone=resnet50", "finetune=top", "finetune.layers=0"))
+        compose.to_object(compose_cfg("backbone=resnet50", "finetune=top", "finetune.layers=0"))
 
 
 @pytest.mark.parametrize(
@@ -185,12 +191,12 @@ def test_removed_keys_are_unknown(override, tmp_path):
 
 def test_missing_folder_root_is_reported():
     with pytest.raises(ConfigError, match="root"):
-        schema.to_object(compose_cfg("data=folder"))
+        compose.to_object(compose_cfg("data=folder"))
 
 
 @pytest.mark.parametrize("preset", [p for p in options("sweep") if p in GROUPS])
 def test_sweep_presets_cover_every_option_of_their_group(preset):
-    cfg = schema.compose(CONF, [f"sweep={preset}"], with_hydra=True)
+    cfg = compose.config(CONF, [f"sweep={preset}"], with_hydra=True)
     assert cfg.hydra.mode.name == "MULTIRUN"
     params = dict(cfg.hydra.sweeper.params)
     assert sorted(params[preset].split(",")) == [
@@ -199,6 +205,6 @@ def test_sweep_presets_cover_every_option_of_their_group(preset):
 
 
 def test_the_seeds_preset_sweeps_the_seed_alone():
-    cfg = schema.compose(CONF, ["sweep=seeds"], with_hydra=True)
+    cfg = compose.config(CONF, ["sweep=seeds"], with_hydra=True)
     assert cfg.hydra.mode.name == "MULTIRUN"
     assert dict(cfg.hydra.sweeper.params) == {"trainer.seed": "42,1,2"}

@@ -10,7 +10,7 @@ import requests
 import tensorflow_datasets as tfds
 from conftest import SHARED, make_folder_dataset
 
-from rps.config.schema import BadImagePolicy, FolderDataConfig, TfdsDataConfig
+from rps.config.data import BadImagePolicy, FolderDataConfig, TfdsDataConfig
 from rps.data import dataset
 from rps.data.dataset import Data, Split, load
 from rps.data.images import fit, read_rgb

@@ -97,10 +97,9 @@ COMMAND = re.compile(r"^\s*python (run|evaluate|live|ensemble)\.py (.*?)(#.*)?$"
 def test_every_documented_command_composes_a_valid_config(page):
     """Each `python <app>.py <overrides>` a page shows, placeholders filled, a sweep's first
     value taken: Hydra composes it and the schemas accept it."""
-    from rps.config import schema
+    from rps.config import compose
 
-    schema.register(), schema.register_live(), schema.register_evaluate()
-    schema.register_ensemble()
+    compose.register()
     found = 0
     for lang, code in BLOCK.findall(page.read_text()):
         for line in code.replace("\\\n", " ").splitlines() if lang == "bash" else []:
@@ -114,6 +113,6 @@ def test_every_documented_command_composes_a_valid_config(page):
             ]
             first = [a if "[" in a else a.split(",")[0] for a in args]
             app = match.group(1)
-            cfg = schema.compose(REPO / "conf", first, name="config" if app == "run" else app)
-            schema.to_object(cfg)
+            cfg = compose.config(REPO / "conf", first, name="config" if app == "run" else app)
+            compose.to_object(cfg)
     assert found or page.name not in {"README.md", "configuration.md", "live.md"}

@@ -12,7 +12,7 @@ from conftest import REPO, TINY, compose_cfg, logged_runs, make_folder_dataset, 
 from mlflow.tracking import MlflowClient
 
 from rps.apps import ensemble
-from rps.config import schema
+from rps.config import compose
 from rps.data.images import fit, read_rgb
 from rps.errors import ConfigError, UserError
 from rps.features import sources
@@ -26,7 +26,7 @@ from rps.train import outputs
 
 def tiny(size: int, seed: int):
     """An untrained classifier: the bundled backbone weights, a head drawn from ``seed``."""
-    cfg = schema.to_object(
+    cfg = compose.to_object(
         compose_cfg(
             "backbone=efficientnet_lite0",
             f"backbone.input_size={size}",
@@ -69,7 +69,7 @@ def test_one_member_is_not_an_ensemble():
 def test_landmark_heads_average_on_features_and_do_not_mix_with_image_models():
     def head(seed: int) -> keras.Model:
         keras.utils.set_random_seed(seed)
-        return sources.classifier(schema.to_object(compose_cfg("head=linear")), 3).inference
+        return sources.classifier(compose.to_object(compose_cfg("head=linear")), 3).inference
 
     members = [head(1), head(2)]
     features = np.random.default_rng(0).normal(size=(5, landmarks.SIZE)).astype("float32")
@@ -94,12 +94,12 @@ def test_landmark_heads_average_on_features_and_do_not_mix_with_image_models():
 )
 def test_members_are_runs_or_a_sweep(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        schema.to_object(schema.compose(REPO / "conf", overrides, name="ensemble"))
+        compose.to_object(compose.config(REPO / "conf", overrides, name="ensemble"))
 
 
 def test_conf_ensemble_composes_with_its_members():
-    conf = schema.to_object(
-        schema.compose(REPO / "conf", ["runs=[a,b]", "data.root=/data"], name="ensemble")
+    conf = compose.to_object(
+        compose.config(REPO / "conf", ["runs=[a,b]", "data.root=/data"], name="ensemble")
     )
     assert (conf.runs, conf.sweep_id, conf.data.root) == (["a", "b"], None, "/data")
     assert conf.tracking.uri is None and conf.tracking.experiment is None

@@ -14,7 +14,7 @@ from conftest import REAL_DEV, SHARED, compose_cfg, post_images, run_cli, served
 from mlflow import MlflowClient
 from PIL import Image
 
-from rps.config import schema
+from rps.config import compose
 from rps.data.images import read_rgb
 from rps.errors import ConfigError, WeightsError
 from rps.features import sources
@@ -138,16 +138,16 @@ def test_models_missing_while_offline_is_one_paragraph(tmp_path):
 
 def test_config_refuses_what_does_not_apply_to_landmarks():
     with pytest.raises(ConfigError, match="aug=landmarks"):
-        schema.to_object(compose_cfg("aug=background"))  # the default backbone reads hands
+        compose.to_object(compose_cfg("aug=background"))  # the default backbone reads hands
     with pytest.raises(ConfigError, match="aug=landmarks"):
-        schema.to_object(compose_cfg("finetune=top"))
+        compose.to_object(compose_cfg("finetune=top"))
     with pytest.raises(ConfigError, match="only backbone=hand_landmarks reads"):
-        schema.to_object(
+        compose.to_object(
             compose_cfg("backbone=efficientnet_lite0", "aug=landmarks", "finetune=none")
         )
     with pytest.raises(ConfigError, match="weights=mediapipe"):
-        schema.to_object(compose_cfg("backbone.weights=imagenet"))
-    conf = schema.to_object(compose_cfg())
+        compose.to_object(compose_cfg("backbone.weights=imagenet"))
+    conf = compose.to_object(compose_cfg())
     assert (
         isinstance(sources.of(conf.backbone), HandSource)
         and conf.aug.on_landmarks
@@ -450,7 +450,7 @@ def test_with_two_hands_the_predictor_keeps_the_surest_reading(finder):
     """Every hand in the image is read (an untrained head reads each differently), and the
     image's probabilities are those of the surest reading, not of the first hand found."""
     names = ["paper", "rock", "scissors"]
-    head = sources.classifier(schema.to_object(compose_cfg()), len(names)).inference
+    head = sources.classifier(compose.to_object(compose_cfg()), len(names)).inference
     predictor = Predictor(head, names, HandSource(), finder)
     photos = [
         np.asarray(Image.open(sorted((REAL_DEV / name).iterdir())[0]).convert("RGB"))

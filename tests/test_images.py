@@ -149,7 +149,7 @@ def test_data_and_live_paths_crop_a_300x200_photo_to_the_same_unsquashed_square(
     """A circle stays a circle: the same centred square whether the photo is loaded for
     training or comes to live.py from an image folder (where the 300-pixel ROI cannot fit)."""
     from rps.apps.live import place_roi
-    from rps.config.schema import RoiConfig
+    from rps.config.apps import RoiConfig
     from rps.data.video import open_source
 
     yy, xx = np.mgrid[:200, :300]

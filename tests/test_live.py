@@ -31,16 +31,9 @@ from rps.apps.live import (
     loop,
     place_roi,
 )
-from rps.config import schema
-from rps.config.schema import (
-    CaptureConfig,
-    FolderDataConfig,
-    LiveConfig,
-    LiveMode,
-    RoiConfig,
-    RoiFind,
-    RootConfig,
-)
+from rps.config import compose
+from rps.config.apps import CaptureConfig, LiveConfig, LiveMode, RoiConfig, RoiFind, RootConfig
+from rps.config.data import FolderDataConfig
 from rps.data.video import CaptureSource, FolderSource, Frame, OutputError, VideoSink, open_source
 from rps.errors import ConfigError
 
@@ -119,7 +112,7 @@ def assert_agrees(rows: list[dict], crops: list[np.ndarray], model_dir: Path) ->
 
 
 def compose_live(*overrides: str) -> LiveConfig:
-    conf = schema.to_object(schema.compose(REPO / "conf", overrides, name="live"))
+    conf = compose.to_object(compose.config(REPO / "conf", overrides, name="live"))
     assert isinstance(conf, LiveConfig)
     return conf
 

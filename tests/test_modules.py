@@ -83,7 +83,7 @@ def cycle(edges: dict[str, set[str]]) -> list[str]:
 def test_the_package_has_no_import_cycle():
     edges = graph()
     assert {"train.job", "tracking.sweep", "config.context", "train.outputs"} <= set(edges)
-    assert {"tracking.mlflow_runs", "config.schema"} <= edges["train.job"]
+    assert {"tracking.mlflow_runs", "config.compose"} <= edges["train.job"]
     assert cycle(edges) == [], " -> ".join(cycle(edges))
 
 

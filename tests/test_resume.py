@@ -10,7 +10,7 @@ from conftest import REPO, compose_cfg, fit, kill_after_checkpoint, make_folder_
 from mlflow.tracking import MlflowClient
 
 from rps import cache
-from rps.config import schema
+from rps.config import compose
 from rps.data import dataset
 from rps.errors import ConfigError, UserError
 from rps.serve import logged_model
@@ -142,7 +142,7 @@ class Probe(keras.callbacks.Callback):
 )
 def test_checkpoint_round_trip(root, tmp_path, at, finetune):
     """Stage 1 runs epochs 0-2 on cached features, stage 2 (if any) epochs 3-4 on images."""
-    cfg = schema.to_object(
+    cfg = compose.to_object(
         compose_cfg(
             "data=folder", f"data.root={root}", *TINY, "trainer.epochs=3", "head.units=8", *finetune
         )

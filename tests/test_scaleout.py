@@ -44,9 +44,9 @@ def sweep_runs(uri: str):
 
 def hydra_cfg(*overrides: str):
     """The config with its ``hydra`` node, as ``python run.py <overrides> --cfg all`` shows."""
-    from rps.config import schema
+    from rps.config import compose
 
-    return schema.compose(REPO / "conf", overrides, with_hydra=True)
+    return compose.config(REPO / "conf", overrides, with_hydra=True)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO, make_folder_dataset
 from mlflow.tracking import MlflowClient
 
-from rps.config.schema import Strategy
+from rps.config.job import Strategy
 from rps.errors import ConfigError
 from rps.train.stages import check_split, distribution
 

@@ -19,7 +19,7 @@ from conftest import (
 )
 from mlflow.tracking import MlflowClient
 
-from rps.config.schema import TrackingConfig
+from rps.config.job import TrackingConfig
 from rps.model import network
 from rps.serve import logged_model
 from rps.serve.predictor import Predictor

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import compose_cfg, fit, make_folder_dataset, run_cli
 
-from rps.config import schema
+from rps.config import compose
 from rps.data import dataset
 from rps.model import network
 from rps.train import callbacks
@@ -76,7 +76,7 @@ def test_multirun_sweeps_head_units(tiny_root, tmp_path):
 
 
 def test_saved_model_gives_same_logits_in_a_fresh_process(tiny_root, tmp_path):
-    cfg = schema.to_object(
+    cfg = compose.to_object(
         compose_cfg(
             "data=folder", f"data.root={tiny_root}", *TINY, "trainer.epochs=1", "aug=strong"
         )
@@ -110,7 +110,7 @@ def test_saved_model_gives_same_logits_in_a_fresh_process(tiny_root, tmp_path):
 
 
 def test_finetune_continues_the_epoch_count(tiny_root):
-    cfg = schema.to_object(
+    cfg = compose.to_object(
         compose_cfg(
             "data=folder",
             f"data.root={tiny_root}",

@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from rps import startup
-from rps.config import schema
+from rps.config import compose
 from rps.config.context import validated
 from rps.errors import reported, task_started
 
@@ -23,7 +23,7 @@ def main(cfg: DictConfig, root: Path, app: str) -> Any:
 
     task_started()
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    conf = reported(lambda: validated(lambda: schema.to_object(cfg), output_dir, root))
+    conf = reported(lambda: validated(lambda: compose.to_object(cfg), output_dir, root))
     startup.import_tensorflow()
     run = importlib.import_module(f"rps.apps.{app}").run
     return reported(lambda: validated(lambda: run(conf, output_dir, root), output_dir, root))

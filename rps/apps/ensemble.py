@@ -17,14 +17,10 @@ from pathlib import Path
 import keras
 
 from rps import cache
-from rps.config import schema
-from rps.config.schema import (
-    Config,
-    EnsembleConfig,
-    FolderDataConfig,
-    TfdsDataConfig,
-    TrackingConfig,
-)
+from rps.config import compose
+from rps.config.apps import EnsembleConfig
+from rps.config.data import FolderDataConfig, TfdsDataConfig
+from rps.config.job import Config, TrackingConfig
 from rps.data import dataset
 from rps.errors import UserError
 from rps.features import sources
@@ -90,7 +86,7 @@ def load_members(conf: EnsembleConfig, uri: str) -> list[Member]:
     for run in member_runs(conf, uri):
         run_id = run.info.run_id
         loaded = logged_model.load(run_id, tracking_uri=uri)
-        cfg = schema.to_object(
+        cfg = compose.to_object(
             mlflow_runs.run_config(run, uri, given, "leave this run out of the ensemble")
         )
         members.append(

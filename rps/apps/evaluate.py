@@ -14,7 +14,8 @@ import logging
 import re
 from pathlib import Path
 
-from rps.config.schema import EvaluateConfig, RoiFind, TrackingConfig
+from rps.config.apps import EvaluateConfig, RoiFind
+from rps.config.job import TrackingConfig
 from rps.data import dataset
 from rps.serve import logged_model, scores
 from rps.tracking import mlflow_runs, plots

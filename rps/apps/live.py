@@ -24,7 +24,7 @@ from typing import Protocol, TextIO
 import cv2
 import numpy as np
 
-from rps.config.schema import LiveConfig, LiveMode, RoiConfig, RoiFind
+from rps.config.apps import LiveConfig, LiveMode, RoiConfig, RoiFind
 from rps.data.crop import centre_square, cut, hand_square
 from rps.data.video import FolderSource, Frame, OutputError, SourceError, VideoSink, open_source
 from rps.errors import UserError

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
 
-from rps.config import schema
+from rps.config import compose
 
 HELP_FLAGS = {"--help", "-h"}
 
@@ -40,7 +40,7 @@ def text(conf_dir: Path, name: str, overrides: Sequence[str]) -> str:
     ``--help`` prints it: the template, with ``$CONFIG`` the composed config."""
     from hydra.core.hydra_config import HydraConfig
 
-    cfg = schema.compose(conf_dir, overrides, name=name, with_hydra=True)
+    cfg = compose.config(conf_dir, overrides, name=name, with_hydra=True)
     HydraConfig.instance().set_config(cfg)  # what ${rps_groups:} reads the choices from
     template = cfg.hydra.help.template
     with open_dict(cfg):

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from rps.cache import ArrayCache, digest, file_digest
-from rps.config.schema import BadImagePolicy, DataConfig, FolderDataConfig, TfdsDataConfig
+from rps.config.data import BadImagePolicy, DataConfig, FolderDataConfig, TfdsDataConfig
 from rps.data.images import BadImage, fit, read_rgb, to_rgb
 from rps.data.video import IMAGE_SUFFIXES
 from rps.errors import ConfigError, DataError

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rps.cache import ArrayCache
-from rps.config.schema import Config
+from rps.config.job import Config
 
 log = logging.getLogger(__name__)
 

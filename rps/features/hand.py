@@ -16,7 +16,8 @@ import keras
 import numpy as np
 
 from rps.cache import ArrayCache, derived_seed, digest
-from rps.config.schema import Config, LandmarkAugConfig
+from rps.config.job import Config
+from rps.config.model import LandmarkAugConfig
 from rps.data.dataset import Data
 from rps.errors import DataError
 from rps.features.base import VERSION, Features, cached, views

@@ -20,7 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from rps.cache import ArrayCache, derived_seed, digest
-from rps.config.schema import Config, ImageAugConfig
+from rps.config.job import Config
+from rps.config.model import ImageAugConfig
 from rps.data.crop import cut, hand_square
 from rps.data.dataset import Data
 from rps.data.images import fit

@@ -16,7 +16,8 @@ import keras
 import numpy as np
 
 from rps.cache import ArrayCache
-from rps.config.schema import BackboneConfig, BackboneName, Config
+from rps.config.job import Config
+from rps.config.model import BackboneConfig, BackboneName
 from rps.data.dataset import Data
 from rps.errors import UserError
 from rps.features.base import Features

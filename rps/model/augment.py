@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rps.config.schema import ImageAugConfig
+from rps.config.model import ImageAugConfig
 from rps.data.images import BadImage, read_rgb
 from rps.errors import ConfigError
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from rps.config.schema import BackboneConfig, BackboneName
+from rps.config.model import BackboneConfig, BackboneName
 from rps.errors import WeightsError, first_line
 from rps.model import efficientnet_lite
 

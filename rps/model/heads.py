@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from rps.config.schema import DenseHeadConfig, HeadConfig
+from rps.config.model import DenseHeadConfig, HeadConfig
 
 
 def build(cfg: HeadConfig, num_features: int, num_classes: int) -> keras.Model:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import keras
 
-from rps.config.schema import Config, ImageAugConfig
+from rps.config.job import Config
+from rps.config.model import ImageAugConfig
 from rps.data.images import square_resizer
 from rps.errors import UserError, first_line
 from rps.model import augment, backbones, heads

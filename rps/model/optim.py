@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from rps.config.schema import AdamConfig, AdamWConfig, OptimizerConfig, Schedule, SGDConfig
+from rps.config.model import AdamConfig, AdamWConfig, OptimizerConfig, Schedule, SGDConfig
 
 
 def learning_rate(cfg: OptimizerConfig, base_lr: float, total_steps: int):

@@ -25,7 +25,8 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PythonModel
 
-from rps.config.schema import ModelChoice, StoreConfig, TrackingConfig
+from rps.config.apps import ModelChoice, StoreConfig
+from rps.config.job import TrackingConfig
 from rps.data.images import BadImage, read_rgb
 from rps.errors import first_line
 from rps.features import sources

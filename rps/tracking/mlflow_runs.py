@@ -22,7 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from rps.config.schema import TrackingConfig
+from rps.config.job import TrackingConfig
 from rps.errors import ConfigError, UserError, first_line
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from rps.config import schema
+from rps.config import compose
 from rps.config.context import project_root
 from rps.errors import SweepFailed, UserError, report
 from rps.tracking import mlflow_runs, plots
@@ -203,7 +203,7 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir).absolute()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / JOBS_FILE).unlink(missing_ok=True)
-        settings = schema.tracking_of(config)
+        settings = compose.tracking_of(config)
         if not settings.enabled:
             return
         root = project_root(config.hydra)

@@ -16,9 +16,9 @@ from typing import Any, cast
 from omegaconf import DictConfig, OmegaConf
 
 from rps import startup
-from rps.config import schema
+from rps.config import compose
 from rps.config.context import JobContext, validated
-from rps.config.schema import Config
+from rps.config.job import Config
 from rps.data import dataset
 from rps.errors import PARAGRAPH, Interrupted, UserError, reported, task_started
 from rps.tracking import mlflow_runs, sweep
@@ -125,7 +125,7 @@ def _interrupted(mlrun: mlflow_runs.Run, output_dir: Path, swept: bool) -> str:
 def _checked(cfg: DictConfig) -> Config:
     """The config, refused (before any run opens) where a value is out of range or the data
     folder is not a dataset."""
-    conf = schema.to_object(cfg)
+    conf = compose.to_object(cfg)
     dataset.check(conf.data)
     return conf
 

@@ -14,7 +14,8 @@ import numpy as np
 from rps import cache
 from rps.cache import ArrayCache
 from rps.config.context import JobContext
-from rps.config.schema import Config, FolderDataConfig, TfdsDataConfig
+from rps.config.data import FolderDataConfig, TfdsDataConfig
+from rps.config.job import Config
 from rps.data import dataset
 from rps.features import sources
 from rps.model.network import Classifier

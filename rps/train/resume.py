@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from rps.config import schema
+from rps.config import compose
 from rps.errors import ConfigError, UserError
 from rps.tracking import mlflow_runs
 from rps.train import checkpoint
@@ -45,7 +45,7 @@ def prepare(cfg: DictConfig, overrides: list[str], root: Path) -> Resumed:
             f"Only these may change: {', '.join(k.rstrip('.') for k in ALLOWED)}. To train "
             "something else, start a new run."
         )
-    settings = schema.tracking_of(cfg)
+    settings = compose.tracking_of(cfg)
     if not settings.enabled:
         raise ConfigError(
             "trainer.resume finds the run in MLflow, which tracking.enabled=false "

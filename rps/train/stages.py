@@ -13,7 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from rps.cache import ArrayCache
-from rps.config.schema import Config, Strategy, UnfreezeConfig
+from rps.config.job import Config, Strategy
+from rps.config.model import UnfreezeConfig
 from rps.data.dataset import Data
 from rps.errors import ConfigError
 from rps.features import sources
