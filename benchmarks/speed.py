@@ -54,7 +54,7 @@ def throughput(repeats: int = 3, images: int = 128) -> list[list[str]]:
     import numpy as np
 
     from rps.config.model import BackboneConfig, BackboneName
-    from rps.model import backbones
+    from rps.model import backbone
 
     sizes = {
         BackboneName.efficientnet_lite0: 224,
@@ -64,7 +64,7 @@ def throughput(repeats: int = 3, images: int = 128) -> list[list[str]]:
     }
     rows = []
     for name, size in sizes.items():
-        model = backbones.build(BackboneConfig(name=name, input_size=size, weights=None))
+        model = backbone.build(BackboneConfig(name=name, input_size=size, weights=None))
         batch = np.random.default_rng(0).uniform(-1, 1, (32, size, size, 3)).astype("float32")
         model.predict_on_batch(batch)
         rates = []

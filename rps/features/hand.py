@@ -22,7 +22,7 @@ from rps.data.dataset import Data
 from rps.errors import DataError
 from rps.features.base import VERSION, Features, cached, views
 from rps.hands import detect, landmarks
-from rps.model import heads, network
+from rps.model import head, network
 from rps.model.network import Classifier
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,10 @@ class HandSource:
         detect.model_files()
 
     def classifier(self, cfg: Config, num_classes: int) -> Classifier:
-        head = heads.build(cfg.head, landmarks.SIZE, num_classes)
+        top = head.build(cfg.head, landmarks.SIZE, num_classes)
         features = keras.Input(self.input_shape, name="landmark_features")
-        model = keras.Model(features, head(features), name=MODEL_NAME)
-        return Classifier(train=model, inference=model, backbone=None, head=head, augment=None)
+        model = keras.Model(features, top(features), name=MODEL_NAME)
+        return Classifier(train=model, inference=model, backbone=None, head=top, augment=None)
 
     def features(
         self, cfg: Config, classifier: Classifier, data: Data, cache: ArrayCache | None

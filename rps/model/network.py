@@ -19,7 +19,7 @@ from rps.config.job import Config
 from rps.config.model import ImageAugConfig
 from rps.data.images import square_resizer
 from rps.errors import UserError, first_line
-from rps.model import augment, backbones, heads
+from rps.model import aug, backbone, head
 
 BACKBONE = "backbone"
 HEAD = "head"
@@ -51,31 +51,31 @@ def build(cfg: Config, num_classes: int) -> Classifier:
     """The augment stage is identity at inference, and its custom layers would make a saved
     model need rps to reload: without them the inference model holds built-in layers only.
     The backbone starts frozen: stage 1 trains the head alone."""
-    backbone = backbones.build(cfg.backbone)
-    backbone.name = BACKBONE
-    backbones.freeze(backbone)
+    base = backbone.build(cfg.backbone)
+    base.name = BACKBONE
+    backbone.freeze(base)
     # Pooling keeps the backbone's channels: they are the head's features.
-    head = heads.build(cfg.head, backbone.output.shape[-1], num_classes)
+    top = head.build(cfg.head, base.output.shape[-1], num_classes)
     augmentation = (
-        augment.build(cfg.aug, cfg.trainer.seed)
+        aug.build(cfg.aug, cfg.trainer.seed)
         if isinstance(cfg.aug, ImageAugConfig) and cfg.aug.on_images
         else None
     )
     resize = square_resizer(cfg.backbone.input_size)
     to_features = [
-        backbones.preprocessing(cfg.backbone.name),
-        backbone,
+        backbone.preprocessing(cfg.backbone.name),
+        base,
         keras.layers.GlobalAveragePooling2D(name=POOL),
     ]
     name = f"rps_{cfg.backbone.name.value}"
-    inference = _chain([resize, *to_features, head], name)
+    inference = _chain([resize, *to_features, top], name)
     train = (
         inference
         if augmentation is None
-        else _chain([resize, augmentation, *to_features, head], name)
+        else _chain([resize, augmentation, *to_features, top], name)
     )
     return Classifier(
-        train=train, inference=inference, backbone=backbone, head=head, augment=augmentation
+        train=train, inference=inference, backbone=base, head=top, augment=augmentation
     )
 
 

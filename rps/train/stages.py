@@ -19,7 +19,7 @@ from rps.data.dataset import Data
 from rps.errors import ConfigError
 from rps.features import sources
 from rps.features.base import Features
-from rps.model import backbones, optim
+from rps.model import backbone, optimizer
 from rps.model.network import Classifier
 from rps.train.callbacks import Loop, restore_state
 
@@ -102,8 +102,8 @@ def _compile(
 ) -> None:
     steps = math.ceil(n_train / cfg.trainer.batch_size) * epochs
     model.compile(
-        optimizer=optim.build(cfg.optimizer, base_lr, steps),
-        loss=optim.loss(cfg.optimizer),
+        optimizer=optimizer.build(cfg.optimizer, base_lr, steps),
+        loss=optimizer.loss(cfg.optimizer),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         steps_per_execution=steps_per_execution,
     )
@@ -150,7 +150,7 @@ def fit(
             continue
         if stage == 2 and isinstance(cfg.finetune, UnfreezeConfig):
             loop.best.restore()
-            unfrozen = backbones.unfreeze_top(classifier.backbone, cfg.finetune.layers)
+            unfrozen = backbone.unfreeze_top(classifier.backbone, cfg.finetune.layers)
             log.info(
                 "fine-tuning: %d backbone layers with weights unfrozen, lr x %g, %d epochs",
                 unfrozen,

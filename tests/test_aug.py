@@ -18,8 +18,8 @@ from rps.config.model import ImageAugConfig
 from rps.data import dataset
 from rps.errors import ConfigError
 from rps.features import base, sources
-from rps.model import augment, network
-from rps.model.augment import HandComposite, RandomBlur, WhiteBalance
+from rps.model import aug, network
+from rps.model.aug import HandComposite, RandomBlur, WhiteBalance
 from rps.train import callbacks, stages, tensorboard
 
 # Image augmentation needs an image backbone: the default reads hands.
@@ -50,7 +50,7 @@ def regions() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("colour", [BROWN, PALE])
 def test_mask_is_the_hand_and_not_the_shaded_white(colour):
-    mask = np.asarray(augment.hand_mask(render(colour)[None]))[0, :, :, 0]
+    mask = np.asarray(aug.hand_mask(render(colour)[None]))[0, :, :, 0]
     inside, outside = regions()
     assert mask[inside].min() == 1.0
     assert mask[outside].max() == 0.0
@@ -77,11 +77,11 @@ def test_probability_zero_keeps_the_white_and_skin_tone_recolours_only_the_hand(
 def test_every_layer_is_identity_at_inference_and_seeded_in_training():
     cfg = compose.to_object(compose_cfg(*IMAGE, "aug=background")).aug
     images = np.stack([render(BROWN), render(PALE)] * 2)
-    layer = augment.build(cfg, 3)
+    layer = aug.build(cfg, 3)
     np.testing.assert_array_equal(np.asarray(layer(images, training=False)), images)
-    first = np.asarray(augment.build(cfg, 3)(images, training=True))
-    again = np.asarray(augment.build(cfg, 3)(images, training=True))
-    other = np.asarray(augment.build(cfg, 4)(images, training=True))
+    first = np.asarray(aug.build(cfg, 3)(images, training=True))
+    again = np.asarray(aug.build(cfg, 3)(images, training=True))
+    other = np.asarray(aug.build(cfg, 4)(images, training=True))
     np.testing.assert_array_equal(first, again)
     assert np.abs(first - other).mean() > 10
     assert first.min() >= 0 and first.max() <= 255
@@ -93,7 +93,7 @@ def test_background_colours_span_the_hue_circle():
     def uniform(shape, low=0.0, high=1.0):
         return keras.random.uniform(shape, low, high, seed=generator)
 
-    rgb = augment.random_colours(uniform, 20000)[:, 0, 0, :] / 255.0
+    rgb = aug.random_colours(uniform, 20000)[:, 0, 0, :] / 255.0
     hsv = np.asarray(tf.image.rgb_to_hsv(rgb))
     hue = hsv[hsv[:, 1] > 0.05, 0]  # hue means nothing for near-greys
     counts, _ = np.histogram(hue, bins=10, range=(0, 1))
@@ -106,7 +106,7 @@ def test_generated_backgrounds_vary_within_and_between_images():
     def uniform(shape, low=0.0, high=1.0):
         return keras.random.uniform(shape, low, high, seed=generator)
 
-    out = np.asarray(augment.backgrounds(uniform, tf.constant([64, SIZE, SIZE, 3])))
+    out = np.asarray(aug.backgrounds(uniform, tf.constant([64, SIZE, SIZE, 3])))
     assert out.shape == (64, SIZE, SIZE, 3) and out.min() >= 0 and out.max() <= 255
     spread = out.std(axis=(1, 2)).mean(axis=1)
     assert (spread < 5).sum() >= 3  # solid colours under a film of fine noise
@@ -115,15 +115,15 @@ def test_generated_backgrounds_vary_within_and_between_images():
 
 
 def test_bundled_photos_load_as_pictures():
-    canvas, sizes = augment.photos()
-    assert len(sizes) == len(augment.PHOTOS) and (sizes >= 400).all()
+    canvas, sizes = aug.photos()
+    assert len(sizes) == len(aug.PHOTOS) and (sizes >= 400).all()
     for image, (h, w) in zip(canvas, sizes, strict=True):
         photo = image[:h, :w].astype("float32") / 255.0
         assert photo.std() > 0.1  # a real picture, not a blank canvas
 
 
 def test_photo_crops_are_scaled_and_mirrored_crops_of_the_photos():
-    canvas, sizes = augment.photos()
+    canvas, sizes = aug.photos()
     # Draws, in photo_crops' order: photo, size, top, left, mirror.
     draws = iter(
         [
@@ -144,10 +144,10 @@ def test_photo_crops_are_scaled_and_mirrored_crops_of_the_photos():
         return tf.fill(shape, low + (high - low) * next(draws))
 
     last, first = (
-        np.asarray(augment.photo_crops(uniform, tf.constant([1, 128, 128, 3])))[0] for _ in range(2)
+        np.asarray(aug.photo_crops(uniform, tf.constant([1, 128, 128, 3])))[0] for _ in range(2)
     )
     h, w = sizes[-1]
-    side = min(h, w) * (augment.PHOTO_CROP[0] + 0.99 * (1 - augment.PHOTO_CROP[0]))
+    side = min(h, w) * (aug.PHOTO_CROP[0] + 0.99 * (1 - aug.PHOTO_CROP[0]))
     top, left = 0.5 * (h - side), 0.5 * (w - side)
     expected = tf.image.resize(
         canvas[-1:, int(top) : int(top + side), int(left) : int(left + side)].astype("float32"),
@@ -156,7 +156,7 @@ def test_photo_crops_are_scaled_and_mirrored_crops_of_the_photos():
     assert np.abs(last - expected).mean() < 8
     assert first.shape == (128, 128, 3)
     h, w = sizes[0]
-    side = int(min(h, w) * augment.PHOTO_CROP[0])
+    side = int(min(h, w) * aug.PHOTO_CROP[0])
     expected = tf.image.resize(canvas[:1, :side, :side].astype("float32"), (128, 128))[0]
     assert np.abs(first - expected[:, ::-1]).mean() < 8
     assert np.abs(first - expected).mean() > 3 * np.abs(first - expected[:, ::-1]).mean()
@@ -168,8 +168,8 @@ def test_recoloured_photos_keep_their_light_and_shade_in_two_new_colours():
     def uniform(shape, low=0.0, high=1.0):
         return keras.random.uniform(shape, low, high, seed=generator)
 
-    crops = augment.photo_crops(uniform, tf.constant([8, SIZE, SIZE, 3]))
-    out = np.asarray(augment.recoloured(uniform, crops)).reshape(8, -1, 3)
+    crops = aug.photo_crops(uniform, tf.constant([8, SIZE, SIZE, 3]))
+    out = np.asarray(aug.recoloured(uniform, crops)).reshape(8, -1, 3)
     luma = np.asarray(tf.image.rgb_to_grayscale(crops)).reshape(8, -1)
     assert out.min() >= 0 and out.max() <= 255
     for pixels, shade in zip(out, luma, strict=True):
@@ -188,14 +188,14 @@ def test_user_photos_join_the_bundled_ones_shrunk_and_in_their_own_colours(tmp_p
     Image.new("RGB", (1280, 320), CYAN).save(tmp_path / "wall.png")
     Image.new("RGB", (200, 300), (90, 60, 30)).save(tmp_path / "desk.jpg")
     (tmp_path / ".DS_Store").write_bytes(b"litter")
-    canvas, sizes = augment.photos(str(tmp_path))
-    bundled = len(augment.PHOTOS)
+    canvas, sizes = aug.photos(str(tmp_path))
+    bundled = len(aug.PHOTOS)
     assert len(sizes) == bundled + 2
     np.testing.assert_array_equal(sizes[bundled:], [[300, 200], [160, 640]])  # desk, wall
     h, w = sizes[-1]
     assert (canvas[-1, :h, :w] == CYAN).all()
     np.testing.assert_array_equal(
-        canvas[:bundled], augment.photos()[0][:, : canvas.shape[1], : canvas.shape[2]]
+        canvas[:bundled], aug.photos()[0][:, : canvas.shape[1], : canvas.shape[2]]
     )
     # Pasted behind hands in training: some backgrounds are the user's wall, none otherwise.
     hands = np.stack([render(BROWN)] * 32)
@@ -206,7 +206,7 @@ def test_user_photos_join_the_bundled_ones_shrunk_and_in_their_own_colours(tmp_p
         on_wall = (np.abs(out[:, outside] - CYAN).max(axis=(1, 2)) < 1).sum()
         assert (on_wall >= 2) if walls else (on_wall == 0)
     Image.new("RGB", (64, 64), (0, 0, 255)).save(tmp_path / "door.png")  # read again
-    assert len(augment.photos(str(tmp_path))[1]) == bundled + 3
+    assert len(aug.photos(str(tmp_path))[1]) == bundled + 3
 
 
 @pytest.mark.parametrize("problem", ["missing", "empty", "corrupt"])
@@ -224,7 +224,7 @@ def test_a_bad_background_dir_is_one_paragraph_before_training(tmp_path, problem
         "corrupt": r"1 file\(s\) that are not readable images: broken.jpg",
     }[problem]
     with pytest.raises(ConfigError, match=expected) as err:
-        augment.build(cfg.aug, 0)
+        aug.build(cfg.aug, 0)
     assert "\n" not in str(err.value) and str(folder) in str(err.value)
 
 
@@ -253,7 +253,7 @@ def test_blur_keeps_each_image_mean_and_white_balance_tints_per_image():
 def test_zoom_in_and_out_bound_how_large_the_hand_gets(zoom_in, zoom_out, narrowest, widest):
     squares = np.full((32, 64, 64, 3), 255.0, dtype="float32")
     squares[:, 16:48, 16:48] = 0.0  # a 32-pixel "hand" in the middle of white
-    layer = augment.build(ImageAugConfig(zoom_in=zoom_in, zoom_out=zoom_out), seed=0)
+    layer = aug.build(ImageAugConfig(zoom_in=zoom_in, zoom_out=zoom_out), seed=0)
     zoomed = np.asarray(layer(squares, training=True))
     widths = (zoomed[:, 32, :, 0] < 128).sum(axis=1)
     assert widths.min() >= np.floor(narrowest) - 1 and widths.max() <= np.ceil(widest) + 1
@@ -288,9 +288,9 @@ def test_inference_model_drops_augmentation_and_reloads_with_plain_keras(tmp_pat
         )
     )
     classifier = sources.classifier(cfg, 3)
-    assert augment.LAYER_NAME in [layer.name for layer in classifier.train.layers]
+    assert aug.LAYER_NAME in [layer.name for layer in classifier.train.layers]
     served = classifier.inference
-    assert augment.LAYER_NAME not in [layer.name for layer in served.layers]
+    assert aug.LAYER_NAME not in [layer.name for layer in served.layers]
     images = np.random.default_rng(0).uniform(0, 255, (2, 40, 50, 3)).astype("float32")
     logits = np.asarray(served(images))
     np.testing.assert_array_equal(logits, np.asarray(classifier.train(images, training=False)))
@@ -317,13 +317,13 @@ def test_inference_model_drops_augmentation_and_reloads_with_plain_keras(tmp_pat
 
 @pytest.mark.parametrize("option", OPTIONS)
 def test_on_images_says_whether_the_option_builds_any_transform(option):
-    aug = compose.to_object(
+    chosen = compose.to_object(
         compose_cfg(f"aug={option}", *([] if option == "landmarks" else IMAGE))
     ).aug
-    if isinstance(aug, ImageAugConfig):
-        assert aug.on_images == bool(augment.build(aug, 0).layers)
+    if isinstance(chosen, ImageAugConfig):
+        assert chosen.on_images == bool(aug.build(chosen, 0).layers)
     else:  # aug=none, aug=landmarks: no image key at all
-        assert not aug.on_images and not hasattr(aug, "rotation")
+        assert not chosen.on_images and not hasattr(chosen, "rotation")
     for key in ("rotation", "blur", "skin_tone", "flip"):
         assert dataclasses.replace(ImageAugConfig(), **{key: 1.0}).on_images
 

@@ -9,7 +9,7 @@ from conftest import SHARED
 
 from rps.config.model import BackboneConfig, BackboneName
 from rps.errors import WeightsError
-from rps.model import backbones, efficientnet_lite
+from rps.model import backbone, efficientnet_lite
 
 
 def cfg(name: str, weights, size: int = 64) -> BackboneConfig:
@@ -32,7 +32,7 @@ def offline(monkeypatch, tmp_path):
 
 def test_imagenet_download_offline_says_what_to_do(offline):
     with pytest.raises(WeightsError, match="offline") as info:
-        backbones.build(cfg("resnet50", "imagenet"))
+        backbone.build(cfg("resnet50", "imagenet"))
     assert "backbone.weights=null" in str(info.value)
 
 
@@ -42,7 +42,7 @@ def test_local_weights_file_roundtrip(tmp_path):
     )
     path = tmp_path / "mobilenet.weights.h5"
     source.save_weights(path)
-    loaded = backbones.build(cfg("mobilenet_v2", str(path)))
+    loaded = backbone.build(cfg("mobilenet_v2", str(path)))
     for a, b in zip(source.get_weights(), loaded.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -54,12 +54,12 @@ def test_weights_of_another_architecture_are_rejected(tmp_path):
     path = tmp_path / "mobilenet.weights.h5"
     source.save_weights(path)
     with pytest.raises(WeightsError, match="does not fit backbone=efficientnet_b0"):
-        backbones.build(cfg("efficientnet_b0", str(path)))
+        backbone.build(cfg("efficientnet_b0", str(path)))
 
 
 def test_missing_weights_file(tmp_path):
     with pytest.raises(WeightsError, match="neither 'imagenet', null, nor an existing file"):
-        backbones.build(cfg("mobilenet_v2", str(tmp_path / "nope.weights.h5")))
+        backbone.build(cfg("mobilenet_v2", str(tmp_path / "nope.weights.h5")))
 
 
 @pytest.mark.integration
@@ -67,17 +67,17 @@ def test_shared_imagenet_mobilenet_file_loads():
     path = SHARED.parent.parent / "weights" / "mobilenet_v2_1.0_224_imagenet_notop.weights.h5"
     if not path.exists():
         pytest.skip(f"{path} is absent")
-    model = backbones.build(cfg("mobilenet_v2", str(path), size=224))
-    random_init = backbones.build(cfg("mobilenet_v2", None, size=224))
+    model = backbone.build(cfg("mobilenet_v2", str(path), size=224))
+    random_init = backbone.build(cfg("mobilenet_v2", None, size=224))
     kernel = model.get_layer("Conv1").get_weights()[0]
     assert not np.allclose(kernel, random_init.get_layer("Conv1").get_weights()[0])
 
 
 def test_unfreeze_top_keeps_batchnorm_frozen():
-    model = backbones.build(cfg("mobilenet_v2", None))
-    backbones.freeze(model)
+    model = backbone.build(cfg("mobilenet_v2", None))
+    backbone.freeze(model)
     assert not model.trainable_weights
-    count = backbones.unfreeze_top(model, 10)
+    count = backbone.unfreeze_top(model, 10)
     top = model.layers[-10:]
     assert count == sum(
         1
@@ -104,7 +104,7 @@ def test_unfreeze_top_keeps_batchnorm_frozen():
 )
 def test_preprocessing_layer_matches_the_backbones_own_function(name, reference):
     images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
-    layer = backbones.preprocessing(BackboneName(name))
+    layer = backbone.preprocessing(BackboneName(name))
     expected = keras.ops.convert_to_numpy(reference(images.copy()))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(images)), expected, atol=1e-4)
     assert layer.__class__.__module__.startswith("keras."), "must reload without rps"
