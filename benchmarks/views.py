@@ -23,7 +23,6 @@ from hand_search import REPO, train
 
 sys.path.insert(0, str(REPO))  # rps, when it is not installed into the environment
 
-from rps.data import dataset  # noqa: E402
 from rps.hands import (
     detect,  # noqa: E402
     landmarks,  # noqa: E402
@@ -52,7 +51,7 @@ def main() -> None:
     finder = detect.HandFinder()
     points, labels = [], []
     for folder in args.sets:
-        photos = dataset.labelled(folder, class_names)[0]
+        photos = folder.labelled(folder, class_names)[0]
         found = detect.first_landmarks(finder, photos.images)
         kept = ~np.isnan(found).any(axis=(1, 2))
         points.append(found[kept])

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from rps.apps import evaluate
-from rps.data import dataset
+from rps.data import folder
 from rps.data.images import fit
 from rps.model import network
 
@@ -48,7 +48,7 @@ def test_scores_match_the_model_and_are_logged_to_its_run(trained, tmp_path):
     result = json.loads((out / evaluate.RESULT_FILE).read_text())
     # The same images through the saved model, computed here directly.
     model, names = network.load(trained["out"])
-    split, bad = dataset.labelled(trained["folder"], names)
+    split, bad = folder.labelled(trained["folder"], names)
     size = network.input_size(model)
     batch = np.stack([fit(image, size) for image in split.images]).astype("float32")
     predicted = model.predict(batch, verbose=0).argmax(1)

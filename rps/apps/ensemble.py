@@ -19,7 +19,6 @@ import keras
 from rps import cache
 from rps.config import compose
 from rps.config.apps import EnsembleConfig
-from rps.config.data import FolderDataConfig, TfdsDataConfig
 from rps.config.job import Config, TrackingConfig
 from rps.data import dataset
 from rps.errors import UserError
@@ -117,12 +116,7 @@ def load_members(conf: EnsembleConfig, uri: str) -> list[Member]:
 
 
 def _test_split(cfg: Config) -> str:
-    data = cfg.data
-    if isinstance(data, FolderDataConfig):
-        return f"the folder {Path(data.root).expanduser().resolve() / 'test'}"
-    if isinstance(data, TfdsDataConfig):
-        return f"the tfds dataset {data.tfds_name}"
-    raise TypeError(f"no test split for data config {type(data).__name__}")
+    return dataset.source(cfg.data).test_split(cfg.data)
 
 
 def run(conf: EnsembleConfig, output_dir: Path, root: Path) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rps.config.apps import EvaluateConfig, RoiFind
 from rps.config.job import TrackingConfig
-from rps.data import dataset
+from rps.data import folder
 from rps.serve import logged_model, scores
 from rps.tracking import mlflow_runs, plots
 
@@ -30,13 +30,13 @@ def run(conf: EvaluateConfig, output_dir: Path, root: Path) -> dict:
     model = logged_model.chosen(conf, conf.tracking, root)
     if conf.roi.find == RoiFind.hand:
         model = model.finding_hands()
-    folder = conf.data.folder
-    split, bad = dataset.labelled(folder, model.class_names)
+    photos = conf.data.folder
+    split, bad = folder.labelled(photos, model.class_names)
     probs = model.probabilities(split.images, conf.batch_size)
     scored = scores.summary(probs, split.labels, model.class_names)
     present = sorted(set(split.labels.tolist()))
     result = {
-        "folder": str(folder.absolute()),
+        "folder": str(photos.absolute()),
         "images": len(split),
         "accuracy": scored["accuracy"],
         "no_hand": scored["no_hand"],
@@ -66,7 +66,7 @@ def run(conf: EvaluateConfig, output_dir: Path, root: Path) -> dict:
     )
     print(text(result))
     if conf.run_id and conf.log:
-        _log(conf, root, folder, result, output_dir)
+        _log(conf, root, photos, result, output_dir)
     return result
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from rps.cache import ArrayCache, derived_seed, digest
 from rps.config.job import Config
 from rps.config.model import LandmarkAugConfig
-from rps.data.dataset import Data
+from rps.data.splits import Data
 from rps.errors import DataError
 from rps.features.base import VERSION, Features, cached, views
 from rps.hands import detect, landmarks

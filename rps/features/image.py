@@ -23,8 +23,8 @@ from rps.cache import ArrayCache, derived_seed, digest
 from rps.config.job import Config
 from rps.config.model import ImageAugConfig
 from rps.data.crop import cut, hand_square
-from rps.data.dataset import Data
 from rps.data.images import fit
+from rps.data.splits import Data
 from rps.features.base import VERSION, Features, cached, views
 from rps.hands.detect import HandFinder
 from rps.model import aug, network

@@ -18,7 +18,7 @@ import numpy as np
 from rps.cache import ArrayCache
 from rps.config.job import Config
 from rps.config.model import BackboneConfig, BackboneName
-from rps.data.dataset import Data
+from rps.data.splits import Data
 from rps.errors import UserError
 from rps.features.base import Features
 from rps.features.hand import HandSource

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # for annotations only: the data module pulls in TensorFlow
-    from rps.data.dataset import Data, Photos, Split
+    from rps.data.splits import Data, Photos, Split
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 if TYPE_CHECKING:  # for annotations only: the data module pulls in TensorFlow
-    from rps.data.dataset import Data
+    from rps.data.splits import Data
 
 DPI = 110
 FINETUNE_LABEL = "fine-tuning starts"

@@ -14,7 +14,7 @@ from rps.tracking import plots
 if TYPE_CHECKING:
     import keras
 
-    from rps.data.dataset import Data
+    from rps.data.splits import Data
     from rps.tracking.mlflow_runs import Run
 
 METRICS_FILE = "metrics.json"

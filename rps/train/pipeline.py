@@ -14,7 +14,6 @@ import numpy as np
 from rps import cache
 from rps.cache import ArrayCache
 from rps.config.context import JobContext
-from rps.config.data import FolderDataConfig, TfdsDataConfig
 from rps.config.job import Config
 from rps.data import dataset
 from rps.features import sources
@@ -109,13 +108,7 @@ def trained(
 def _log_data(mlrun: mlflow_runs.Run, conf: Config, data: dataset.Data) -> None:
     """The data as the run's inputs: where it is, a digest of each split's content (every
     image subsampled 4x each way, and the labels), and the counts per class."""
-    if isinstance(conf.data, FolderDataConfig):
-        where = Path(conf.data.root).expanduser().resolve()
-        name, source = where.name, str(where)
-    elif isinstance(conf.data, TfdsDataConfig):
-        name = source = f"tfds:{conf.data.tfds_name}"
-    else:
-        raise TypeError(f"no source for data config {type(conf.data).__name__}")
+    name, where = dataset.source(conf.data).origin(conf.data)
     splits = {}
     for split in dataset.SPLITS:
         part = getattr(data, split)
@@ -126,4 +119,4 @@ def _log_data(mlrun: mlflow_runs.Run, conf: Config, data: dataset.Data) -> None:
             classes=data.class_names,
             counts=dict(zip(data.class_names, counts.tolist(), strict=True)),
         )
-    mlrun.log_datasets(name, source, splits)
+    mlrun.log_datasets(name, where, splits)

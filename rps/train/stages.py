@@ -15,7 +15,7 @@ import tensorflow as tf
 from rps.cache import ArrayCache
 from rps.config.job import Config, Strategy
 from rps.config.model import UnfreezeConfig
-from rps.data.dataset import Data
+from rps.data.splits import Data
 from rps.errors import ConfigError
 from rps.features import sources
 from rps.features.base import Features
