@@ -17,12 +17,11 @@ import numpy as np
 
 from rps.cache import ArrayCache, derived_seed, digest
 from rps.config.job import Config
-from rps.config.model import LandmarkAugConfig
 from rps.data.splits import Data
 from rps.errors import DataError
 from rps.features.base import VERSION, Features, cached, views
 from rps.hands import detect, landmarks
-from rps.model import head, network
+from rps.model import aug, head, network
 from rps.model.network import Classifier
 
 log = logging.getLogger(__name__)
@@ -74,12 +73,13 @@ class HandSource:
                 "or use a CNN backbone (backbone=efficientnet_lite0)."
             )
         train = points["train"][found["train"]]
+        moves = aug.on_landmarks(cfg.aug)
         drawn = []
         for view in range(views(cfg)):
             rng = np.random.default_rng(derived_seed(cfg.trainer.seed, view))
             moved = (
-                landmarks.augmented(train, cfg.aug.landmark_jitter, cfg.aug.landmark_tilt, rng)
-                if isinstance(cfg.aug, LandmarkAugConfig) and cfg.aug.on_landmarks
+                landmarks.augmented(train, moves.landmark_jitter, moves.landmark_tilt, rng)
+                if moves is not None
                 else train
             )
             drawn.append(landmarks.features(moved))

@@ -21,7 +21,6 @@ import tensorflow as tf
 
 from rps.cache import ArrayCache, derived_seed, digest
 from rps.config.job import Config
-from rps.config.model import ImageAugConfig
 from rps.data.crop import cut, hand_square
 from rps.data.images import fit
 from rps.data.splits import Data
@@ -67,7 +66,7 @@ class ImageSource:
             *classifier.backbone.get_weights(),
         )
         n_views = views(cfg)
-        image_aug = cfg.aug if isinstance(cfg.aug, ImageAugConfig) and cfg.aug.on_images else None
+        image_aug = aug.on_images(cfg.aug)
         policy = image_aug is not None and {
             "aug": vars(cfg.aug),
             "version": aug.VERSION,

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rps.config.model import ImageAugConfig
+from rps.config.model import AugConfig, ImageAugConfig, LandmarkAugConfig
 from rps.data.images import BadImage, read_rgb
 from rps.errors import ConfigError
 
@@ -46,6 +46,17 @@ PHOTO_CROP = (0.25, 1.0)  # a crop's side, as a share of its photo's shorter sid
 # A user's photo is shrunk to at most this side first: a crop is resized to the input size
 # anyway, and every photo lives on one canvas in memory.
 USER_PHOTO_SIDE = 640
+
+
+def on_images(cfg: AugConfig) -> ImageAugConfig | None:
+    """The option's image transforms, if it has any: the one place an aug option's kind
+    decides whether images are augmented."""
+    return cfg if isinstance(cfg, ImageAugConfig) and cfg.on_images else None
+
+
+def on_landmarks(cfg: AugConfig) -> LandmarkAugConfig | None:
+    """The option's landmark moves, if it has any (``backbone=hand_landmarks``)."""
+    return cfg if isinstance(cfg, LandmarkAugConfig) and cfg.on_landmarks else None
 
 
 def build(cfg: ImageAugConfig, seed: int) -> keras.Sequential:

@@ -16,7 +16,6 @@ from pathlib import Path
 import keras
 
 from rps.config.job import Config
-from rps.config.model import ImageAugConfig
 from rps.data.images import square_resizer
 from rps.errors import UserError, first_line
 from rps.model import aug, backbone, head
@@ -56,11 +55,8 @@ def build(cfg: Config, num_classes: int) -> Classifier:
     backbone.freeze(base)
     # Pooling keeps the backbone's channels: they are the head's features.
     top = head.build(cfg.head, base.output.shape[-1], num_classes)
-    augmentation = (
-        aug.build(cfg.aug, cfg.trainer.seed)
-        if isinstance(cfg.aug, ImageAugConfig) and cfg.aug.on_images
-        else None
-    )
+    policy = aug.on_images(cfg.aug)
+    augmentation = aug.build(policy, cfg.trainer.seed) if policy is not None else None
     resize = square_resizer(cfg.backbone.input_size)
     to_features = [
         backbone.preprocessing(cfg.backbone.name),

@@ -109,11 +109,15 @@ def _compile(
     )
 
 
-def _stages(cfg: Config) -> list[tuple[int, int, float]]:
-    """(stage, epochs, learning rate): the head on a frozen backbone, then fine-tuning."""
-    stages = [(1, cfg.trainer.epochs, cfg.optimizer.lr)]
+def _stages(cfg: Config) -> list[tuple[int, int, float, UnfreezeConfig | None]]:
+    """(stage, epochs, learning rate, what it unfreezes): the head on a frozen backbone,
+    then, with ``finetune`` unfreezing, fine-tuning."""
+    stages: list[tuple[int, int, float, UnfreezeConfig | None]] = [
+        (1, cfg.trainer.epochs, cfg.optimizer.lr, None)
+    ]
     if isinstance(cfg.finetune, UnfreezeConfig):
-        stages.append((2, cfg.finetune.epochs, cfg.optimizer.lr * cfg.finetune.lr_factor))
+        tune = cfg.finetune
+        stages.append((2, tune.epochs, cfg.optimizer.lr * tune.lr_factor, tune))
     return stages
 
 
@@ -145,17 +149,17 @@ def fit(
     )
     resume, n_train, no_hand, features_seconds = loop.resumed, len(data.train.labels), {}, 0.0
     started = time.perf_counter() - (resume.seconds if resume is not None else 0.0)
-    for stage, epochs, lr in _stages(cfg):
+    for stage, epochs, lr, tune in _stages(cfg):
         if resume is not None and stage < resume.next_stage:
             continue
-        if stage == 2 and isinstance(cfg.finetune, UnfreezeConfig):
+        if tune is not None:
             loop.best.restore()
-            unfrozen = backbone.unfreeze_top(classifier.backbone, cfg.finetune.layers)
+            unfrozen = backbone.unfreeze_top(classifier.backbone, tune.layers)
             log.info(
                 "fine-tuning: %d backbone layers with weights unfrozen, lr x %g, %d epochs",
                 unfrozen,
-                cfg.finetune.lr_factor,
-                cfg.finetune.epochs,
+                tune.lr_factor,
+                tune.epochs,
             )
         found = (
             sources.of(cfg.backbone).features(cfg, classifier, data, cache) if stage == 1 else None
