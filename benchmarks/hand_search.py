@@ -26,6 +26,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # rps, when it is not installed into the environment
 
+from rps.data import folder  # noqa: E402
 from rps.features.hand import HandSource  # noqa: E402
 from rps.hands import detect  # noqa: E402
 from rps.model import network  # noqa: E402
@@ -99,7 +100,7 @@ def main() -> None:
     model, class_names = network.load(
         train(args.renders, args.out) if args.model is None else args.model
     )
-    folders = {folder.name: folder.labelled(folder, class_names)[0] for folder in args.sets}
+    folders = {where.name: folder.labelled(where, class_names)[0] for where in args.sets}
     lines = [
         "| search | "
         + " | ".join(f"{name}: found | accuracy | ms median | ms p90" for name in folders)

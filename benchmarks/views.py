@@ -23,10 +23,8 @@ from hand_search import REPO, train
 
 sys.path.insert(0, str(REPO))  # rps, when it is not installed into the environment
 
-from rps.hands import (
-    detect,  # noqa: E402
-    landmarks,  # noqa: E402
-)
+from rps.data import folder  # noqa: E402
+from rps.hands import detect, landmarks  # noqa: E402
 from rps.model import network  # noqa: E402
 from rps.serve import scores  # noqa: E402
 
@@ -50,8 +48,8 @@ def main() -> None:
     class_names = next(iter(models.values()))[1]
     finder = detect.HandFinder()
     points, labels = [], []
-    for folder in args.sets:
-        photos = folder.labelled(folder, class_names)[0]
+    for where in args.sets:
+        photos = folder.labelled(where, class_names)[0]
         found = detect.first_landmarks(finder, photos.images)
         kept = ~np.isnan(found).any(axis=(1, 2))
         points.append(found[kept])

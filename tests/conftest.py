@@ -90,7 +90,7 @@ def fit(cfg, data, callbacks=(), cache=None, checkpoints=None, resume=None):
     keras.utils.set_random_seed(cfg.trainer.seed)
     with strategy.scope():
         classifier = sources.classifier(cfg, len(data.class_names))
-    loop = rps.train.callbacks.loop(
+    loop = rps.train.callbacks.training_loop(
         classifier.train, cfg.trainer.patience, checkpoints, resume, others=callbacks
     )
     return classifier, stages.fit(cfg, classifier, data, strategy, loop, cache)

@@ -18,7 +18,7 @@ from rps.config.model import ImageAugConfig
 from rps.data import dataset
 from rps.errors import ConfigError
 from rps.features import base, sources
-from rps.model import aug, network
+from rps.model import aug, backgrounds, network
 from rps.model.aug import HandComposite, RandomBlur, WhiteBalance
 from rps.train import callbacks, stages, tensorboard
 
@@ -93,7 +93,7 @@ def test_background_colours_span_the_hue_circle():
     def uniform(shape, low=0.0, high=1.0):
         return keras.random.uniform(shape, low, high, seed=generator)
 
-    rgb = aug.random_colours(uniform, 20000)[:, 0, 0, :] / 255.0
+    rgb = backgrounds.random_colours(uniform, 20000)[:, 0, 0, :] / 255.0
     hsv = np.asarray(tf.image.rgb_to_hsv(rgb))
     hue = hsv[hsv[:, 1] > 0.05, 0]  # hue means nothing for near-greys
     counts, _ = np.histogram(hue, bins=10, range=(0, 1))
@@ -106,7 +106,7 @@ def test_generated_backgrounds_vary_within_and_between_images():
     def uniform(shape, low=0.0, high=1.0):
         return keras.random.uniform(shape, low, high, seed=generator)
 
-    out = np.asarray(aug.backgrounds(uniform, tf.constant([64, SIZE, SIZE, 3])))
+    out = np.asarray(backgrounds.backgrounds(uniform, tf.constant([64, SIZE, SIZE, 3])))
     assert out.shape == (64, SIZE, SIZE, 3) and out.min() >= 0 and out.max() <= 255
     spread = out.std(axis=(1, 2)).mean(axis=1)
     assert (spread < 5).sum() >= 3  # solid colours under a film of fine noise
@@ -115,15 +115,15 @@ def test_generated_backgrounds_vary_within_and_between_images():
 
 
 def test_bundled_photos_load_as_pictures():
-    canvas, sizes = aug.photos()
-    assert len(sizes) == len(aug.PHOTOS) and (sizes >= 400).all()
+    canvas, sizes = backgrounds.photos()
+    assert len(sizes) == len(backgrounds.PHOTOS) and (sizes >= 400).all()
     for image, (h, w) in zip(canvas, sizes, strict=True):
         photo = image[:h, :w].astype("float32") / 255.0
         assert photo.std() > 0.1  # a real picture, not a blank canvas
 
 
 def test_photo_crops_are_scaled_and_mirrored_crops_of_the_photos():
-    canvas, sizes = aug.photos()
+    canvas, sizes = backgrounds.photos()
     # Draws, in photo_crops' order: photo, size, top, left, mirror.
     draws = iter(
         [
@@ -144,10 +144,11 @@ def test_photo_crops_are_scaled_and_mirrored_crops_of_the_photos():
         return tf.fill(shape, low + (high - low) * next(draws))
 
     last, first = (
-        np.asarray(aug.photo_crops(uniform, tf.constant([1, 128, 128, 3])))[0] for _ in range(2)
+        np.asarray(backgrounds.photo_crops(uniform, tf.constant([1, 128, 128, 3])))[0]
+        for _ in range(2)
     )
     h, w = sizes[-1]
-    side = min(h, w) * (aug.PHOTO_CROP[0] + 0.99 * (1 - aug.PHOTO_CROP[0]))
+    side = min(h, w) * (backgrounds.PHOTO_CROP[0] + 0.99 * (1 - backgrounds.PHOTO_CROP[0]))
     top, left = 0.5 * (h - side), 0.5 * (w - side)
     expected = tf.image.resize(
         canvas[-1:, int(top) : int(top + side), int(left) : int(left + side)].astype("float32"),
@@ -156,7 +157,7 @@ def test_photo_crops_are_scaled_and_mirrored_crops_of_the_photos():
     assert np.abs(last - expected).mean() < 8
     assert first.shape == (128, 128, 3)
     h, w = sizes[0]
-    side = int(min(h, w) * aug.PHOTO_CROP[0])
+    side = int(min(h, w) * backgrounds.PHOTO_CROP[0])
     expected = tf.image.resize(canvas[:1, :side, :side].astype("float32"), (128, 128))[0]
     assert np.abs(first - expected[:, ::-1]).mean() < 8
     assert np.abs(first - expected).mean() > 3 * np.abs(first - expected[:, ::-1]).mean()
@@ -168,8 +169,8 @@ def test_recoloured_photos_keep_their_light_and_shade_in_two_new_colours():
     def uniform(shape, low=0.0, high=1.0):
         return keras.random.uniform(shape, low, high, seed=generator)
 
-    crops = aug.photo_crops(uniform, tf.constant([8, SIZE, SIZE, 3]))
-    out = np.asarray(aug.recoloured(uniform, crops)).reshape(8, -1, 3)
+    crops = backgrounds.photo_crops(uniform, tf.constant([8, SIZE, SIZE, 3]))
+    out = np.asarray(backgrounds.recoloured(uniform, crops)).reshape(8, -1, 3)
     luma = np.asarray(tf.image.rgb_to_grayscale(crops)).reshape(8, -1)
     assert out.min() >= 0 and out.max() <= 255
     for pixels, shade in zip(out, luma, strict=True):
@@ -188,14 +189,14 @@ def test_user_photos_join_the_bundled_ones_shrunk_and_in_their_own_colours(tmp_p
     Image.new("RGB", (1280, 320), CYAN).save(tmp_path / "wall.png")
     Image.new("RGB", (200, 300), (90, 60, 30)).save(tmp_path / "desk.jpg")
     (tmp_path / ".DS_Store").write_bytes(b"litter")
-    canvas, sizes = aug.photos(str(tmp_path))
-    bundled = len(aug.PHOTOS)
+    canvas, sizes = backgrounds.photos(str(tmp_path))
+    bundled = len(backgrounds.PHOTOS)
     assert len(sizes) == bundled + 2
     np.testing.assert_array_equal(sizes[bundled:], [[300, 200], [160, 640]])  # desk, wall
     h, w = sizes[-1]
     assert (canvas[-1, :h, :w] == CYAN).all()
     np.testing.assert_array_equal(
-        canvas[:bundled], aug.photos()[0][:, : canvas.shape[1], : canvas.shape[2]]
+        canvas[:bundled], backgrounds.photos()[0][:, : canvas.shape[1], : canvas.shape[2]]
     )
     # Pasted behind hands in training: some backgrounds are the user's wall, none otherwise.
     hands = np.stack([render(BROWN)] * 32)
@@ -206,7 +207,7 @@ def test_user_photos_join_the_bundled_ones_shrunk_and_in_their_own_colours(tmp_p
         on_wall = (np.abs(out[:, outside] - CYAN).max(axis=(1, 2)) < 1).sum()
         assert (on_wall >= 2) if walls else (on_wall == 0)
     Image.new("RGB", (64, 64), (0, 0, 255)).save(tmp_path / "door.png")  # read again
-    assert len(aug.photos(str(tmp_path))[1]) == bundled + 3
+    assert len(backgrounds.photos(str(tmp_path))[1]) == bundled + 3
 
 
 @pytest.mark.parametrize("problem", ["missing", "empty", "corrupt"])
@@ -351,7 +352,7 @@ def test_trains_on_cached_background_views_and_shows_them_in_tensorboard(tmp_pat
     keras.utils.set_random_seed(cfg.trainer.seed)
     classifier = sources.classifier(cfg, len(data.class_names))
     shown = tensorboard.AugmentedImages(data.train.images, classifier.augment, tmp_path / "tb", 0)
-    loop = callbacks.loop(classifier.train, cfg.trainer.patience, others=[shown])
+    loop = callbacks.training_loop(classifier.train, cfg.trainer.patience, others=[shown])
     stages.fit(cfg, classifier, data, stages.distribution(cfg.trainer.strategy), loop, store)
     assert shown.written and list((tmp_path / "tb" / "images").iterdir())
     # The images shown are the model's own first draws, and drawing them left the model's

@@ -150,7 +150,7 @@ def test_cache_disabled_takes_the_image_path_and_writes_nothing(root, tmp_path):
         f"hydra.run.dir={tmp_path / 'run2'}",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert any((cache_dir / image.KIND).iterdir())
+    assert any((cache_dir / image.FEATURES_KIND).iterdir())
 
 
 def _write_repeatedly(folder: str, value: int) -> None:

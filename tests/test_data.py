@@ -13,7 +13,7 @@ from conftest import SHARED, make_folder_dataset
 from rps.config.data import BadImagePolicy, FolderDataConfig, TfdsDataConfig
 from rps.data import dataset, folder, tfds_data
 from rps.data.dataset import load
-from rps.data.images import fit, read_rgb
+from rps.data.images import fit_square, read_rgb
 from rps.data.splits import Data, Split
 from rps.errors import ConfigError, DataError
 
@@ -104,7 +104,7 @@ def test_val_groups_falls_back_to_files_when_names_have_no_groups(root, caplog):
 def test_images_are_the_decoded_files_with_the_crop_policy(root):
     data = load(folder_config(root), SIZE, seed=0)
     for image, source in zip(data.test.images, data.test.sources, strict=True):
-        np.testing.assert_array_equal(image, fit(read_rgb(source), SIZE))
+        np.testing.assert_array_equal(image, fit_square(read_rgb(source), SIZE))
 
 
 def test_same_seed_same_split_other_seed_other_split(root):
@@ -281,7 +281,7 @@ def test_tfds_images_are_cropped_and_labels_follow_sorted_names(tmp_path, monkey
         for image, label, source in zip(split.images, split.labels, split.sources, strict=True):
             raw_image, raw_label = raw[int(source.split("[")[1].rstrip("]"))]
             assert label == to_sorted[int(raw_label)]
-            np.testing.assert_array_equal(image, fit(raw_image, SIZE))
+            np.testing.assert_array_equal(image, fit_square(raw_image, SIZE))
 
 
 def test_tfds_failed_download_says_what_to_do(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from skimage import data, transform
 
-from rps.model import efficientnet_lite
+from rps.model import efficientnet_lite, torch_file
 
 TABBY, TIGER_CAT, EGYPTIAN_CAT = 281, 282, 285
 COFFEE_MUG, ESPRESSO = 504, 967
@@ -57,7 +57,7 @@ def test_imagenet_top1(top_model, image, expected):
 def test_padding_matches_torch_same_padding(top_model):
     """The torch port pads stride-2 convs by (0, 1) like TF "SAME"; symmetric padding would
     still classify easy images but shifts logits by more than 1."""
-    state = efficientnet_lite.load_torch_legacy(efficientnet_lite._torch_weights_path())
+    state = torch_file.load_legacy(efficientnet_lite._torch_weights_path())
     rng = np.random.default_rng(0)
     image = rng.uniform(0, 255, (1, 32, 32, 3)).astype("float32")
     x = np.asarray(efficientnet_lite.preprocess_input(image))[0]
@@ -135,8 +135,8 @@ class _LegacyWriter(pickle._Pickler):
 def write_legacy(path, state, storages):
     with open(path, "wb") as f:
         for part in (
-            efficientnet_lite._TORCH_MAGIC,
-            efficientnet_lite._TORCH_PROTOCOL,
+            torch_file._TORCH_MAGIC,
+            torch_file._TORCH_PROTOCOL,
             {"little_endian": True},
             state,
             [s.key for s in storages],
@@ -157,7 +157,7 @@ def test_reader_applies_offset_and_stride(tmp_path):
     )
     write_legacy(tmp_path / "ok.pth", state, [floats, longs])
 
-    got = efficientnet_lite.load_torch_legacy(tmp_path / "ok.pth")
+    got = torch_file.load_legacy(tmp_path / "ok.pth")
     np.testing.assert_array_equal(got["rows"], [[2, 3, 4], [5, 6, 7]])
     np.testing.assert_array_equal(got["transposed"], np.arange(12).reshape(3, 4).T)
     assert got["scalar"].shape == () and got["scalar"] == 5
@@ -166,7 +166,7 @@ def test_reader_applies_offset_and_stride(tmp_path):
     overrun = collections.OrderedDict(bad=_Tensor(floats, 4, (3, 3), (3, 1)))
     write_legacy(tmp_path / "bad.pth", overrun, [floats])
     with pytest.raises(efficientnet_lite.WeightsError, match="past its storage"):
-        efficientnet_lite.load_torch_legacy(tmp_path / "bad.pth")
+        torch_file.load_legacy(tmp_path / "bad.pth")
 
 
 @pytest.mark.parametrize(
@@ -183,8 +183,8 @@ def test_reader_refuses_code_in_pickle(tmp_path, payload):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
         for part in (
-            efficientnet_lite._TORCH_MAGIC,
-            efficientnet_lite._TORCH_PROTOCOL,
+            torch_file._TORCH_MAGIC,
+            torch_file._TORCH_PROTOCOL,
             {"little_endian": True},
             {"_conv_stem.weight": Evil()},
             [],
@@ -192,7 +192,7 @@ def test_reader_refuses_code_in_pickle(tmp_path, payload):
             pickle.dump(part, f, protocol=2)
 
     with pytest.raises(efficientnet_lite.WeightsError, match="not allowed"):
-        efficientnet_lite.load_torch_legacy(path)
+        torch_file.load_legacy(path)
     assert not marker.exists()
 
 
@@ -205,8 +205,8 @@ def test_reader_stand_ins_cannot_be_altered(tmp_path, target):
     header = b"".join(
         pickle.dumps(part, protocol=2)
         for part in (
-            efficientnet_lite._TORCH_MAGIC,
-            efficientnet_lite._TORCH_PROTOCOL,
+            torch_file._TORCH_MAGIC,
+            torch_file._TORCH_PROTOCOL,
             {"little_endian": True},
         )
     )
@@ -215,8 +215,8 @@ def test_reader_stand_ins_cannot_be_altered(tmp_path, target):
     path.write_bytes(header + tamper)
 
     with pytest.raises(efficientnet_lite.WeightsError):
-        efficientnet_lite.load_torch_legacy(path)
-    assert efficientnet_lite._STORAGE_TYPES["FloatStorage"].dtype == np.float32
+        torch_file.load_legacy(path)
+    assert torch_file._STORAGE_TYPES["FloatStorage"].dtype == np.float32
 
 
 def test_weights_cache_is_built_once(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from rps.apps import ensemble
 from rps.config import compose
-from rps.data.images import fit, read_rgb
+from rps.data.images import fit_square, read_rgb
 from rps.errors import ConfigError, UserError
 from rps.features import sources
 from rps.features.hand import HandSource
@@ -174,7 +174,7 @@ def test_ensemble_of_tracked_runs_is_tested_logged_and_served(swept, tmp_path, m
     model, names = loaded.model, loaded.class_names
     assert names == ["paper", "rock", "scissors"]
     files = sorted((swept["root"] / "test").glob("*/*.png"))
-    images = np.stack([fit(read_rgb(p), 64) for p in files]).astype(np.float32)
+    images = np.stack([fit_square(read_rgb(p), 64) for p in files]).astype(np.float32)
     expected = np.mean(
         [
             logged_model.load(r, tracking_uri=swept["uri"]).model.predict(images, verbose=0)

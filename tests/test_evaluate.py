@@ -11,16 +11,16 @@ from PIL import Image
 
 from rps.apps import evaluate
 from rps.data import folder
-from rps.data.images import fit
+from rps.data.images import fit_square
 from rps.model import network
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
     """A tiny tracked model, and a labelled folder it never saw (its test split)."""
-    folder = tmp_path_factory.mktemp("trained")
-    root = make_folder_dataset(folder / "data", n_train=8, n_test=3)
-    uri, out, run, _ = tracked_job(folder, "data=folder", f"data.root={root}", *TINY)
+    home = tmp_path_factory.mktemp("trained")
+    root = make_folder_dataset(home / "data", n_train=8, n_test=3)
+    uri, out, run, _ = tracked_job(home, "data=folder", f"data.root={root}", *TINY)
     return {
         "out": out,
         "uri": uri,
@@ -50,7 +50,7 @@ def test_scores_match_the_model_and_are_logged_to_its_run(trained, tmp_path):
     model, names = network.load(trained["out"])
     split, bad = folder.labelled(trained["folder"], names)
     size = network.input_size(model)
-    batch = np.stack([fit(image, size) for image in split.images]).astype("float32")
+    batch = np.stack([fit_square(image, size) for image in split.images]).astype("float32")
     predicted = model.predict(batch, verbose=0).argmax(1)
     assert bad == [] and result["images"] == len(split) == 9
     assert result["accuracy"] == pytest.approx(float(np.mean(predicted == split.labels)))
@@ -75,17 +75,15 @@ def test_scores_match_the_model_and_are_logged_to_its_run(trained, tmp_path):
 
 
 def test_a_model_file_and_a_folder_of_some_classes_with_an_unreadable_image(trained, tmp_path):
-    folder = tmp_path / "real"
+    real = tmp_path / "real"
     for name in ("rock", "paper"):
-        (folder / name).mkdir(parents=True)
+        (real / name).mkdir(parents=True)
         for source in sorted((trained["folder"] / name).iterdir()):
-            Image.open(source).save(folder / name / source.name)
-    (folder / "rock" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
-    Image.new("RGB", (1, 1)).save(folder / "paper" / "one_pixel.png")  # too small for a hand
+            Image.open(source).save(real / name / source.name)
+    (real / "rock" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    Image.new("RGB", (1, 1)).save(real / "paper" / "one_pixel.png")  # too small for a hand
     out = tmp_path / "eval"
-    proc = evaluate_cli(
-        f"model_path={trained['out']}", f"data.root={folder}", f"hydra.run.dir={out}"
-    )
+    proc = evaluate_cli(f"model_path={trained['out']}", f"data.root={real}", f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / evaluate.RESULT_FILE).read_text())
     assert result["images"] == 7 and set(result["recall"]) == {"rock", "paper"}

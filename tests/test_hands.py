@@ -19,7 +19,7 @@ from rps.data.images import read_rgb
 from rps.errors import ConfigError, WeightsError
 from rps.features import sources
 from rps.features.hand import HandSource
-from rps.hands import detect, landmarks
+from rps.hands import detect, landmarks, models
 from rps.serve import scores
 from rps.serve.predictor import Predictor, surety
 
@@ -95,7 +95,7 @@ def test_landmark_augmentation_is_seeded_and_moves_what_features_see():
 
 def test_a_damaged_model_file_is_removed_and_fetched_again(tmp_path, monkeypatch, caplog):
     """Offline here (pip finds no index), so the fetch that follows is refused."""
-    damaged = [tmp_path / member.rsplit("/", 1)[1] for member, _ in detect.MODELS.values()]
+    damaged = [tmp_path / member.rsplit("/", 1)[1] for member, _ in models.MODELS.values()]
     for path in damaged:
         path.write_bytes(b"not a model")
     monkeypatch.setenv("PIP_NO_INDEX", "1")
@@ -103,7 +103,7 @@ def test_a_damaged_model_file_is_removed_and_fetched_again(tmp_path, monkeypatch
         caplog.at_level(logging.WARNING, logger="rps"),
         pytest.raises(WeightsError, match="could not fetch MediaPipe's hand models"),
     ):
-        detect.model_files(tmp_path)
+        models.model_files(tmp_path)
     for path in damaged:
         assert f"removing {path}, damaged" in caplog.text and not path.exists()
 
@@ -118,9 +118,9 @@ def test_models_missing_while_offline_is_one_paragraph(tmp_path):
         "PIP_TIMEOUT": "3",
     }
     script = (
-        "import sys; from pathlib import Path; from rps.hands import detect\n"
+        "import sys; from pathlib import Path; from rps.hands import models\n"
         "from rps.errors import WeightsError\n"
-        "try:\n    detect.model_files(Path(sys.argv[1]))\n"
+        "try:\n    models.model_files(Path(sys.argv[1]))\n"
         "except WeightsError as err:\n    print(err)\n"
     )
     proc = subprocess.run(
@@ -192,7 +192,7 @@ def test_a_followed_hand_reads_as_a_detected_one_and_is_lost_when_gone(finder):
 
 
 def test_live_runs_the_palm_detector_only_to_find_a_lost_hand_or_new_ones(finder):
-    from rps.apps.live import REDETECT_EVERY, Hands
+    from rps.apps.modes import REDETECT_EVERY, Hands
 
     rgb = read_rgb(sorted(RENDER.iterdir())[0]) if RENDER.is_dir() else None
     if rgb is None:
@@ -258,7 +258,7 @@ def test_a_small_far_hand_is_found_in_the_tiles(finder):
 
 @pytest.mark.skipif(not REAL_DEV.is_dir(), reason="the real photos are absent")
 def test_live_follows_both_of_two_hands_and_keeps_them_apart(finder):
-    from rps.apps.live import REDETECT_EVERY, Hands
+    from rps.apps.modes import REDETECT_EVERY, Hands
 
     photos = [
         np.asarray(Image.open(p).convert("RGB")) for p in sorted((REAL_DEV / "rock").iterdir())[:2]
@@ -338,7 +338,7 @@ def test_trained_on_renders_it_reads_real_hands(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test_accuracy"] >= 0.99
-    assert "[rps.features.base][INFO] - no hand found in" in proc.stdout + proc.stderr
+    assert "[rps.features.hand][INFO] - no hand found in" in proc.stdout + proc.stderr
     out = tmp_path / "eval"
     proc = run_cli(
         f"model_path={tmp_path / 'run'}",
@@ -494,8 +494,9 @@ def test_an_image_folder_without_any_hand_is_one_paragraph(tmp_path):
 
 
 def test_no_hand_counts_as_wrong_and_live_says_so():
-    from rps.apps.live import NO_HAND, decide
+    from rps.apps.modes import decide
     from rps.serve import scores
+    from rps.serve.scores import NO_HAND
 
     nan = np.nan
     probs = np.array([[0.9, 0.05, 0.05], [nan, nan, nan], [0.1, 0.8, 0.1]])

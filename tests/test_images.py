@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rps.data.images import BadImage, fit, read_rgb, square_resizer, to_rgb
+from rps.data.images import BadImage, fit_square, read_rgb, square_resizer, to_rgb
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
@@ -123,7 +123,7 @@ def banded(width: int, height: int) -> np.ndarray:
 
 @pytest.mark.parametrize("width,height", [(300, 200), (200, 300)])
 def test_fit_crops_the_centre_square_instead_of_squashing(width, height):
-    out = fit(banded(width, height), 32)
+    out = fit_square(banded(width, height), 32)
     assert out.shape == (32, 32, 3) and out.dtype == np.uint8
     assert (out == GREEN).all()
     squashed = np.asarray(Image.fromarray(banded(width, height)).resize((32, 32)))
@@ -132,7 +132,7 @@ def test_fit_crops_the_centre_square_instead_of_squashing(width, height):
 
 def test_fit_leaves_an_image_of_the_target_size_unchanged():
     img = np.random.default_rng(0).integers(0, 256, (32, 32, 3)).astype(np.uint8)
-    np.testing.assert_array_equal(fit(img, 32), img)
+    np.testing.assert_array_equal(fit_square(img, 32), img)
 
 
 def test_fit_matches_the_layer_the_model_applies():
@@ -141,14 +141,14 @@ def test_fit_matches_the_layer_the_model_applies():
     assert layer.get_config()["crop_to_aspect_ratio"]
     assert layer.get_config()["interpolation"] == "bilinear"
     eager = np.clip(np.rint(np.asarray(layer(img.astype(np.float32)))), 0, 255)
-    np.testing.assert_array_equal(fit(img, 24), eager.astype(np.uint8))
-    assert fit(img, 16).shape == (16, 16, 3)
+    np.testing.assert_array_equal(fit_square(img, 24), eager.astype(np.uint8))
+    assert fit_square(img, 16).shape == (16, 16, 3)
 
 
 def test_data_and_live_paths_crop_a_300x200_photo_to_the_same_unsquashed_square(tmp_path):
     """A circle stays a circle: the same centred square whether the photo is loaded for
     training or comes to live.py from an image folder (where the 300-pixel ROI cannot fit)."""
-    from rps.apps.live import place_roi
+    from rps.apps.screen import place_roi
     from rps.config.apps import RoiConfig
     from rps.data.video import open_source
 
@@ -157,7 +157,7 @@ def test_data_and_live_paths_crop_a_300x200_photo_to_the_same_unsquashed_square(
     photo[(yy - 100) ** 2 + (xx - 150) ** 2 < 60**2] = BLUE
     Image.fromarray(photo).save(tmp_path / "photo.png")
 
-    trained = fit(read_rgb(tmp_path / "photo.png"), 64)
+    trained = fit_square(read_rgb(tmp_path / "photo.png"), 64)
     source = open_source(str(tmp_path / "photo.png"))
     (frame,) = list(source)
     crop = place_roi(RoiConfig(size=300), frame.image.shape).crop(frame.image)

@@ -15,20 +15,16 @@ import pytest
 from conftest import REPO, SHARED, TINY, make_folder_dataset, run_cli, tracked_job
 from mlflow.tracking import MlflowClient
 
-from rps.apps.live import (
-    UNCERTAIN,
-    Capturing,
-    Classifying,
+from rps.apps.live import loop
+from rps.apps.modes import UNCERTAIN, Capturing, Classifying, Smoother, decide
+from rps.apps.screen import (
     CropWriter,
     DisplayError,
     Meter,
     PredictionLog,
     Roi,
-    Smoother,
     Window,
     annotate,
-    decide,
-    loop,
     place_roi,
 )
 from rps.config import compose

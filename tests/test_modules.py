@@ -97,3 +97,54 @@ def test_subpackages_use_each_other_in_one_direction():
 def test_the_cycle_finder_finds_a_lazy_import_cycle():
     assert cycle({"job": {"sweep"}, "sweep": {"job"}}) == ["job", "sweep", "job"]
     assert cycle({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+
+
+# Verbs that name one interface, each module its own implementation of it (rps.data.folder
+# and rps.data.tfds_data are data sources; each group module of rps.model builds its part).
+INTERFACE = {"log", "build", "load", "save", "run", "main", "check", "of", "origin"}
+INTERFACE |= {"test_split", "NAMED_FILES"}
+
+
+def public_names(path) -> set[str]:
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return {name for name in names if not name.startswith("_")}
+
+
+def test_no_public_name_is_defined_in_two_modules():
+    where: dict[str, list[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        for name in public_names(path) - INTERFACE:
+            where.setdefault(name, []).append(module_name(path))
+    assert {name: mods for name, mods in where.items() if len(mods) > 1} == {}
+
+
+def test_no_import_renames_a_module_of_rps():
+    """``from rps.x import y as z`` hides what a name is; each module goes by its own name."""
+    files = [*REPO.glob("*.py"), *(REPO / d for d in ("rps", "tests", "benchmarks"))]
+    paths = [p for f in files for p in ([f] if f.is_file() else f.rglob("*.py"))]
+    renamed = [
+        f"{path.name}: {node.module}.{alias.name} as {alias.asname}"
+        for path in paths
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rps")
+        for alias in node.names
+        if alias.asname
+    ]
+    assert renamed == []
+
+
+def test_every_module_reads_in_one_sitting():
+    """400 lines at most: past that a module holds more than one concern."""
+    long = {
+        module_name(p): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 400
+    }
+    assert long == {}

@@ -23,7 +23,7 @@ from rps.config.job import TrackingConfig
 from rps.model import network
 from rps.serve import logged_model
 from rps.serve.predictor import Predictor
-from rps.tracking import mlflow_runs, sweep
+from rps.tracking import backend, mlflow_runs, sweep
 
 # A real pretrained backbone (its weights install with rps) on small inputs: it learns the
 # colour-coded classes in a few epochs, so served predictions can be checked for the class.
@@ -97,7 +97,7 @@ def test_run_has_params_tags_and_per_epoch_metrics(single, root):
 def test_the_experiment_is_model_training_and_the_data_its_runs_inputs(single, root):
     run, client = single["run"], single["client"]
     experiment = client.get_experiment(run.info.experiment_id)
-    assert experiment.tags[mlflow_runs.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    assert experiment.tags[backend.EXPERIMENT_KIND_TAG] == "custom_model_development"
     inputs = {d.tags[0].value: d.dataset for d in run.inputs.dataset_inputs}
     assert list(inputs) == ["train", "val", "test"]
     for split, dataset in inputs.items():
@@ -115,7 +115,7 @@ def test_the_experiment_is_model_training_and_the_data_its_runs_inputs(single, r
         f"{run.info.run_id}?workflowType=machine_learning"
     )
     assert f"in mlflow ui: {link}" in single["log"]
-    assert mlflow_runs.ui_link("http://host:5000/", "7") == (
+    assert backend.ui_link("http://host:5000/", "7") == (
         "http://host:5000/#/experiments/7?workflowType=machine_learning"
     )
 
@@ -151,7 +151,7 @@ def test_model_is_registered(single):
 
 
 def test_unknown_run_id_is_a_clear_error(single):
-    with pytest.raises(mlflow_runs.TrackingError, match="cannot load the model of run 0123"):
+    with pytest.raises(backend.TrackingError, match="cannot load the model of run 0123"):
         logged_model.load("0123456789abcdef", tracking_uri=single["uri"])
 
 
@@ -326,14 +326,13 @@ def test_tracking_can_be_turned_off(root, tmp_path, mlflow_store):
 
 def test_default_store_is_the_project_root_from_any_directory(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    uri = mlflow_runs.store_uri(TrackingConfig(), tmp_path / "project")
+    uri = backend.store_uri(TrackingConfig(), tmp_path / "project")
     assert uri == f"sqlite:///{tmp_path / 'project' / 'mlflow.db'}"
     assert (
-        mlflow_runs.artifact_location(uri, "rps")
-        == (tmp_path / "project" / "mlruns" / "rps").as_uri()
+        backend.artifact_location(uri, "rps") == (tmp_path / "project" / "mlruns" / "rps").as_uri()
     )
     assert (
-        mlflow_runs.store_uri(TrackingConfig(uri="http://127.0.0.1:5000"), tmp_path)
+        backend.store_uri(TrackingConfig(uri="http://127.0.0.1:5000"), tmp_path)
         == "http://127.0.0.1:5000"
     )
 

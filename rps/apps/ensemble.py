@@ -25,7 +25,7 @@ from rps.errors import UserError
 from rps.features import sources
 from rps.serve import logged_model, scores
 from rps.serve.predictor import Predictor
-from rps.tracking import mlflow_runs
+from rps.tracking import backend, mlflow_runs
 from rps.train import outputs
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class Member:
 
 def member_runs(conf: EnsembleConfig, uri: str) -> list:
     """The members' MLflow runs, each checked to have finished (only then is it tested)."""
-    client = mlflow_runs.client_for(uri)
+    client = backend.client_for(uri)
     if conf.sweep_id:
         parent = mlflow_runs.find_run(uri, conf.sweep_id)
         runs = client.search_runs(
@@ -121,7 +121,7 @@ def _test_split(cfg: Config) -> str:
 
 def run(conf: EnsembleConfig, output_dir: Path, root: Path) -> dict:
     """Load and check the members, build and test the ensemble, then write and log it."""
-    uri = mlflow_runs.store_uri(TrackingConfig(uri=conf.tracking.uri), root)
+    uri = backend.store_uri(TrackingConfig(uri=conf.tracking.uri), root)
     members = load_members(conf, uri)
     model = sources.average([m.model for m in members])
     first = members[0].cfg
@@ -139,7 +139,7 @@ def run(conf: EnsembleConfig, output_dir: Path, root: Path) -> dict:
 
     experiment = (
         conf.tracking.experiment
-        or mlflow_runs.client_for(uri).get_experiment(members[0].experiment_id).name
+        or backend.client_for(uri).get_experiment(members[0].experiment_id).name
     )
     name = f"ensemble of {len(members)} runs"
     tags = {

@@ -18,7 +18,7 @@ from rps.config.apps import EvaluateConfig, RoiFind
 from rps.config.job import TrackingConfig
 from rps.data import folder
 from rps.serve import logged_model, scores
-from rps.tracking import mlflow_runs, plots
+from rps.tracking import backend, mlflow_runs, plots
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,13 @@ def run(conf: EvaluateConfig, output_dir: Path, root: Path) -> dict:
         output_dir / "misclassified.png",
         probabilities=[m["probability"] for m in wrong],
     )
-    print(text(result))
+    print(as_text(result))
     if conf.run_id and conf.log:
         _log(conf, root, photos, result, output_dir)
     return result
 
 
-def text(result: dict) -> str:
+def as_text(result: dict) -> str:
     """Accuracy, per-class recall and the confusion matrix (rows: true classes)."""
     names = result["class_names"]
     width = max(len(n) for n in names) + 2
@@ -103,8 +103,8 @@ def text(result: dict) -> str:
 def _log(conf: EvaluateConfig, root: Path, folder: Path, result: dict, output_dir: Path) -> None:
     """Adds the scores to the model's own run, whatever its status: it stays as it was."""
     prefix = f"eval/{metric_name(folder)}"
-    uri = mlflow_runs.store_uri(TrackingConfig(uri=conf.tracking.uri), root)
-    client = mlflow_runs.client_for(uri)
+    uri = backend.store_uri(TrackingConfig(uri=conf.tracking.uri), root)
+    client = backend.client_for(uri)
     mlrun = mlflow_runs.Run(client=client, run_id=conf.run_id, uri=uri)
     mlrun.log_metrics(
         {

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from rps.errors import UserError
 
-T = TypeVar("T")
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def project_root(hydra_cfg) -> Path:
     return Path.cwd()
 
 
-def validated(check: Callable[[], T], output_dir: Path, root: Path) -> T:
+def validated(check: Callable[[], Result], output_dir: Path, root: Path) -> Result:
     """``check()``; where it refuses the config or its input, the output folder that Hydra
     made before the app ran is removed, while it holds only Hydra's config and the log
     (nothing of the app's), with the folders it leaves empty below ``root``: a typo leaves

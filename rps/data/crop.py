@@ -2,7 +2,7 @@
 
 Everything the model sees is the largest centred square of an image, resized: a 300x200
 photo is cropped, never squashed. Training and testing images go through it when they are
-loaded (``rps.data.images.fit``), any input to the saved model through its first layer
+loaded (``rps.data.images.fit_square``), any input to the saved model through its first layer
 (``rps.data.images.square_resizer``, which crops the same square), and live.py's frames through
 it wherever the region of interest does not fit.
 

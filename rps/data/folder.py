@@ -13,7 +13,7 @@ import numpy as np
 
 from rps.cache import ArrayCache, digest, file_digest
 from rps.config.data import BadImagePolicy, FolderDataConfig
-from rps.data.images import BadImage, fit, read_rgb
+from rps.data.images import BadImage, fit_square, read_rgb
 from rps.data.splits import SPLITS, Photos, Split, first_of_each
 from rps.data.video import IMAGE_SUFFIXES
 from rps.errors import DataError
@@ -286,7 +286,7 @@ def _read(path: Path, size: int | None = None) -> np.ndarray | BadImage:
     """The decoded image, with the crop policy at ``size`` unless it is None."""
     try:
         image = read_rgb(path)
-        return image if size is None else fit(image, size)
+        return image if size is None else fit_square(image, size)
     except BadImage as bad:
         return bad
 

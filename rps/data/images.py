@@ -97,7 +97,7 @@ def _resizer(size: int) -> Callable[[np.ndarray], tf.Tensor]:
     return resize
 
 
-def fit(image: np.ndarray, size: int) -> np.ndarray:
+def fit_square(image: np.ndarray, size: int) -> np.ndarray:
     """Apply the crop policy to one HxWx3 uint8 image, back to uint8."""
     top, left, side = centre_square(*image.shape[:2])
     square = image[top : top + side, left : left + side]

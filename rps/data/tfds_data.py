@@ -12,7 +12,7 @@ from PIL import Image
 
 from rps.cache import ArrayCache
 from rps.config.data import TfdsDataConfig
-from rps.data.images import fit, to_rgb
+from rps.data.images import fit_square, to_rgb
 from rps.data.splits import Split, first_of_each
 from rps.errors import DataError
 
@@ -105,7 +105,7 @@ def _tfds_split(builder, split: str, to_sorted: np.ndarray, size: int) -> Split:
     for image, label in tfds.as_numpy(builder.as_dataset(split=split, as_supervised=True)):
         # Through Pillow, so grey and RGBA datasets convert exactly as image files do.
         pixels = Image.fromarray(image[:, :, 0] if image.shape[-1] == 1 else image)
-        images.append(fit(to_rgb(pixels), size))
+        images.append(fit_square(to_rgb(pixels), size))
         labels.append(to_sorted[label])
     # The id reloads one example: tfds.load(name, split=f"{split}[i:i+1]").
     sources = [f"{builder.name}/{split}[{i}]" for i in range(len(images))]

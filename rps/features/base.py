@@ -21,7 +21,7 @@ from rps.config.job import Config
 log = logging.getLogger(__name__)
 
 AUTO_VIEWS = 2  # augmented views per training image when cache.views is null
-VERSION = 1  # bump when what a cached feature means changes
+FEATURES_VERSION = 1  # bump when what a cached feature means changes
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,15 @@ from rps.cache import ArrayCache, derived_seed, digest
 from rps.config.job import Config
 from rps.data.splits import Data
 from rps.errors import DataError
-from rps.features.base import VERSION, Features, cached, views
-from rps.hands import detect, landmarks
+from rps.features.base import FEATURES_VERSION, Features, cached, views
+from rps.hands import detect, landmarks, models
 from rps.model import aug, head, network
 from rps.model.network import Classifier
 
 log = logging.getLogger(__name__)
 
-KIND = "landmarks"  # the cache's name for these entries
-MODEL_NAME = "rps_hand_landmarks"  # what marks a saved model as a landmark head
+LANDMARKS_KIND = "landmarks"  # the cache's name for these entries
+LANDMARK_HEAD = "rps_hand_landmarks"  # what marks a saved model as a landmark head
 
 
 class HandSource:
@@ -37,12 +37,12 @@ class HandSource:
 
     def prepare(self) -> None:
         """The hand models are fetched here, where being offline is refused before the run."""
-        detect.model_files()
+        models.model_files()
 
     def classifier(self, cfg: Config, num_classes: int) -> Classifier:
         top = head.build(cfg.head, landmarks.SIZE, num_classes)
         features = keras.Input(self.input_shape, name="landmark_features")
-        model = keras.Model(features, top(features), name=MODEL_NAME)
+        model = keras.Model(features, top(features), name=LANDMARK_HEAD)
         return Classifier(train=model, inference=model, backbone=None, head=top, augment=None)
 
     def features(
@@ -94,7 +94,7 @@ class HandSource:
         )
 
     def made(self, model: keras.Model) -> bool:
-        return model.name == MODEL_NAME
+        return model.name == LANDMARK_HEAD
 
     def finder(self, files: dict[str, Path] | None = None) -> detect.HandFinder:
         return detect.HandFinder(files)
@@ -116,7 +116,7 @@ class HandSource:
         return 0  # the hand finder takes images of any size as they are
 
     def artifacts(self) -> dict[str, Path]:
-        return detect.model_files()
+        return models.model_files()
 
     def test_locator(self, cache: ArrayCache | None) -> Callable[[np.ndarray], np.ndarray]:
         """The test split's landmarks, found once and cached as training's are."""
@@ -125,7 +125,7 @@ class HandSource:
     def average(self, members: Sequence[keras.Model]) -> keras.Model:
         """The members are landmark heads on the same features."""
         given = keras.Input(self.input_shape, name="landmark_features")
-        return network.average(members, given, MODEL_NAME)
+        return network.mean_of(members, given, LANDMARK_HEAD)
 
 
 def cached_landmarks(
@@ -135,12 +135,16 @@ def cached_landmarks(
     models, its version and the images' bytes key them. Also the seconds the search took,
     and whether it came from the cache."""
     key = digest(
-        VERSION, detect.VERSION, [sha for _, sha in detect.MODELS.values()], name, digest(images)
+        FEATURES_VERSION,
+        detect.FINDER_VERSION,
+        [sha for _, sha in models.MODELS.values()],
+        name,
+        digest(images),
     )
     return cached(
         cache,
         key,
         f"{name} landmarks",
         lambda: detect.first_landmarks(finder or detect.HandFinder(), images),
-        KIND,
+        LANDMARKS_KIND,
     )

@@ -22,16 +22,16 @@ import tensorflow as tf
 from rps.cache import ArrayCache, derived_seed, digest
 from rps.config.job import Config
 from rps.data.crop import cut, hand_square
-from rps.data.images import fit
+from rps.data.images import fit_square
 from rps.data.splits import Data
-from rps.features.base import VERSION, Features, cached, views
+from rps.features.base import FEATURES_VERSION, Features, cached, views
 from rps.hands.detect import HandFinder
-from rps.model import aug, network
+from rps.model import aug, backgrounds, network
 from rps.model.network import Classifier
 
 log = logging.getLogger(__name__)
 
-KIND = "features"  # the cache's name for these entries
+FEATURES_KIND = "features"  # the cache's name for these entries
 _PROGRESS_SECONDS = 5.0
 
 
@@ -59,7 +59,7 @@ class ImageSource:
         if cache is None or classifier.backbone is None:
             return None
         backbone = digest(
-            VERSION,
+            FEATURES_VERSION,
             keras.__version__,
             cfg.backbone.name.value,
             cfg.backbone.input_size,
@@ -69,9 +69,10 @@ class ImageSource:
         image_aug = aug.on_images(cfg.aug)
         policy = image_aug is not None and {
             "aug": vars(cfg.aug),
-            "version": aug.VERSION,
+            "version": aug.POLICY_VERSION,
             "seed": cfg.trainer.seed,
-            "photos": image_aug.background_dir and digest(aug.photos(image_aug.background_dir)[0]),
+            "photos": image_aug.background_dir
+            and digest(backgrounds.photos(image_aug.background_dir)[0]),
         }
         train_images, val_images = digest(data.train.images), digest(data.val.images)
         extractor = classifier.feature_extractor()
@@ -88,7 +89,7 @@ class ImageSource:
                 functools.partial(
                     _passes, extractor, data.train.images, augmentation, cfg.trainer.batch_size
                 ),
-                KIND,
+                FEATURES_KIND,
             )
             train.append(array)
             spent, saved = (spent, saved + cost) if hit else (spent + cost, saved)
@@ -97,7 +98,7 @@ class ImageSource:
             digest(backbone, "val", val_images),
             "val",
             lambda: _passes(extractor, data.val.images, None, cfg.trainer.batch_size),
-            KIND,
+            FEATURES_KIND,
         )
         spent, saved = (spent, saved + cost) if hit else (spent + cost, saved)
         if saved:
@@ -121,7 +122,7 @@ class ImageSource:
             for image, points in zip(images, hands, strict=True)
         ]
         return np.stack(
-            [crop if crop.shape[:2] == (size, size) else fit(crop, size) for crop in crops]
+            [crop if crop.shape[:2] == (size, size) else fit_square(crop, size) for crop in crops]
         ).astype(np.float32)
 
     def frame_input(self, rgb: np.ndarray, hand: np.ndarray | None) -> np.ndarray:
@@ -139,7 +140,7 @@ class ImageSource:
     def average(self, members: Sequence[keras.Model]) -> keras.Model:
         """Each member nests whole, with its own crop, preprocessing and backbone, so members
         may differ in backbone and input size."""
-        return network.average(members, keras.Input((None, None, 3), name="image"), "rps_ensemble")
+        return network.mean_of(members, keras.Input((None, None, 3), name="image"), "rps_ensemble")
 
 
 def _passes(

@@ -84,7 +84,7 @@ def _chain(stages: list[keras.Layer], name: str) -> keras.Model:
     return keras.Model(images, x, name=name)
 
 
-def average(members: Sequence[keras.Model], given: keras.KerasTensor, name: str) -> keras.Model:
+def mean_of(members: Sequence[keras.Model], given: keras.KerasTensor, name: str) -> keras.Model:
     """The mean of the members' logits on ``given``, what they all take."""
     logits = []
     for index, member in enumerate(members):

@@ -33,7 +33,7 @@ from rps.features import sources
 from rps.model import network
 from rps.serve.predictor import Predictor
 from rps.serve.scores import NO_HAND
-from rps.tracking import mlflow_runs
+from rps.tracking import backend, mlflow_runs
 
 MODEL_NAME = "model"
 LABEL = "label"  # the served column beside the class probabilities
@@ -181,18 +181,18 @@ def load(
 ) -> Predictor:
     """The predictor a run logged, from a run id or any MLflow model URI (``models:/rps/3``)."""
     if (run_id is None) == (model_uri is None):
-        raise mlflow_runs.TrackingError("give exactly one of run_id or model_uri")
+        raise backend.TrackingError("give exactly one of run_id or model_uri")
     _no_progress_bars()
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
     uri = model_uri or f"runs:/{run_id}/{MODEL_NAME}"
     try:
         if run_id is not None:
-            mlflow_runs.client_for(mlflow.get_tracking_uri()).get_run(run_id)
+            backend.client_for(mlflow.get_tracking_uri()).get_run(run_id)
         return mlflow.pyfunc.load_model(uri).unwrap_python_model().predictor
     except (MlflowException, OSError, AttributeError) as err:
         what = f"run {run_id}" if run_id else f"model {model_uri}"
-        raise mlflow_runs.TrackingError(
+        raise backend.TrackingError(
             f"cannot load the model of {what} from the tracking store "
             f"{mlflow.get_tracking_uri()}: {first_line(err)}. Check the id in `mlflow ui` "
             "(started in the project root); if the run lives in another store, point "
@@ -206,5 +206,5 @@ def chosen(choice: ModelChoice, store: StoreConfig, root: Path) -> Predictor:
     ``store`` (null: the store training uses, under ``root``)."""
     if choice.model_path:
         return Predictor.of(*network.load(Path(choice.model_path).expanduser()))
-    uri = mlflow_runs.store_uri(TrackingConfig(uri=store.uri), root)
+    uri = backend.store_uri(TrackingConfig(uri=store.uri), root)
     return load(choice.run_id, model_uri=choice.model_uri, tracking_uri=uri)

@@ -75,7 +75,7 @@ def misclassified(scored: dict, split: Split | Photos, class_names: list[str]) -
     ]
 
 
-def report(probs: np.ndarray, data: Data) -> dict:
+def test_report(probs: np.ndarray, data: Data) -> dict:
     """The test split's scores, and each misclassified image with what it was taken for."""
     test = summary(probs, data.test.labels, data.class_names)
     return {
@@ -92,7 +92,7 @@ def report(probs: np.ndarray, data: Data) -> dict:
 def test(predictor, data: Data, batch_size: int) -> dict:
     """A model's scores on the test split, through the predictor every app uses: the
     training job's and the ensemble's test pass."""
-    return report(predictor.probabilities(data.test.images, batch_size), data)
+    return test_report(predictor.probabilities(data.test.images, batch_size), data)
 
 
 def members_scores(accuracies: list[float]) -> dict[str, float]:

@@ -210,7 +210,7 @@ def comparison_bars(
 
 def test_figures(metrics: dict, data: Data, folder: Path) -> None:
     """The confusion matrix and the misclassified test images of ``metrics``
-    (:func:`rps.serve.scores.report`'s), into ``folder``."""
+    (:func:`rps.serve.scores.test_report`'s), into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     confusion_matrix(metrics["confusion_matrix"], data.class_names, folder / "confusion_matrix.png")
     wrong = metrics["misclassified"]

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from rps.config import compose
 from rps.config.context import project_root
 from rps.errors import SweepFailed, UserError, report
-from rps.tracking import mlflow_runs, plots
+from rps.tracking import backend, mlflow_runs, plots
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -207,11 +207,11 @@ class SweepCallback(Callback):
         if not settings.enabled:
             return
         root = project_root(config.hydra)
-        uri = mlflow_runs.store_uri(settings, root)
+        uri = backend.store_uri(settings, root)
         try:
             # Also creates the store, once, before parallel jobs open it.
-            self.client = mlflow_runs.client_for(uri)
-            experiment = mlflow_runs.experiment_id(self.client, settings.experiment, uri)
+            self.client = backend.client_for(uri)
+            experiment = backend.experiment_id(self.client, settings.experiment, uri)
         except UserError as err:
             report(err)
             raise SystemExit(2) from None
@@ -234,7 +234,7 @@ class SweepCallback(Callback):
             "sweep parent run %s in %s; in mlflow ui: %s",
             self.parent,
             uri,
-            mlflow_runs.ui_link(uri, experiment, self.parent),
+            backend.ui_link(uri, experiment, self.parent),
         )
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:

@@ -197,7 +197,7 @@ class Loop:
         return [self.best, *([self.early] if self.early else []), self.history, *self.then]
 
 
-def loop(
+def training_loop(
     model: keras.Model,
     patience: int | None,
     checkpoints: Path | None = None,

@@ -26,7 +26,7 @@ from rps.errors import UserError
 
 FILE = "checkpoint.npz"
 LOCK = ".checkpoint.lock"
-VERSION = 1
+FORMAT_VERSION = 1
 _ARRAYS = ("weights", "best_weights")  # index in the classifier's weights -> value
 _META = "meta"
 
@@ -63,7 +63,7 @@ def save(folder: Path, state: State) -> Path:
         with open(tmp, "wb") as f:
             named: dict[str, Any] = {
                 **arrays,
-                _META: np.array(json.dumps({"version": VERSION, **meta})),
+                _META: np.array(json.dumps({"version": FORMAT_VERSION, **meta})),
             }
             np.savez(f, **named)
 
@@ -77,7 +77,7 @@ def load(folder: Path) -> State | None:
         return None
     with np.load(file, allow_pickle=False) as stored:
         meta = json.loads(str(stored[_META]))
-        if meta.pop("version") != VERSION:
+        if meta.pop("version") != FORMAT_VERSION:
             raise UserError(
                 f"{file} was written by another version of rps and cannot be "
                 "resumed by this one: start the run again."

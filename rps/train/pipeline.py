@@ -64,7 +64,7 @@ def trained(
     else:
         _log_data(mlrun, conf, data)
     ctrl_c = interrupt.CtrlC()
-    loop = callbacks.loop(
+    loop = callbacks.training_loop(
         classifier.train,
         conf.trainer.patience,
         checkpoints=ctx.output_dir,

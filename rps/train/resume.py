@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from rps.config import compose
 from rps.errors import ConfigError, UserError
-from rps.tracking import mlflow_runs
+from rps.tracking import backend, mlflow_runs
 from rps.train import checkpoint
 
 RESUME_KEY = "trainer.resume"
@@ -51,7 +51,7 @@ def prepare(cfg: DictConfig, overrides: list[str], root: Path) -> Resumed:
             "trainer.resume finds the run in MLflow, which tracking.enabled=false "
             "turns off: drop tracking.enabled=false."
         )
-    uri = mlflow_runs.store_uri(settings, root)
+    uri = backend.store_uri(settings, root)
     run = mlflow_runs.find_run(uri, run_id)
     if run.info.status == "FINISHED":
         raise UserError(
