@@ -99,3 +99,23 @@ def test_the_hand_search_benchmark_prints_each_stage(tmp_path):
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert float(cells[1]) == 0.5 and 0 <= float(cells[2]) <= 0.5
         assert float(cells[3]) > 0 and float(cells[4]) >= float(cells[3])
+
+
+@pytest.mark.skipif(not (SHARED / "test").is_dir(), reason=f"{SHARED} is absent")
+def test_a_job_enters_its_modules_in_the_order_of_its_story():
+    """Config, data and model before training, training before the test pass, the test
+    pass before the outputs; nothing enters the job's spine from outside it."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "job_path.py"), "--renders", str(SHARED)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    first = lines[lines.index("In the order the job first enters them:") + 1].split(" -> ")
+    story = ["train.job", "config.compose", "data.dataset", "train.pipeline", "train.stages"]
+    story += ["model.optimizer", "serve.predictor", "train.outputs"]
+    assert [module for module in first if module in story] == story
+    assert "features.sources" in first and "tracking.mlflow_runs" in first
