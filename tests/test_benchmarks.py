@@ -101,6 +101,7 @@ def test_the_hand_search_benchmark_prints_each_stage(tmp_path):
         assert float(cells[3]) > 0 and float(cells[4]) >= float(cells[3])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (SHARED / "test").is_dir(), reason=f"{SHARED} is absent")
 def test_a_job_enters_its_modules_in_the_order_of_its_story():
     """Config, data and model before training, training before the test pass, the test
