@@ -79,17 +79,11 @@ def fit(cfg, data, callbacks=(), cache=None, checkpoints=None, resume=None):
     """A config's classifier, built and trained on ``data`` as a job does, with ``callbacks``
     after its own, checkpoints saved into ``checkpoints`` and resumed from ``resume``.
     Returns the classifier (at its best epoch) and what training reports."""
-    import keras
-
     import rps.train.callbacks
-    from rps.features import sources
-    from rps.train import stages
+    from rps.train import pipeline, stages
 
     strategy = stages.distribution(cfg.trainer.strategy)
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(cfg.trainer.seed)
-    with strategy.scope():
-        classifier = sources.classifier(cfg, len(data.class_names))
+    classifier = pipeline.built(cfg, len(data.class_names), strategy)
     loop = rps.train.callbacks.training_loop(
         classifier.train, cfg.trainer.patience, checkpoints, resume, others=callbacks
     )

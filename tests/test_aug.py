@@ -20,7 +20,7 @@ from rps.errors import ConfigError
 from rps.features import base, sources
 from rps.model import aug, backgrounds, network
 from rps.model.aug import HandComposite, RandomBlur, WhiteBalance
-from rps.train import callbacks, stages, tensorboard
+from rps.train import callbacks, pipeline, stages, tensorboard
 
 # Image augmentation needs an image backbone: the default reads hands.
 IMAGE = ("backbone=efficientnet_lite0",)
@@ -348,12 +348,11 @@ def test_trains_on_cached_background_views_and_shows_them_in_tensorboard(tmp_pat
     )
     store = ArrayCache(tmp_path / "cache")
     data = dataset.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed, store)
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(cfg.trainer.seed)
-    classifier = sources.classifier(cfg, len(data.class_names))
+    strategy = stages.distribution(cfg.trainer.strategy)
+    classifier = pipeline.built(cfg, len(data.class_names), strategy)
     shown = tensorboard.AugmentedImages(data.train.images, classifier.augment, tmp_path / "tb", 0)
     loop = callbacks.training_loop(classifier.train, cfg.trainer.patience, others=[shown])
-    stages.fit(cfg, classifier, data, stages.distribution(cfg.trainer.strategy), loop, store)
+    stages.fit(cfg, classifier, data, strategy, loop, store)
     assert shown.written and list((tmp_path / "tb" / "images").iterdir())
     # The images shown are the model's own first draws, and drawing them left the model's
     # augment stage where it was: its next draws are a fresh copy's first ones.

@@ -118,9 +118,12 @@ class HandSource:
     def artifacts(self) -> dict[str, Path]:
         return models.model_files()
 
-    def test_locator(self, cache: ArrayCache | None) -> Callable[[np.ndarray], np.ndarray]:
-        """The test split's landmarks, found once and cached as training's are."""
-        return lambda images: cached_landmarks(images, "test", cache)[0]
+    def test_locator(
+        self, cache: ArrayCache | None
+    ) -> Callable[[np.ndarray, detect.HandFinder], np.ndarray]:
+        """The test split's landmarks, found once (by the predictor's finder) and cached as
+        training's are."""
+        return lambda images, finder: cached_landmarks(images, "test", cache, finder)[0]
 
     def average(self, members: Sequence[keras.Model]) -> keras.Model:
         """The members are landmark heads on the same features."""

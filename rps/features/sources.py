@@ -26,8 +26,9 @@ from rps.features.image import ImageSource
 from rps.hands.detect import HandFinder
 from rps.model.network import Classifier
 
-# Images -> the landmarks of the hand found in each (N, 21, 3), NaN where none was.
-Locate = Callable[[np.ndarray], np.ndarray]
+# Images, and the finder to search them with -> the landmarks of the hand found in each
+# (N, 21, 3), NaN where none was.
+Locate = Callable[[np.ndarray, HandFinder], np.ndarray]
 
 
 class FeatureSource(Protocol):
@@ -74,12 +75,13 @@ class FeatureSource(Protocol):
     def average(self, members: Sequence[keras.Model]) -> keras.Model: ...
 
 
-SOURCES: tuple[FeatureSource, ...] = (HandSource(), ImageSource())
+HAND, IMAGE = HandSource(), ImageSource()
+SOURCES: tuple[FeatureSource, ...] = (HAND, IMAGE)
 
 
 def of(backbone: BackboneConfig) -> FeatureSource:
     """The one place a backbone's name decides what feeds the head."""
-    return SOURCES[0] if backbone.name is BackboneName.hand_landmarks else SOURCES[1]
+    return HAND if backbone.name is BackboneName.hand_landmarks else IMAGE
 
 
 def of_model(model: keras.Model) -> FeatureSource:

@@ -44,8 +44,8 @@ class Predictor:
     class_names: list[str]  # logit i is class_names[i]
     source: FeatureSource
     finder: detect.HandFinder | None = None
-    # Images -> their landmarks (N, 21, 3), NaN where no hand: the finder's search unless the
-    # source has them cached (the training job's test pass).
+    # Images, finder -> their landmarks (N, 21, 3), NaN where no hand: the finder's search
+    # unless the source has them cached (the training job's test pass).
     locate: Locate | None = None
 
     @classmethod
@@ -76,7 +76,8 @@ class Predictor:
             inputs = self.source.inputs(self.model, images, [None] * len(images))
             return self._logits_to_probs(inputs, batch_size)
         if self.locate is not None:  # one hand per image, found already
-            seen = [[] if np.isnan(p).any() else [(p, 1.0)] for p in self.locate(images)]
+            located = self.locate(images, self.finder)
+            seen = [[] if np.isnan(p).any() else [(p, 1.0)] for p in located]
         else:
             seen = [
                 [(hand.landmarks, hand.score) for hand in found]

@@ -33,18 +33,20 @@ class Ready:
 
 
 def ready(conf: Config) -> Ready:
-    """Sweep jobs share one process: each builds its model from a clean graph and the same
-    seed, under its strategy."""
-    source = sources.of(conf.backbone)
-    source.prepare()
+    sources.of(conf.backbone).prepare()
     store = cache.of(conf.cache)
     data = dataset.load(conf.data, conf.backbone.input_size, conf.trainer.seed, store)
     strategy = stages.distribution(conf.trainer.strategy)
+    return Ready(store, data, strategy, built(conf, len(data.class_names), strategy))
+
+
+def built(conf: Config, num_classes: int, strategy: Any) -> Classifier:
+    """The config's classifier under ``strategy``. Sweep jobs share one process: each builds
+    its model from a clean graph and the config's seed, as a lone job would."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(conf.trainer.seed)
     with strategy.scope():
-        classifier = source.classifier(conf, len(data.class_names))
-    return Ready(store, data, strategy, classifier)
+        return sources.classifier(conf, num_classes)
 
 
 def trained(
