@@ -12,10 +12,11 @@ import hashlib
 import json
 import logging
 import os
+import struct
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -57,15 +58,44 @@ def derived_seed(*parts: Any) -> int:
     return int(digest(*parts)[:8], 16)
 
 
-def file_digest(paths: Iterable[Path], root: Path) -> str:
-    """Files' bytes and their paths below ``root`` (which name their split and class): the
-    same files give the same digest wherever they are, and no decoding is needed."""
-    h = hashlib.sha256()
-    for path in paths:
-        h.update(str(path.relative_to(root)).encode() + b"\0")
+FILE_DIGESTS_KIND = "file_digests"  # the cache's name for its index of files' digests
+
+
+def file_digests(paths: Sequence[Path], root: Path, cache: ArrayCache | None) -> list[str]:
+    """Each file's sha256. With a cache, a file is read only when its size, mtime, ctime or
+    inode differ from when its digest was stored: the test make and rsync use, made stricter
+    by the ctime, which every write moves and no tool can set back. So a job on unchanged
+    files stats them and reads none."""
+    stats = [path.stat() for path in paths]
+    seen = [(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) for st in stats]
+    names = [str(path.relative_to(root)) for path in paths]
+    key = digest(str(root.resolve()))
+    known: dict[str, tuple[tuple[int, ...], str]] = {}
+    stored = cache.get(FILE_DIGESTS_KIND, key) if cache is not None else None
+    if stored is not None:
+        rows = zip(stored["names"], stored["stats"], stored["digests"], strict=True)
+        known = {str(name): (tuple(int(v) for v in stat), str(sha)) for name, stat, sha in rows}
+    shas, fresh = [], 0
+    for path, name, stat in zip(paths, names, seen, strict=True):
+        hit = known.get(name)
+        if hit is not None and hit[0] == stat:
+            shas.append(hit[1])
+            continue
         with open(path, "rb") as f:
-            h.update(hashlib.file_digest(f, "sha256").digest())
-    return h.hexdigest()
+            shas.append(hashlib.file_digest(f, "sha256").hexdigest())
+        known[name] = (stat, shas[-1])
+        fresh += 1
+    if cache is not None and fresh:
+        cache.put(
+            FILE_DIGESTS_KIND,
+            key,
+            {
+                "names": np.array(list(known), dtype=str),
+                "stats": np.array([stat for stat, _ in known.values()], dtype=np.int64),
+                "digests": np.array([sha for _, sha in known.values()], dtype=str),
+            },
+        )
+    return shas
 
 
 def write_atomically(dest: Path, write: Callable[[Path], None], suffix: str = ".tmp") -> Path:
@@ -91,13 +121,20 @@ class ArrayCache:
     def path(self, kind: str, key: str) -> Path:
         return self.folder / kind / f"{key}.npz"
 
-    def get(self, kind: str, key: str) -> dict[str, np.ndarray] | None:
+    def get(
+        self, kind: str, key: str, mapped: Collection[str] = ()
+    ) -> dict[str, np.ndarray] | None:
+        """The entry's arrays; those named in ``mapped`` are mapped from the file, read-only,
+        so a page of them is read from disk only when it is used."""
         path = self.path(kind, key)
         if not path.is_file():
             return None
         try:
             with np.load(path, allow_pickle=False) as stored:
-                arrays = {name: stored[name] for name in stored.files}
+                arrays = {
+                    name: _mapped(path, stored.zip, name) if name in mapped else stored[name]
+                    for name in stored.files
+                }
             os.utime(path)  # its last use, which `python -m rps.cache clean --unused` reads
             return arrays
         # A file cut short by a crash or a full disk fails in any of these ways. Left in
@@ -113,6 +150,38 @@ class ArrayCache:
                 np.savez(f, **cast(dict[str, Any], arrays))  # names, not flags
 
         return write_atomically(self.path(kind, key), write)
+
+
+def _mapped(path: Path, archive: zipfile.ZipFile, name: str) -> np.ndarray:
+    """An array of an .npz, mapped where its bytes lie: np.savez stores them uncompressed, after
+    the member's local header and the .npy header."""
+    info = archive.getinfo(f"{name}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise ValueError(f"{name} is compressed, so it cannot be mapped")
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if local[:4] != b"PK\x03\x04":
+            raise ValueError(f"{name}: no zip member header where the index points")
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"{name}: .npy format {version} is not one np.savez writes")
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{name} holds objects, which cannot be mapped")
+    if offset + int(np.prod(shape)) * dtype.itemsize > path.stat().st_size:
+        raise ValueError(f"{name} is cut short")
+    return np.memmap(
+        path, dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C"
+    )
 
 
 def of(cfg: CacheConfig) -> ArrayCache | None:

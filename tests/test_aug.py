@@ -350,7 +350,7 @@ def test_trains_on_cached_background_views_and_shows_them_in_tensorboard(tmp_pat
     data = dataset.load(cfg.data, cfg.backbone.input_size, cfg.trainer.seed, store)
     strategy = stages.distribution(cfg.trainer.strategy)
     classifier = pipeline.built(cfg, len(data.class_names), strategy)
-    shown = tensorboard.AugmentedImages(data.train.images, classifier.augment, tmp_path / "tb", 0)
+    shown = tensorboard.AugmentedImages(data.train, classifier.augment, tmp_path / "tb", 0)
     loop = callbacks.training_loop(classifier.train, cfg.trainer.patience, others=[shown])
     stages.fit(cfg, classifier, data, strategy, loop, store)
     assert shown.written and list((tmp_path / "tb" / "images").iterdir())

@@ -1,5 +1,6 @@
 """The feature and decoded-image caches: hits, misses on any changed input, safe sharing."""
 
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -119,12 +120,38 @@ def test_decoded_images_come_back_identical_from_the_cache(root, tmp_path, caplo
     first = dataset.load(cfg.data, 32, 0, store)
     with caplog.at_level(logging.INFO, logger="rps"):
         second = dataset.load(cfg.data, 32, 0, store)
-    assert "read from the cache" in caplog.text
+    assert "mapped from the cache" in caplog.text
     for name in ("train", "val", "test"):
         a, b = getattr(first, name), getattr(second, name)
         np.testing.assert_array_equal(a.images, b.images)
         np.testing.assert_array_equal(a.labels, b.labels)
-        assert a.sources == b.sources
+        assert a.sources == b.sources and a.key == b.key
+    assert isinstance(second.test.images, np.memmap), "mapped, not read"
+
+
+def test_a_warm_load_hashes_no_file_and_reads_no_pixel(root, tmp_path, monkeypatch):
+    """The files' digests are kept by size, mtime and ctime: unchanged files are only
+    stat'ed, and the images stay on disk until used. A file touched is hashed again (the
+    same bytes: a hit); a file rewritten is hashed again and misses."""
+    store = ArrayCache(tmp_path / "cache")
+    data = compose.to_object(compose_cfg("data=folder", f"data.root={root}")).data
+    first = dataset.load(data, 32, 0, store)
+    hashed = []
+    file_digest = hashlib.file_digest
+    monkeypatch.setattr(
+        hashlib, "file_digest", lambda f, name: hashed.append(f.name) or file_digest(f, name)
+    )
+    again = dataset.load(data, 32, 0, store)
+    assert hashed == [] and again.train.key == first.train.key
+    assert "images" not in vars(again.train), "a held-out split keeps its rows, not a copy"
+    np.testing.assert_array_equal(again.train.take(np.array([2, 0])), first.train.images[[2, 0]])
+    touched = root / "train" / "rock" / "rock_001.png"
+    os.utime(touched)
+    assert dataset.load(data, 32, 0, store).train.key == first.train.key
+    assert hashed == [str(touched)]
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(touched)
+    changed = dataset.load(data, 32, 0, store)
+    assert hashed[1:] == [str(touched)] and changed.train.key != first.train.key
 
 
 def test_cache_disabled_takes_the_image_path_and_writes_nothing(root, tmp_path):
@@ -222,7 +249,7 @@ def test_the_same_files_elsewhere_hit_the_decoded_images(root, tmp_path, caplog)
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="rps"):
             again = dataset.load(moved.data, 32, 0, store)
-        assert "read from the cache" in caplog.text
+        assert "mapped from the cache" in caplog.text
         np.testing.assert_array_equal(first.train.images, again.train.images)
         # Its paths are where the files are now, for error reports and grids.
         assert again.test.sources == [
@@ -299,7 +326,7 @@ def test_a_job_heals_cache_entries_a_crash_cut_short(tmp_path, mlflow_store):
     first = job("first")
     assert first.returncode == 0, first.stderr[-3000:]
     entries = sorted((tmp_path / "cache").glob("*/*.npz"))
-    assert {e.parent.name for e in entries} == {"images", "landmarks"}
+    assert {e.parent.name for e in entries} == {"file_digests", "images", "landmarks"}
     for i, entry in enumerate(entries):
         entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2] if i % 2 else b"")
     second = job("second")

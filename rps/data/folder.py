@@ -1,5 +1,5 @@
 """Folder datasets: ``<root>/<split>/<class>/<image>``, listed, checked, decoded in parallel
-and cached by the files' bytes."""
+and cached by the files' bytes (their digests kept by size, mtime and ctime)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rps.cache import ArrayCache, digest, file_digest
+from rps.cache import ArrayCache, digest, file_digests
 from rps.config.data import BadImagePolicy, FolderDataConfig
 from rps.data.images import BadImage, fit_square, read_rgb
 from rps.data.splits import SPLITS, Photos, Split, first_of_each
@@ -90,14 +90,16 @@ def load(
     if cache is not None:
         started = time.perf_counter()
         files = [path for paths, _ in listings.values() for path in paths]
-        key = digest(_DECODED_VERSION, size, file_digest(files, root))
-        stored = cache.get(_CACHE_KIND, key)
+        shas = file_digests(files, root, cache)
+        names = [str(path.relative_to(root)) for path in files]
+        key = digest(_DECODED_VERSION, size, names, shas)
+        stored = cache.get(_CACHE_KIND, key, mapped=[f"{split}_images" for split in listings])
         if stored is not None:
             log.info(
-                "decoded images read from the cache (files checked in %.1f s)",
+                "decoded images mapped from the cache (files checked in %.1f s)",
                 time.perf_counter() - started,
             )
-            splits, bad = _from_arrays(stored, list(listings), root)
+            splits, bad = _from_arrays(stored, list(listings), root, key)
             if bad:
                 _handle_bad(root, bad, cfg.on_bad_image)
             return class_names, splits
@@ -118,6 +120,10 @@ def load(
         )
     if cache is not None and key is not None:
         cache.put(_CACHE_KIND, key, _to_arrays(splits, bad, root))
+        # The next job maps what this one decoded; mapping it now gives this job the keys.
+        stored = cache.get(_CACHE_KIND, key, mapped=[f"{split}_images" for split in splits])
+        if stored is not None:
+            splits, _ = _from_arrays(stored, list(splits), root, key)
     return class_names, splits
 
 
@@ -142,13 +148,14 @@ def _to_arrays(splits: dict[str, Split], bad: list[BadImage], root: Path) -> dic
 
 
 def _from_arrays(
-    arrays: dict[str, np.ndarray], names: list[str], root: Path
+    arrays: dict[str, np.ndarray], names: list[str], root: Path, key: str
 ) -> tuple[dict[str, Split], list[BadImage]]:
     splits = {
         name: Split(
             arrays[f"{name}_images"],
             arrays[f"{name}_labels"],
             [str(root / p) for p in arrays[f"{name}_sources"]],
+            key=digest(key, name),
         )
         for name in names
     }

@@ -17,7 +17,7 @@ import numpy as np
 
 from rps.cache import ArrayCache, derived_seed, digest
 from rps.config.job import Config
-from rps.data.splits import Data
+from rps.data.splits import Data, Split
 from rps.errors import DataError
 from rps.features.base import FEATURES_VERSION, Features, cached, views
 from rps.hands import detect, landmarks, models
@@ -53,7 +53,7 @@ class HandSource:
         without a hand are left out."""
         points, spent, saved = {}, 0.0, 0.0
         for name in ("train", "val"):
-            points[name], cost, hit = cached_landmarks(getattr(data, name).images, name, cache)
+            points[name], cost, hit = cached_landmarks(getattr(data, name), name, cache)
             spent, saved = (spent, saved + cost) if hit else (spent + cost, saved)
         found = {name: ~np.isnan(p).any(axis=(1, 2)) for name, p in points.items()}
         no_hand = {name: int((~f).sum()) for name, f in found.items()}
@@ -119,11 +119,17 @@ class HandSource:
         return models.model_files()
 
     def test_locator(
-        self, cache: ArrayCache | None
+        self, test: Split, cache: ArrayCache | None
     ) -> Callable[[np.ndarray, detect.HandFinder], np.ndarray]:
         """The test split's landmarks, found once (by the predictor's finder) and cached as
         training's are."""
-        return lambda images, finder: cached_landmarks(images, "test", cache, finder)[0]
+
+        def locate(images: np.ndarray, finder: detect.HandFinder) -> np.ndarray:
+            if images is not test.images:
+                raise ValueError("this locator finds the hands of its own test split only")
+            return cached_landmarks(test, "test", cache, finder)[0]
+
+        return locate
 
     def average(self, members: Sequence[keras.Model]) -> keras.Model:
         """The members are landmark heads on the same features."""
@@ -132,7 +138,7 @@ class HandSource:
 
 
 def cached_landmarks(
-    images: np.ndarray, name: str, cache: ArrayCache | None, finder: detect.HandFinder | None = None
+    split: Split, name: str, cache: ArrayCache | None, finder: detect.HandFinder | None = None
 ) -> tuple[np.ndarray, float, bool]:
     """The landmarks of a split's images (NaN: no hand), found once and cached: the finder's
     models, its version and the images' bytes key them. Also the seconds the search took,
@@ -142,12 +148,12 @@ def cached_landmarks(
         detect.FINDER_VERSION,
         [sha for _, sha in models.MODELS.values()],
         name,
-        digest(images),
+        split.key,
     )
     return cached(
         cache,
         key,
         f"{name} landmarks",
-        lambda: detect.first_landmarks(finder or detect.HandFinder(), images),
+        lambda: detect.first_landmarks(finder or detect.HandFinder(), split.images),
         LANDMARKS_KIND,
     )

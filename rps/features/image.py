@@ -23,7 +23,7 @@ from rps.cache import ArrayCache, derived_seed, digest
 from rps.config.job import Config
 from rps.data.crop import cut, hand_square
 from rps.data.images import fit_square
-from rps.data.splits import Data
+from rps.data.splits import Data, Split
 from rps.features.base import FEATURES_VERSION, Features, cached, views
 from rps.hands.detect import HandFinder
 from rps.model import aug, backgrounds, network
@@ -74,7 +74,7 @@ class ImageSource:
             "photos": image_aug.background_dir
             and digest(backgrounds.photos(image_aug.background_dir)[0]),
         }
-        train_images, val_images = digest(data.train.images), digest(data.val.images)
+        train_images, val_images = data.train.key, data.val.key
         extractor = classifier.feature_extractor()
         spent = saved = 0.0
         train = []
@@ -134,7 +134,7 @@ class ImageSource:
     def artifacts(self) -> dict[str, Path]:
         return {}
 
-    def test_locator(self, cache: ArrayCache | None) -> None:
+    def test_locator(self, test: Split, cache: ArrayCache | None) -> None:
         return None
 
     def average(self, members: Sequence[keras.Model]) -> keras.Model:

@@ -18,7 +18,7 @@ import numpy as np
 from rps.cache import ArrayCache
 from rps.config.job import Config
 from rps.config.model import BackboneConfig, BackboneName
-from rps.data.splits import Data
+from rps.data.splits import Data, Split
 from rps.errors import UserError
 from rps.features.base import Features
 from rps.features.hand import HandSource
@@ -68,7 +68,7 @@ class FeatureSource(Protocol):
     def artifacts(self) -> dict[str, Path]:
         """Files a logged model carries besides the Keras model."""
 
-    def test_locator(self, cache: ArrayCache | None) -> Locate | None:
+    def test_locator(self, test: Split, cache: ArrayCache | None) -> Locate | None:
         """How the job's test pass finds hands, cached like training's, if this source
         reads them."""
 

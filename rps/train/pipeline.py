@@ -74,16 +74,14 @@ def trained(
         log_epoch=mlrun.log_epoch,
         others=[
             tensorboard.callback(tb_dir),
-            tensorboard.AugmentedImages(
-                data.train.images, classifier.augment, tb_dir, conf.trainer.seed
-            ),
+            tensorboard.AugmentedImages(data.train, classifier.augment, tb_dir, conf.trainer.seed),
             ctrl_c,
         ],
     )
     with ctrl_c.installed():
         fitted = stages.fit(conf, classifier, data, strategy, loop, store)
 
-    locate = sources.of(conf.backbone).test_locator(store)
+    locate = sources.of(conf.backbone).test_locator(data.test, store)
     tested = Predictor.of(classifier.inference, data.class_names, locate=locate)
     metrics = {
         **scores.test(tested, data, conf.trainer.batch_size),
@@ -108,16 +106,16 @@ def trained(
 
 
 def _log_data(mlrun: mlflow_runs.Run, conf: Config, data: dataset.Data) -> None:
-    """The data as the run's inputs: where it is, a digest of each split's content (every
-    image subsampled 4x each way, and the labels), and the counts per class."""
+    """The data as the run's inputs: where it is, a digest of each split's content (its
+    pixels' key and its labels), and the counts per class."""
     name, where = dataset.source(conf.data).origin(conf.data)
     splits = {}
     for split in dataset.SPLITS:
         part = getattr(data, split)
         counts = np.bincount(part.labels, minlength=len(data.class_names))
         splits[split] = mlflow_runs.DatasetSplit(
-            digest=cache.digest(part.labels, part.images[:, ::4, ::4]),
-            images=f"{part.images.dtype}{list(part.images.shape)}",
+            digest=cache.digest(part.key, part.labels),
+            images=f"uint8{list(part.image_shape)}",
             classes=data.class_names,
             counts=dict(zip(data.class_names, counts.tolist(), strict=True)),
         )

@@ -8,6 +8,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from rps.data.splits import Split
+
 IMAGES_SHOWN = 8
 
 
@@ -22,11 +24,11 @@ class AugmentedImages(keras.callbacks.Callback):
     model's own do, and the model's are left as they would be without it."""
 
     def __init__(
-        self, images: np.ndarray, augmentation: keras.Sequential | None, log_dir: Path, seed: int
+        self, train: Split, augmentation: keras.Sequential | None, log_dir: Path, seed: int
     ) -> None:
         super().__init__()
-        pick = np.random.default_rng(seed).permutation(len(images))[:IMAGES_SHOWN]
-        self.images = images[pick].astype("float32")
+        pick = np.random.default_rng(seed).permutation(len(train))[:IMAGES_SHOWN]
+        self.images = train.take(pick).astype("float32")
         self.augmentation = (
             None
             if augmentation is None
