@@ -45,6 +45,11 @@ def traced(argv: list[str], spine: set[str]) -> list[str]:
             if not entered or entered[-1] != module:
                 entered.append(module)
 
+    # Their imports are no step of the job, and profiled they take minutes.
+    import matplotlib.pyplot  # noqa: F401
+    import mlflow  # noqa: F401
+    import tensorflow  # noqa: F401
+
     sys.argv = [str(REPO / "run.py"), *argv]
     sys.setprofile(profile)
     try:
