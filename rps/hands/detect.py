@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -44,14 +46,17 @@ RETRY_GAMMA = 0.5
 _BRIGHTER = np.round(255 * (np.arange(256) / 255) ** RETRY_GAMMA).astype(np.uint8)
 FINDER_VERSION = 3  # bump when what the finder returns changes: it keys the landmark cache
 _PROGRESS_SECONDS = 5.0
+_PER_WORKER = 16  # images below which a second finder costs more than it saves
 
 
-def _interpreter(path: Path):
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _interpreter(path: Path, threads: int):
     from ai_edge_litert.interpreter import Interpreter
 
-    # Two threads per model make live.py's frames faster than one (benchmarks/live.py); more
-    # cores are not assumed.
-    interpreter = Interpreter(model_path=str(path), num_threads=min(os.cpu_count() or 1, 2))
+    interpreter = Interpreter(model_path=str(path), num_threads=threads)
     interpreter.allocate_tensors()
     return interpreter
 
@@ -153,13 +158,21 @@ class HandFinder:
         files: dict[str, Path] | None = None,
         min_palm_score: float = MIN_PALM_SCORE,
         tiled: bool = True,
+        threads: int | None = None,
     ) -> None:
-        files = files or models.model_files()
+        """Two threads per model make live.py's frames faster than one (benchmarks/live.py);
+        more cores are not assumed. A list of images is shared among finders of one thread
+        each instead (:func:`every_hand`)."""
+        self.files = files or models.model_files()
         self.min_palm_score = min_palm_score
         self.tiled = tiled
-        self.palm = _interpreter(files["palm_detection"])
-        self.landmark = _interpreter(files["hand_landmark"])
+        threads = threads or min(cores(), 2)
+        self.palm = _interpreter(self.files["palm_detection"], threads)
+        self.landmark = _interpreter(self.files["hand_landmark"], threads)
         self.anchors = anchors()
+
+    def single_threaded(self) -> HandFinder:
+        return HandFinder(self.files, self.min_palm_score, self.tiled, threads=1)
 
     @staticmethod
     def _run(interpreter, tensor: np.ndarray) -> list[np.ndarray]:
@@ -347,21 +360,39 @@ def same_hand(a: Hand, b: Hand) -> bool:
     return float(_iou(box_a, box_b[None])[0]) > SAME_HAND_IOU
 
 
-def every_hand(finder: HandFinder, images) -> list[list[Hand]]:
-    """The hands found in each image, surest first. Logs its progress on long lists."""
-    out = []
-    started = last = time.perf_counter()
-    for i, image in enumerate(images):
-        out.append(finder.hands(np.asarray(image)))
-        if time.perf_counter() - last > _PROGRESS_SECONDS:
-            last = time.perf_counter()
-            log.info(
-                "%d/%d images, %.0f ms each",
-                i + 1,
-                len(images),
-                1000 * (last - started) / (i + 1),
-            )
-    return out
+def every_hand(finder: HandFinder, images, workers: int | None = None) -> list[list[Hand]]:
+    """The hands found in each image, surest first. A long list is cut into one run of
+    images per core, each searched by a finder of its own with one thread: the models are
+    small, so the Python and OpenCV work between their calls would leave a second thread of
+    one finder idle, where a second finder keeps both cores busy. Logs its progress."""
+    workers = min(workers or cores(), max(1, len(images) // _PER_WORKER))
+    done, lock = [0], threading.Lock()
+    started = time.perf_counter()
+    last = [started]
+
+    def search(part_finder: HandFinder, part: Sequence) -> list[list[Hand]]:
+        out = []
+        for image in part:
+            out.append(part_finder.hands(np.asarray(image)))
+            with lock:
+                done[0] += 1
+                if time.perf_counter() - last[0] > _PROGRESS_SECONDS:
+                    last[0] = time.perf_counter()
+                    log.info(
+                        "%d/%d images, %.0f ms each",
+                        done[0],
+                        len(images),
+                        1000 * (last[0] - started) / done[0],
+                    )
+        return out
+
+    if workers == 1:
+        return search(finder, images)
+    bounds = np.linspace(0, len(images), workers + 1).round().astype(int)
+    parts = [images[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    with ThreadPoolExecutor(workers) as pool:
+        found = pool.map(lambda part: search(finder.single_threaded(), part), parts)
+        return [hands for part in found for hands in part]
 
 
 def first_landmarks(finder: HandFinder, images) -> np.ndarray:
