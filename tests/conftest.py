@@ -90,10 +90,30 @@ def fit(cfg, data, callbacks=(), cache=None, checkpoints=None, resume=None):
     return classifier, stages.fit(cfg, classifier, data, strategy, loop, cache)
 
 
+# The files that take longest (pytest --durations), longest first. `make test` hands whole
+# files to its two workers (pytest-xdist's loadfile) in the order they are collected: one of
+# these started last would run alone while the other worker idles.
+LONGEST_FILES = (
+    "test_hands.py",
+    "test_real_data.py",
+    "test_ensemble.py",
+    "test_tracking.py",
+    "test_live.py",
+    "test_cache.py",
+    "test_scaleout.py",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow tests first: `make test` runs two workers (pytest-xdist), and a test of several
-    minutes that starts last would leave one worker idle while it runs alone."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The longest files first, then the files with slow tests, each file's slow tests first."""
+
+    def cost(item: pytest.Item) -> tuple[int, bool]:
+        name = item.path.name
+        if name in LONGEST_FILES:
+            return LONGEST_FILES.index(name), item.get_closest_marker("slow") is None
+        return len(LONGEST_FILES), item.get_closest_marker("slow") is None
+
+    items.sort(key=cost)
 
 
 @pytest.fixture(autouse=True)
@@ -252,9 +272,14 @@ def run_cli(
 
 @pytest.fixture(autouse=True, scope="session")
 def rps_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One cache for the whole session, never the user's: keys cover every input, so tests
-    that share inputs may share entries, exactly as jobs do."""
-    folder = tmp_path_factory.mktemp("rps-cache")
+    """One cache for the whole session, never the user's, shared by pytest-xdist's workers:
+    keys cover every input, so tests that share inputs may share entries (a landmark pass
+    of the renders is paid once), exactly as concurrent jobs do."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.getbasetemp().parent / "rps-cache"
+        folder.mkdir(exist_ok=True)
+    else:
+        folder = tmp_path_factory.mktemp("rps-cache")
     previous = os.environ.get("RPS_CACHE_DIR")
     os.environ["RPS_CACHE_DIR"] = str(folder)
     yield folder
