@@ -62,6 +62,12 @@ BENCHMARKS = {
         "a served model's latency per 640x480 photo, as a base64 JPEG and as JSON pixels",
         lambda a: ["--images", a.real[0]],
     ),
+    "feedback": (
+        "Feedback",
+        "how long a user waits: a typo, a cold and a warm job, a head sweep and an Optuna "
+        "search, as ratios to a bare TensorFlow import; the landmark pass per image",
+        lambda a: ["--data", a.renders, "--out", a.out / "feedback"],
+    ),
     "sweeps": (
         "Sweeps",
         "one head sweep run serially, with joblib and with Ray",

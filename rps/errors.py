@@ -61,6 +61,8 @@ def exit_status(main: Callable[[], object]) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    global _task_started
+    _task_started = False  # this entry point's task, not one run before it in this process
     try:
         main()
     except SweepFailed:

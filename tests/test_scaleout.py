@@ -58,6 +58,7 @@ def test_joblib_runs_jobs_at_once_into_one_sqlite_store(tiny, tmp_path, mlflow_s
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=4",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        fresh=True,  # a launcher of processes, from a process of its own as a user starts it
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 1, output[-3000:]  # the last job is meant to fail
@@ -90,6 +91,7 @@ def test_ray_runs_the_jobs_as_ray_tasks(tiny, tmp_path, mlflow_store):
         "++hydra.launcher.ray.init.num_cpus=2",
         "++hydra.launcher.ray.init.include_dashboard=false",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        fresh=True,  # Ray's workers and its output capture belong to a process of its own
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
