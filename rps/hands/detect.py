@@ -361,14 +361,12 @@ def same_hand(a: Hand, b: Hand) -> bool:
 
 
 def every_hand(finder: HandFinder, images, workers: int | None = None) -> list[list[Hand]]:
-    """The hands found in each image, surest first. A long list is cut into one run of
-    images per core, each searched by a finder of its own with one thread: the models are
-    small, so the Python and OpenCV work between their calls would leave a second thread of
-    one finder idle, where a second finder keeps both cores busy. Logs its progress."""
+    """The hands found in each image, surest first. A long list is cut into one run per
+    core, each searched by a single-threaded finder of its own, which keeps the cores busier
+    than one finder of two threads does (benchmarks/feedback.py). Logs its progress."""
     workers = min(workers or cores(), max(1, len(images) // _PER_WORKER))
-    done, lock = [0], threading.Lock()
-    started = time.perf_counter()
-    last = [started]
+    lock, started = threading.Lock(), time.perf_counter()
+    done, last = [0], [started]
 
     def search(part_finder: HandFinder, part: Sequence) -> list[list[Hand]]:
         out = []
@@ -378,12 +376,8 @@ def every_hand(finder: HandFinder, images, workers: int | None = None) -> list[l
                 done[0] += 1
                 if time.perf_counter() - last[0] > _PROGRESS_SECONDS:
                     last[0] = time.perf_counter()
-                    log.info(
-                        "%d/%d images, %.0f ms each",
-                        done[0],
-                        len(images),
-                        1000 * (last[0] - started) / done[0],
-                    )
+                    each = 1000 * (last[0] - started) / done[0]
+                    log.info("%d/%d images, %.0f ms each", done[0], len(images), each)
         return out
 
     if workers == 1:
