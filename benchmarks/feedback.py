@@ -82,9 +82,11 @@ def main() -> None:
 
     def job(*overrides: str, ok: tuple[int, ...] = (0,)) -> float:
         n = next(count)
-        command = [*python, "run.py", *data, *overrides, f"hydra.run.dir={args.out / str(n)}"]
-        if any(o in ("-m", "--multirun") or o.startswith(("sweep=", "hparams")) for o in overrides):
-            command[-1] = f"hydra.sweep.dir={args.out / str(n)}"
+        swept = "-m" in overrides or any(o.startswith("sweep=") for o in overrides)
+        folder = f"hydra.{'sweep' if swept else 'run'}.dir={args.out / str(n)}"
+        flags = [o for o in overrides if o.startswith("-")]  # Hydra's come before overrides
+        rest = [o for o in overrides if not o.startswith("-")]
+        command = [*python, "run.py", *flags, *data, *rest, folder]
         return timed(command, env, args.out / f"{n}.log", ok)
 
     def median(measure, repeats: int) -> float:
