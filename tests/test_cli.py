@@ -168,6 +168,7 @@ def test_debug_runs_a_config_end_to_end_on_a_few_images(tmp_path, mlflow_store):
         "backbone=efficientnet_lite0",
         "backbone.input_size=64",
         f"hydra.run.dir={out}",
+        fresh=True,  # what the console shows of TensorFlow's C++ start-up is the process's
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # TensorFlow's start-up lines from C++ (I0000 ..., E0000 ... cuInit) stay off the console.
