@@ -120,3 +120,16 @@ def test_a_job_enters_its_modules_in_the_order_of_its_story():
     story += ["model.optimizer", "serve.predictor", "train.outputs"]
     assert [module for module in first if module in story] == story
     assert "features.sources" in first and "tracking.mlflow_runs" in first
+
+
+@pytest.mark.skipif(not (SHARED / "test").is_dir(), reason=f"{SHARED} is absent")
+def test_the_feedback_benchmark_times_the_landmark_pass_both_ways():
+    """Its jobs are the entry points the other tests run; its own part is the two ways of
+    searching a list of renders, timed interleaved."""
+    spec = importlib.util.spec_from_file_location("feedback", REPO / "benchmarks" / "feedback.py")
+    feedback = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(feedback)
+    rows = feedback.landmark_pass(SHARED, 40, 1)
+    (one, _), (per_core, _) = rows
+    assert one.startswith("one finder,") and per_core.startswith("one finder per core")
+    assert all(ms > 0 for _, ms in rows)
