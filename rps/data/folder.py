@@ -87,13 +87,14 @@ def load(
         log.info("validating on %s (data.val_fraction and val_groups are not used)", dirs["val"])
 
     key = None
+    mapped = [f"{split}_images" for split in listings]
     if cache is not None:
         started = time.perf_counter()
         files = [path for paths, _ in listings.values() for path in paths]
         shas = file_digests(files, root, cache)
         names = [str(path.relative_to(root)) for path in files]
         key = digest(_DECODED_VERSION, size, names, shas)
-        stored = cache.get(_CACHE_KIND, key, mapped=[f"{split}_images" for split in listings])
+        stored = cache.get(_CACHE_KIND, key, mapped=mapped)
         if stored is not None:
             log.info(
                 "decoded images mapped from the cache (files checked in %.1f s)",
@@ -121,7 +122,7 @@ def load(
     if cache is not None and key is not None:
         cache.put(_CACHE_KIND, key, _to_arrays(splits, bad, root))
         # The next job maps what this one decoded; mapping it now gives this job the keys.
-        stored = cache.get(_CACHE_KIND, key, mapped=[f"{split}_images" for split in splits])
+        stored = cache.get(_CACHE_KIND, key, mapped=mapped)
         if stored is not None:
             splits, _ = _from_arrays(stored, list(splits), root, key)
     return class_names, splits

@@ -74,12 +74,11 @@ class ImageSource:
             "photos": image_aug.background_dir
             and digest(backgrounds.photos(image_aug.background_dir)[0]),
         }
-        train_images, val_images = data.train.key, data.val.key
         extractor = classifier.feature_extractor()
         spent = saved = 0.0
         train = []
         for view in range(n_views):
-            key = digest(backbone, "train", train_images, policy, view)
+            key = digest(backbone, "train", data.train.key, policy, view)
             seed = derived_seed(cfg.trainer.seed, view)
             augmentation = aug.build(image_aug, seed) if image_aug is not None else None
             array, cost, hit = cached(
@@ -95,7 +94,7 @@ class ImageSource:
             spent, saved = (spent, saved + cost) if hit else (spent + cost, saved)
         val, cost, hit = cached(
             cache,
-            digest(backbone, "val", val_images),
+            digest(backbone, "val", data.val.key),
             "val",
             lambda: _passes(extractor, data.val.images, None, cfg.trainer.batch_size),
             FEATURES_KIND,
