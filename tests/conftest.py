@@ -112,9 +112,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     def cost(item: pytest.Item) -> tuple[int, bool]:
         name = item.path.name
-        if name in LONGEST_FILES:
-            return LONGEST_FILES.index(name), item.get_closest_marker("slow") is None
-        return len(LONGEST_FILES), item.get_closest_marker("slow") is None
+        rank = LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
+        return rank, item.get_closest_marker("slow") is None
 
     items.sort(key=cost)
 
@@ -268,8 +267,9 @@ def run_cli(
 
     In this process by default: the script runs from its ``__main__`` block on, as a fresh
     process would, but without starting Python, TensorFlow and MLflow again (seconds per
-    call). ``fresh`` starts a new process, for what only a process shows: the CLI contract
-    of exit statuses and imports, kill and resume, signals, launchers and servers."""
+    call). ``fresh`` starts a new process, for what only a process shows: launchers that
+    start processes of their own, and what TensorFlow's C++ start-up writes to the console.
+    (The tests of imports, kill and resume, Ctrl-C, the window and servers start their own.)"""
     if fresh:
         env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
         return subprocess.run(
