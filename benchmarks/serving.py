@@ -56,16 +56,17 @@ def logged_run(store: Path) -> str:
     from rps.config import compose
     from rps.config.job import TrackingConfig
     from rps.features import sources
+    from rps.model import network
     from rps.serve import logged_model
     from rps.tracking import mlflow_runs
 
     conf = compose.to_object(compose.config(REPO / "conf", []))
     model = sources.classifier(conf, 3).inference
     settings = TrackingConfig(uri=f"sqlite:///{store / 'mlflow.db'}")
+    names = ["paper", "rock", "scissors"]
+    saved = network.save(model, names, store / "model")
     with mlflow_runs.job_run(settings, store, "serving benchmark", {}) as run:
-        logged_model.log(
-            run, model, ["paper", "rock", "scissors"], np.zeros((1, 64, 64, 3), np.uint8), None
-        )
+        logged_model.log(run, model, names, saved, None)
     return run.run_id or ""
 
 

@@ -14,6 +14,7 @@ import binascii
 import io
 import json
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -110,9 +111,13 @@ def _bad_request(message: str) -> MlflowException:
 
 
 def log(
-    run: mlflow_runs.Run, model, class_names: list[str], example: np.ndarray, register: str | None
+    run: mlflow_runs.Run, model, class_names: list[str], saved: Path, register: str | None
 ) -> None:
-    """Logs ``model`` (raw RGB or, for a landmark head, hands -> logits) as the run's model."""
+    """Logs ``model`` (raw RGB or, for a landmark head, hands -> logits) as the run's model,
+    from ``saved``, the file network.save wrote of it: saving it again costs a second.
+
+    Without an input example: MLflow would reload the saved model and run the example through
+    it on every job, seconds each, where the tests of the served model already check it."""
     if not run.active:
         return
     from mlflow.models import ModelSignature
@@ -128,9 +133,10 @@ def log(
     )
     _no_progress_bars()
     with tempfile.TemporaryDirectory() as tmp:
-        saved = network.save(model, class_names, Path(tmp)).parent
+        for file in (saved, saved.with_name(network.CLASSES_FILE)):
+            shutil.copy2(file, tmp)
         source_files = sources.of_model(model).artifacts()
-        artifacts = {KERAS_ARTIFACT: str(saved), **{k: str(v) for k, v in source_files.items()}}
+        artifacts = {KERAS_ARTIFACT: tmp, **{k: str(v) for k, v in source_files.items()}}
         mlflow.set_tracking_uri(run.uri)
         mlflow.set_experiment(experiment_id=run.experiment_id)  # where the model is filed
         with warnings.catch_warnings():
@@ -144,7 +150,6 @@ def log(
                 artifacts=artifacts,
                 code_paths=[str(PACKAGE)],
                 signature=signature,
-                input_example=example.astype(np.float32),
                 registered_model_name=register,
                 metadata={"class_names": class_names},
                 pip_requirements=_requirements(model),

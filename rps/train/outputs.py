@@ -54,7 +54,7 @@ def publish(
     history: list[dict] | None = None,
 ) -> None:
     """Everything lands on disk before it is logged, so a tracking failure loses nothing."""
-    network.save(model, data.class_names, folder)
+    saved = network.save(model, data.class_names, folder)
     (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     plots.test_figures(metrics, data, folder / PLOTS_DIR)
     if history:
@@ -62,4 +62,4 @@ def publish(
     mlrun.log_metrics(final_metrics(metrics))
     mlrun.log_artifact(folder / METRICS_FILE)
     mlrun.log_artifact(folder / PLOTS_DIR, PLOTS_DIR)
-    logged_model.log(mlrun, model, data.class_names, data.test.images[:1, ::4, ::4], register)
+    logged_model.log(mlrun, model, data.class_names, saved, register)
