@@ -36,10 +36,12 @@ def traced(argv: list[str], spine: set[str]) -> list[str]:
         if event != "call" or frame.f_code.co_name == "<module>":
             return  # an import runs a module's top level: not a step of the job
         module = rps_module(frame)
+        if module is None:
+            return  # most calls, TensorFlow's: no walk up their stack
         caller = frame.f_back
         while caller is not None and rps_module(caller) is None:
             caller = caller.f_back
-        if module is None or caller is None or rps_module(caller) == module:
+        if caller is None or rps_module(caller) == module:
             return
         if rps_module(caller) in spine or module in spine:
             if not entered or entered[-1] != module:
