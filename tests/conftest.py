@@ -29,7 +29,8 @@ SHARED = Path(
 )
 
 # Real photos for evaluation only: never trained on, never used to choose anything.
-REAL_DEV = SHARED.parent / "rps-real-dev"
+REAL_DEV = SHARED.parent / "rps-real-dev"  # close-ups on green
+REAL_FRAMES = SHARED.parent / "rps-real-frames"  # whole frames of people in their rooms
 
 CLASSES = ("paper", "rock", "scissors")
 # One clearly different colour per class, so a model can tell generated classes apart.

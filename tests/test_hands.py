@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REAL_DEV, SHARED, compose_cfg, post_images, run_cli, served_model
+from conftest import REAL_DEV, REAL_FRAMES, SHARED, compose_cfg, post_images, run_cli, served_model
 from mlflow import MlflowClient
 from PIL import Image
 
@@ -321,12 +321,13 @@ def test_finder_finds_no_hand_in_a_blank_or_noisy_image(finder):
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.skipif(
-    not (SHARED / "train").is_dir() or not REAL_DEV.is_dir(),
+    not all(folder.is_dir() for folder in (SHARED / "train", REAL_DEV, REAL_FRAMES)),
     reason="the renders or the real photos are absent",
 )
 def test_trained_on_renders_it_reads_real_hands(tmp_path):
-    """The whole product path: train on the renders only, then score the real photos with
-    evaluate.py, where an image with no hand found counts as wrong."""
+    """The whole product path, on one default model trained on the renders only: both real
+    sets scored by evaluate.py (an image with no hand found counts as wrong), live.py, the
+    served model, and an ensemble with a second seed."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = run_cli(
         "data=folder",
@@ -353,6 +354,17 @@ def test_trained_on_renders_it_reads_real_hands(tmp_path):
     assert result["images"] == 724 and result["accuracy"] >= 0.97
     wrong = [m for m in result["misclassified"] if m["predicted"] == "no hand"]
     assert len(wrong) == result["no_hand"]
+    proc = run_cli(
+        f"model_path={tmp_path / 'run'}",
+        f"data.root={REAL_FRAMES}",
+        f"hydra.run.dir={tmp_path / 'frames-eval'}",
+        script="evaluate.py",
+        timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rooms = json.loads((tmp_path / "frames-eval" / "evaluation.json").read_text())
+    print({k: rooms[k] for k in ("accuracy", "hand_found")})
+    assert rooms["images"] == 131 and rooms["accuracy"] >= 0.95
 
     # live.py on a few of those photos and a blank frame: the hands are read, the blank
     # frame says "no hand".
@@ -398,7 +410,8 @@ def test_trained_on_renders_it_reads_real_hands(tmp_path):
     assert rows[-1]["label"] == "no hand"
     assert sum(rows[0][name] for name in ("paper", "rock", "scissors")) == pytest.approx(1)
 
-    # An ensemble of two seeds (the landmarks come from the cache the first job filled).
+    # An ensemble of two seeds. Another seed deals other images to val, and still finds the
+    # landmarks the first job cached.
     proc = run_cli(
         "data=folder",
         f"data.root={SHARED}",
@@ -408,6 +421,7 @@ def test_trained_on_renders_it_reads_real_hands(tmp_path):
         timeout=1800,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "train and val landmarks from the cache" in proc.stdout + proc.stderr
     second = json.loads((tmp_path / "seed1" / "metrics.json").read_text())
     runs = [r.info.run_id for r in client.search_runs([run.info.experiment_id])]
     proc = run_cli(

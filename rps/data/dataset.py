@@ -59,11 +59,14 @@ def load(cfg: DataConfig, image_size: int, seed: int, cache: ArrayCache | None =
     start = time.perf_counter()
     _check_val_groups(cfg)  # the folder's layout is checked as it is listed
     class_names, splits = source(cfg).load(cfg, image_size, cache)
-    if "val" not in splits:
-        splits["train"], splits["val"] = _hold_out(
-            splits["train"], class_names, cfg.val_fraction, seed, cfg.val_groups
+    if "val" in splits:
+        data = Data(class_names, splits["train"], splits["val"], splits["test"])
+    else:
+        pool = splits["train"]
+        is_val = _held_out(pool, class_names, cfg.val_fraction, seed, cfg.val_groups)
+        data = Data(
+            class_names, pool.subset(~is_val), pool.subset(is_val), splits["test"], pool, is_val
         )
-    data = Data(class_names, **splits)
     log.info(
         "classes %s; %s at %dx%d, loaded in %.1f s",
         class_names,
@@ -97,10 +100,11 @@ def group_of(source: str) -> str:
     return re.sub(r"[-_ ]*\d+$", "", Path(source).stem) or Path(source).stem
 
 
-def _hold_out(
+def _held_out(
     train: Split, class_names: list[str], fraction: float, seed: int, by_group: bool
-) -> tuple[Split, Split]:
-    """Stratified so a rare class still gets validated, and seeded so runs compare.
+) -> np.ndarray:
+    """Which training images validate instead: stratified so a rare class still gets
+    validated, and seeded so runs compare.
 
     By group, each class holds out whole groups (at least one, never all), so no group is
     on both sides. When a class has one group only, the names carry no groups: files are
@@ -132,4 +136,4 @@ def _hold_out(
         count = min(n - 1, max(1, round(fraction * n))) if n >= 2 else 0
         held = rng.permutation(units)[:count]
         is_val[members[np.isin(keys[members], held)]] = True
-    return train.subset(~is_val), train.subset(is_val)
+    return is_val

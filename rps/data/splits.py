@@ -84,6 +84,10 @@ class Data:
     train: Split
     val: Split
     test: Split
+    # When val was held out of train: the split both were dealt from, and which of its
+    # images went to val. What is cached of its images outlasts a change of seed.
+    pool: Split | None = None
+    is_val: np.ndarray | None = None
 
 
 def first_of_each(labels: np.ndarray, limit: int | None) -> np.ndarray:

@@ -52,9 +52,14 @@ class HandSource:
         from landmarks moved by the landmark augmentation with the view's seed. Images
         without a hand are left out."""
         points, spent, saved = {}, 0.0, 0.0
-        for name in ("train", "val"):
-            points[name], cost, hit = cached_landmarks(getattr(data, name), name, cache)
-            spent, saved = (spent, saved + cost) if hit else (spent + cost, saved)
+        if data.pool is not None and data.is_val is not None:  # one entry for any seed
+            pooled, cost, hit = cached_landmarks(data.pool, "train and val", cache)
+            points = {"train": pooled[~data.is_val], "val": pooled[data.is_val]}
+            spent, saved = (0.0, cost) if hit else (cost, 0.0)
+        else:
+            for name in ("train", "val"):
+                points[name], cost, hit = cached_landmarks(getattr(data, name), name, cache)
+                spent, saved = (spent, saved + cost) if hit else (spent + cost, saved)
         found = {name: ~np.isnan(p).any(axis=(1, 2)) for name, p in points.items()}
         no_hand = {name: int((~f).sum()) for name, f in found.items()}
         log.info(
