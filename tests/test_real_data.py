@@ -1,7 +1,8 @@
 """The real rock/paper/scissors images, end to end: one model trained in this module, judged
 by training's own test pass and by live.py on the same test folder.
 
-The model is EfficientNet-Lite0 with a frozen backbone (`finetune=none`) and `aug=strong`:
+The model is EfficientNet-Lite0 with a frozen backbone (`finetune=none`) and `aug=strong`
+drawn once per image (`cache.views=1`; a second view is a second pass of the backbone):
 `experiment=cnn`'s stage 2 fine-tunes end to end for minutes on 2 cores, too long for every
 CI run. The default (the hand landmarks) is trained on the renders and scored on real
 photos in tests/test_hands.py.
@@ -30,6 +31,7 @@ def trained(tmp_path_factory) -> Path:
         "backbone=efficientnet_lite0",
         "finetune=none",
         "aug=strong",
+        "cache.views=1",
         f"hydra.run.dir={folder / 'run'}",
         f"tracking.uri=sqlite:///{folder / 'mlflow.db'}",
         timeout=1800,

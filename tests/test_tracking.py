@@ -275,8 +275,8 @@ def test_a_data_error_found_while_decoding_leaves_no_run_and_no_folder(tmp_path,
 
 @pytest.mark.slow
 def test_jobs_and_sweeps_started_at_once_on_a_new_store_all_succeed(root, tmp_path):
-    """Four processes, as four terminals on a fresh clone: each creates MLflow's tables in
-    the one new SQLite store unless another has."""
+    """Three processes, as three terminals on a fresh clone: each creates MLflow's tables
+    in the one new SQLite store unless another has."""
     uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
     tiny = [
         "data=folder",
@@ -291,7 +291,6 @@ def test_jobs_and_sweeps_started_at_once_on_a_new_store_all_succeed(root, tmp_pa
     ]
     commands = [[*tiny, f"hydra.run.dir={tmp_path / f'job{i}'}"] for i in range(2)]
     commands.append(["-m", *tiny, "head.units=8,16", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
-    commands.append(["-m", *tiny, "head=linear,deep", f"hydra.sweep.dir={tmp_path / 'other'}"])
     procs = [
         subprocess.Popen(
             [sys.executable, str(REPO / "run.py"), *args],
@@ -306,7 +305,7 @@ def test_jobs_and_sweeps_started_at_once_on_a_new_store_all_succeed(root, tmp_pa
     for proc, stderr in zip(procs, errors, strict=True):
         assert proc.returncode == 0, stderr[-3000:]
     found = runs(uri)
-    assert len(found) == 2 + 2 * 3  # two jobs; two sweeps, each a parent and two jobs
+    assert len(found) == 2 + 3  # two jobs; a sweep's parent and two jobs
     assert {run.info.status for run in found} == {"FINISHED"}
 
 
