@@ -141,6 +141,7 @@ def log(
         mlflow.set_experiment(experiment_id=run.experiment_id)  # where the model is filed
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The structure of `inputs`")
+            warnings.filterwarnings("ignore", message="An input example was not provided")
             mlflow.models.Model.log(
                 artifact_path=None,
                 name=MODEL_NAME,
