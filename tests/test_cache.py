@@ -28,6 +28,7 @@ SMALL = [
     "trainer.batch_size=8",
     "trainer.epochs=2",
     "head=linear",
+    "aug=none",
     "finetune=none",
 ]
 
@@ -61,7 +62,7 @@ def test_second_job_hits_and_trains_the_same_model(root, weights, tmp_path):
     store = ArrayCache(tmp_path / "cache")
     cfg = compose.to_object(
         compose_cfg(
-            "data=folder", f"data.root={root}", *SMALL, f"backbone.weights={weights}", "aug=none"
+            "data=folder", f"data.root={root}", *SMALL, f"backbone.weights={weights}"
         )
     )
     results = []
@@ -296,31 +297,21 @@ def test_size_report_and_clean(tmp_path):
 
 
 @pytest.mark.skipif(not (SHARED / "test").is_dir(), reason=f"{SHARED} is absent")
-def test_a_job_heals_cache_entries_a_crash_cut_short(tmp_path, mlflow_store):
+def test_a_job_heals_cache_entries_a_crash_cut_short(tmp_path, mlflow_store, monkeypatch):
     """As a user meets it: a full disk cut the landmark and image entries of an earlier
     job; the next job logs each path, rebuilds it, and finishes."""
-    env = {**os.environ, "RPS_CACHE_DIR": str(tmp_path / "cache")}
     hand_models = Path(os.environ["RPS_CACHE_DIR"]) / "hand_models"
     if hand_models.is_dir():  # fetched once for the session already
         shutil.copytree(hand_models, tmp_path / "cache" / "hand_models")
+    monkeypatch.setenv("RPS_CACHE_DIR", str(tmp_path / "cache"))
 
     def job(name: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [
-                sys.executable,
-                str(REPO / "run.py"),
-                "data=folder",
-                f"data.root={SHARED}",
-                "data.limit=8",
-                "trainer.epochs=1",
-                f"hydra.run.dir={tmp_path / name}",
-            ],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
+        return run_cli(
+            "data=folder",
+            f"data.root={SHARED}",
+            "data.limit=8",
+            "trainer.epochs=1",
+            f"hydra.run.dir={tmp_path / name}",
         )
 
     first = job("first")

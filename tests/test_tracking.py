@@ -285,7 +285,7 @@ def test_jobs_and_sweeps_started_at_once_on_a_new_store_all_succeed(root, tmp_pa
         "backbone.weights=null",
         "backbone.input_size=32",
         "trainer.epochs=1",
-        "cache.enabled=false",
+        "aug=none",
         "finetune=none",
         f"tracking.uri={uri}",
     ]
