@@ -171,8 +171,10 @@ def test_debug_runs_a_config_end_to_end_on_a_few_images(tmp_path, mlflow_store):
         fresh=True,  # what the console shows of TensorFlow's C++ start-up is the process's
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # TensorFlow's start-up lines from C++ (I0000 ..., E0000 ... cuInit) stay off the console.
+    # TensorFlow's start-up lines from C++ (I0000 ..., E0000 ... cuInit) stay off the console,
+    # and so do the libraries' Python warnings (MLflow's on the logged model).
     assert not re.search(r"^[IWE]\d{4} |cuInit|absl::InitializeLog", proc.stderr, re.M)
+    assert "Warning:" not in proc.stdout + proc.stderr
     train, val, test = map(
         int, re.search(r"(\d+) train, (\d+) val, (\d+) test", proc.stdout).groups()
     )
