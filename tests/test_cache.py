@@ -61,9 +61,7 @@ def job(root: Path, weights: Path, store: ArrayCache, *overrides: str):
 def test_second_job_hits_and_trains_the_same_model(root, weights, tmp_path):
     store = ArrayCache(tmp_path / "cache")
     cfg = compose.to_object(
-        compose_cfg(
-            "data=folder", f"data.root={root}", *SMALL, f"backbone.weights={weights}"
-        )
+        compose_cfg("data=folder", f"data.root={root}", *SMALL, f"backbone.weights={weights}")
     )
     results = []
     for _ in range(2):
