@@ -175,6 +175,22 @@ def tracked_job(folder: Path, *overrides: str):
     return uri, out, run, proc
 
 
+TINY_REGISTERED = "rps_tiny"  # the registered model name of the shared tiny run
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One tiny tracked model per worker, for the tests that use a model but not how it was
+    trained (live.py's, evaluate.py's): its output folder, its store's URI, its run id
+    (registered as ``rps_tiny``, version 1) and its test folder, which it never saw."""
+    home = tmp_path_factory.mktemp("tiny-run")
+    root = make_folder_dataset(home / "data", n_train=8, n_test=3)
+    uri, out, run, _ = tracked_job(
+        home, "data=folder", f"data.root={root}", *TINY, f"tracking.register={TINY_REGISTERED}"
+    )
+    return {"out": out, "uri": uri, "run_id": run.info.run_id, "folder": root / "test"}
+
+
 def logged_runs(uri: str, experiment: str = "rps") -> list:
     """The runs of an experiment in the store at ``uri`` (none if it has no such experiment)."""
     from mlflow.tracking import MlflowClient

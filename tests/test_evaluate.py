@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY, make_folder_dataset, run_cli, tracked_job
+from conftest import make_folder_dataset, run_cli
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -16,18 +16,9 @@ from rps.model import network
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> dict:
-    """A tiny tracked model, and a labelled folder it never saw (its test split)."""
-    home = tmp_path_factory.mktemp("trained")
-    root = make_folder_dataset(home / "data", n_train=8, n_test=3)
-    uri, out, run, _ = tracked_job(home, "data=folder", f"data.root={root}", *TINY)
-    return {
-        "out": out,
-        "uri": uri,
-        "run_id": run.info.run_id,
-        "folder": root / "test",
-        "client": MlflowClient(uri),
-    }
+def trained(tiny_run) -> dict:
+    """The session's tiny tracked model, and a labelled folder it never saw (its test split)."""
+    return {**tiny_run, "client": MlflowClient(tiny_run["uri"])}
 
 
 def evaluate_cli(*overrides: str):

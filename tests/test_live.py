@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, SHARED, TINY, make_folder_dataset, run_cli, tracked_job
+from conftest import REPO, SHARED, TINY_REGISTERED, make_folder_dataset, run_cli
 from mlflow.tracking import MlflowClient
 
 from rps.apps.live import loop
@@ -120,14 +120,10 @@ def video(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> dict:
-    """A tiny tracked model; its own store, since the per-test one outlives no test."""
-    folder = tmp_path_factory.mktemp("trained")
-    root = make_folder_dataset(folder / "data", n_train=8, n_test=2)
-    uri, out, run, _ = tracked_job(
-        folder, "data=folder", f"data.root={root}", *TINY, "tracking.register=rps_live"
-    )
-    return {"out": out, "uri": uri, "run_id": run.info.run_id}
+def trained(tiny_run) -> dict:
+    """The session's tiny tracked model; its own store, since the per-test one outlives no
+    test."""
+    return tiny_run
 
 
 # --- pure parts ----------------------------------------------------------------------------
@@ -343,7 +339,7 @@ def test_headless_video_with_a_tracked_model_from_the_default_store(
     key, trained, video, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
-    model = trained["run_id"] if key == "run_id" else "models:/rps_live/1"
+    model = trained["run_id"] if key == "run_id" else f"models:/{TINY_REGISTERED}/1"
     predictions = tmp_path / "predictions.jsonl"
     proc = live(
         tmp_path,
