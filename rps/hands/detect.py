@@ -37,10 +37,11 @@ MIN_HAND_SCORE = 0.5
 # The hand crop around a palm: 2.6 times the palm box, moved half a box toward the fingers.
 ROI_SCALE, ROI_SHIFT = 2.6, -0.5
 PALM_WRIST, PALM_MIDDLE_BASE = 0, 2  # the palm keypoints that give the hand's direction
-# Following a hand: the detector's palm box is this many times the extent of the palm
-# landmarks (wrist, thumb base, four knuckles), upright.
-PALM_POINTS = (0, 1, 5, 9, 13, 17)
-FOLLOW_PALM = 1.1
+# Following a hand as MediaPipe's hand_landmark_landmarks_to_roi graph does: the upright box
+# of the steadier landmarks (wrist, thumb but its tip, each finger's base and first joint),
+# twice its longer side, moved a tenth of its height toward the fingers.
+STEADY_POINTS = (0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18)
+FOLLOW_SCALE, FOLLOW_SHIFT = 2.0, -0.1
 RETRY_BORDER = 0.5
 RETRY_GAMMA = 0.5
 _BRIGHTER = np.round(255 * (np.arange(256) / 255) ** RETRY_GAMMA).astype(np.uint8)
@@ -229,19 +230,19 @@ class HandFinder:
         return self._read(rgb, centre, max(x1 - x0, y1 - y0) * ROI_SCALE, angle, palm.score)
 
     def follow(self, rgb: np.ndarray, hand: Hand) -> Hand | None:
-        """``hand`` again in the next frame of a video, without the palm detector: the palm
-        box is estimated from the palm's landmarks, then cropped as a detected palm is;
-        None when the hand is gone."""
+        """``hand`` again in the next frame of a video, without the palm detector: the crop
+        comes from its landmarks (see STEADY_POINTS); None when the hand is gone."""
         points = hand.landmarks[:, :2]
-        angle = _upright(points[landmarks.WRIST], points[landmarks.MIDDLE_BASE])
+        knuckles = (points[landmarks.INDEX_BASE] + points[landmarks.RING_BASE]) / 2
+        angle = _upright(points[landmarks.WRIST], (knuckles + points[landmarks.MIDDLE_BASE]) / 2)
         rotation = _rotation(angle)
-        palm = points[list(PALM_POINTS)]
-        mean = palm.mean(axis=0)
-        upright = (palm - mean) @ rotation  # in the hand's frame, fingers toward -y
+        steady = points[list(STEADY_POINTS)]
+        mean = steady.mean(axis=0)
+        upright = (steady - mean) @ rotation  # in the hand's frame, fingers toward -y
         low, high = upright.min(axis=0), upright.max(axis=0)
-        size = FOLLOW_PALM * (high - low)
-        centre = mean + rotation @ ((low + high) / 2 + [0.0, ROI_SHIFT * size[1]])
-        return self._read(rgb, centre, float(size.max()) * ROI_SCALE, angle, hand.palm_score)
+        size = high - low
+        centre = mean + rotation @ ((low + high) / 2 + [0.0, FOLLOW_SHIFT * size[1]])
+        return self._read(rgb, centre, float(size.max()) * FOLLOW_SCALE, angle, hand.palm_score)
 
     def _read(
         self, rgb: np.ndarray, centre: np.ndarray, side: float, angle: float, palm_score: float

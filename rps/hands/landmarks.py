@@ -13,7 +13,7 @@ WRIST = 0
 FINGERS = np.array(
     [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16], [17, 18, 19, 20]]
 )
-MIDDLE_BASE, INDEX_BASE, LITTLE_BASE = 9, 5, 17
+MIDDLE_BASE, INDEX_BASE, RING_BASE, LITTLE_BASE = 9, 5, 13, 17
 # 63 normalised coordinates, then per finger its extension, two bends and (but the little
 # finger) its spread from the next one.
 SIZE = 63 + 5 + 10 + 4
