@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -318,6 +319,15 @@ def test_finder_finds_no_hand_in_a_blank_or_noisy_image(finder):
     assert points.shape == (2, 21, 3) and np.isnan(points).all()
 
 
+def evaluated(model: Path, photos: Path, out: Path) -> dict:
+    """What ``python evaluate.py`` scores of a saved model on a labelled folder."""
+    proc = run_cli(
+        f"model_path={model}", f"data.root={photos}", f"hydra.run.dir={out}", script="evaluate.py"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((out / "evaluation.json").read_text())
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.skipif(
@@ -340,29 +350,12 @@ def test_trained_on_renders_it_reads_real_hands(tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test_accuracy"] >= 0.99
     assert "[rps.features.hand][INFO] - no hand found in" in proc.stdout + proc.stderr
-    out = tmp_path / "eval"
-    proc = run_cli(
-        f"model_path={tmp_path / 'run'}",
-        f"data.root={REAL_DEV}",
-        f"hydra.run.dir={out}",
-        script="evaluate.py",
-        timeout=1800,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((out / "evaluation.json").read_text())
+    result = evaluated(tmp_path / "run", REAL_DEV, tmp_path / "eval")
     print({k: result[k] for k in ("accuracy", "no_hand", "recall")})
     assert result["images"] == 724 and result["accuracy"] >= 0.97
     wrong = [m for m in result["misclassified"] if m["predicted"] == "no hand"]
     assert len(wrong) == result["no_hand"]
-    proc = run_cli(
-        f"model_path={tmp_path / 'run'}",
-        f"data.root={REAL_FRAMES}",
-        f"hydra.run.dir={tmp_path / 'frames-eval'}",
-        script="evaluate.py",
-        timeout=1800,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rooms = json.loads((tmp_path / "frames-eval" / "evaluation.json").read_text())
+    rooms = evaluated(tmp_path / "run", REAL_FRAMES, tmp_path / "frames-eval")
     print({k: rooms[k] for k in ("accuracy", "hand_found")})
     assert rooms["images"] == 131 and rooms["accuracy"] >= 0.95
 
@@ -436,15 +429,7 @@ def test_trained_on_renders_it_reads_real_hands(tmp_path):
     assert (
         combined["test_accuracy"] >= min(metrics["test_accuracy"], second["test_accuracy"]) - 0.01
     )
-    proc = run_cli(
-        f"model_path={tmp_path / 'ensemble'}",
-        f"data.root={REAL_DEV}",
-        f"hydra.run.dir={tmp_path / 'eval-ensemble'}",
-        script="evaluate.py",
-        timeout=1800,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    scored = json.loads((tmp_path / "eval-ensemble" / "evaluation.json").read_text())
+    scored = evaluated(tmp_path / "ensemble", REAL_DEV, tmp_path / "eval-ensemble")
     print(
         {
             "ensemble": scored["accuracy"],
