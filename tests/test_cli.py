@@ -167,6 +167,7 @@ def test_debug_runs_a_config_end_to_end_on_a_few_images(tmp_path, mlflow_store):
         f"data.root={relative}",
         "backbone=efficientnet_lite0",
         "backbone.input_size=64",
+        "aug=none",  # its background views cost seconds, and test_aug covers them
         f"hydra.run.dir={out}",
         fresh=True,  # what the console shows of TensorFlow's C++ start-up is the process's
     )
