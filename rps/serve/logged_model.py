@@ -120,8 +120,8 @@ def log(
     """Logs ``model`` (raw RGB or, for a landmark head, hands -> logits) as the run's model,
     from ``saved``, the file network.save wrote of it: saving it again costs a second.
 
-    Without an input example: MLflow would reload the saved model and run the example through
-    it on every job, seconds each, where the tests of the served model already check it."""
+    Without an input example: MLflow checks one by reloading the model and running it, which
+    costs every job seconds."""
     if not run.active:
         return
     from mlflow.models import ModelSignature
