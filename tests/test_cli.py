@@ -10,6 +10,8 @@ import pytest
 from conftest import REPO, make_folder_dataset, run_cli
 from mlflow.tracking import MlflowClient
 
+from rps import errors
+
 APPS = ["run.py", "live.py", "evaluate.py", "ensemble.py"]
 HEAVY = ("tensorflow", "keras", "mlflow", "cv2")
 # An app in a fresh process, reporting the heavy modules it imported.
@@ -185,3 +187,56 @@ def test_debug_runs_a_config_end_to_end_on_a_few_images(tmp_path, mlflow_store):
     (run,) = client.search_runs([client.get_experiment_by_name("debug").experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["trainer.epochs"] == "1"
     assert run.data.params["data.root"] == str(root.resolve())  # logged absolute
+    # The process ends without Python's teardown, and what it printed is all there.
+    assert proc.stdout.rstrip().splitlines()[-1].endswith(f"outputs in {out}")
+
+
+# An app's own process, `python app.py ...`, as errors.exit_status ends it.
+APP = """
+import atexit, sys, threading, time
+from rps import errors
+
+class Held:
+    def __del__(self):
+        print("torn down")
+
+held = Held()
+atexit.register(print, "exit handler ran")
+
+def work():
+    time.sleep(0.2)
+    print("thread finished")
+
+def main():
+    threading.Thread(target=work).start()
+    print("printed", end="")
+    if sys.argv[1:] == ["fail"]:
+        raise SystemExit(3)
+
+errors.exit_status(main)
+"""
+
+
+@pytest.mark.parametrize("args,status", [([], 0), (["fail"], 3)])
+def test_an_apps_own_process_ends_without_the_teardown_and_loses_nothing(tmp_path, args, status):
+    app = tmp_path / "app.py"
+    app.write_text(APP)
+    proc = subprocess.run(
+        [sys.executable, str(app), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == status, proc.stderr[-2000:]
+    assert proc.stdout.startswith("printed")  # flushed, though a pipe buffers it
+    assert "thread finished" in proc.stdout and "exit handler ran" in proc.stdout
+    assert "torn down" not in proc.stdout  # a module's objects are left to the OS
+
+
+def test_an_app_run_by_another_program_leaves_it_running():
+    errors.exit_status(lambda: None)  # returns: this test process goes on
+    with pytest.raises(SystemExit) as stopped:
+        errors.exit_status(lambda: sys.exit(3))
+    assert stopped.value.code == 3
