@@ -193,7 +193,8 @@ def test_debug_runs_a_config_end_to_end_on_a_few_images(tmp_path, mlflow_store):
 
 # An app's own process, `python app.py ...`, as errors.exit_status ends it.
 APP = """
-import atexit, sys, threading, time
+import atexit, sys, time
+from concurrent.futures import ThreadPoolExecutor
 from rps import errors
 
 class Held:
@@ -202,13 +203,14 @@ class Held:
 
 held = Held()
 atexit.register(print, "exit handler ran")
+pool = ThreadPoolExecutor(1)  # left open, as a sweep's launcher leaves its pool
 
 def work():
     time.sleep(0.2)
     print("thread finished")
 
 def main():
-    threading.Thread(target=work).start()
+    pool.submit(work)
     print("printed", end="")
     if sys.argv[1:] == ["fail"]:
         raise SystemExit(3)
