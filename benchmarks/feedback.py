@@ -62,6 +62,43 @@ def landmark_pass(renders: Path, count: int, repeats: int) -> list[tuple[str, fl
     return [(name, statistics.median(ms)) for name, ms in times.items()]
 
 
+# A job's imports, then the two fixed costs that rps.errors and rps.startup avoid: a full
+# collection (Keras' clear_session runs one per model built) and Python's exit.
+FIXED = """
+import gc, os, sys, time
+import matplotlib.pyplot, mlflow, tensorflow
+if sys.argv[1] == "frozen":
+    gc.freeze()
+started = time.perf_counter()
+gc.collect()
+print(time.perf_counter() - started, time.time(), flush=True)
+if sys.argv[1] == "frozen":
+    os._exit(0)
+"""
+
+
+def fixed_costs(repeats: int) -> list[tuple[str, float, float]]:
+    """(how the process ends, seconds of a full collection, seconds from the last line to
+    the process's end): Python's own way against rps's, interleaved."""
+    times: dict[str, list[tuple[float, float]]] = {"python": [], "frozen": []}
+    for _ in range(repeats):
+        for how, runs in times.items():
+            proc = subprocess.run(
+                [sys.executable, "-c", FIXED, how], capture_output=True, text=True, check=True
+            )
+            ended = time.time()
+            collect, printed = map(float, proc.stdout.split())
+            runs.append((collect, ended - printed))
+    names = {
+        "python": "as Python does",
+        "frozen": "as rps does (`gc.freeze()` after the imports, `os._exit` at the end)",
+    }
+    return [
+        (names[how], *(statistics.median(r[i] for r in runs) for i in (0, 1)))
+        for how, runs in times.items()
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "rps")
@@ -120,6 +157,15 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, seconds, runs in rows:
         print(f"| {name} | {seconds:.1f} | {runs} | {seconds / imports:.2f} |")
+    costs = fixed_costs(args.repeats)
+    print(
+        "\nA process that imported TensorFlow, MLflow and matplotlib: a full collection and "
+        f"the exit, median of {args.repeats}:\n"
+    )
+    print("| how | gc.collect() s | exit s |")
+    print("|---|---|---|")
+    for name, collect, exit_seconds in costs:
+        print(f"| {name} | {collect:.2f} | {exit_seconds:.2f} |")
     passes = landmark_pass(args.data, 300, args.repeats)
     print(f"\nThe landmark pass over 300 test renders at 256 px, median of {args.repeats}:\n")
     print("| how | ms per image | ratio |")

@@ -9,6 +9,7 @@ unless asked (``hydra.verbose=rps``).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -41,3 +42,6 @@ def import_tensorflow() -> None:
         captured.seek(0)
         for line in captured.read().decode(errors="replace").splitlines():
             log.debug("%s", line)
+    # What the import made lives as long as the process; the collector need not walk it on
+    # every full collection (Keras' clear_session runs one per model built).
+    gc.freeze()

@@ -133,3 +133,12 @@ def test_the_feedback_benchmark_times_the_landmark_pass_both_ways():
     (one, _), (per_core, _) = rows
     assert one.startswith("one finder,") and per_core.startswith("one finder per core")
     assert all(ms > 0 for _, ms in rows)
+
+
+def test_the_feedback_benchmark_times_a_processs_fixed_costs_both_ways():
+    spec = importlib.util.spec_from_file_location("feedback", REPO / "benchmarks" / "feedback.py")
+    feedback = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(feedback)
+    (python, *pythons), (rps, *ours) = feedback.fixed_costs(1)
+    assert python == "as Python does" and rps.startswith("as rps does")
+    assert all(seconds >= 0 for seconds in pythons + ours)

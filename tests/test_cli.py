@@ -228,11 +228,12 @@ def test_an_apps_own_process_ends_without_the_teardown_and_loses_nothing(tmp_pat
         cwd=REPO,
         capture_output=True,
         text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": ""},  # a pipe buffers the app's stdout
         timeout=60,
         check=False,
     )
     assert proc.returncode == status, proc.stderr[-2000:]
-    assert proc.stdout.startswith("printed")  # flushed, though a pipe buffers it
+    assert proc.stdout.startswith("printed")  # flushed
     assert "thread finished" in proc.stdout and "exit handler ran" in proc.stdout
     assert "torn down" not in proc.stdout  # a module's objects are left to the OS
 
