@@ -94,7 +94,7 @@ def fixed_costs(repeats: int) -> list[tuple[str, float, float]]:
         "frozen": "as rps does (`gc.freeze()` after the imports, `os._exit` at the end)",
     }
     return [
-        (names[how], *(statistics.median(r[i] for r in runs) for i in (0, 1)))
+        (names[how], statistics.median(c for c, _ in runs), statistics.median(e for _, e in runs))
         for how, runs in times.items()
     ]
 
