@@ -60,7 +60,9 @@ def exit_status(main: Callable[[], object]) -> None:
     (an unknown option, ``head.units=abc``) with exit status 1 and its own message, before
     any task starts; that is a problem the user can fix, so it exits 2, and 1 stays a
     sweep's with failed jobs. Hydra's ``--help`` composes the config without its own report,
-    so its refusal is reported here, without the traceback."""
+    so its refusal is reported here, without the traceback. When Python was started for the
+    app, the app ends the process itself (:func:`_leave`); under another program (a test)
+    it raises SystemExit as before."""
     own_process = sys.orig_argv[-len(sys.argv) :] == sys.argv  # `python run.py ...`
     try:
         _run(main)
