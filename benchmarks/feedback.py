@@ -43,13 +43,14 @@ def landmark_pass(renders: Path, count: int, repeats: int) -> list[tuple[str, fl
     from rps.data.folder import _read
     from rps.data.images import fit_square
     from rps.hands import detect
+    from rps.startup import cores
 
     paths = sorted(renders.glob("test/*/*.png"))[:count]
     images = [fit_square(np.asarray(_read(p)), 256) for p in paths]
     finder = detect.HandFinder()
     ways = {
         "one finder, two threads per model": lambda: detect.every_hand(finder, images, workers=1),
-        f"one finder per core ({detect.cores()}), one thread each": lambda: detect.every_hand(
+        f"one finder per core ({cores()}), one thread each": lambda: detect.every_hand(
             finder, images
         ),
     }

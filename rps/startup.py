@@ -1,4 +1,4 @@
-"""TensorFlow's start-up, off the console.
+"""What a process starts with: TensorFlow's import, off the console, and the cores it may use.
 
 Importing TensorFlow and probing for GPUs prints lines from C++ (oneDNN, "Could not find cuda
 drivers", "failed call to cuInit") before Python's logging or ``TF_CPP_MIN_LOG_LEVEL`` can
@@ -45,3 +45,9 @@ def import_tensorflow() -> None:
     # What the import made lives as long as the process; the collector need not walk it on
     # every full collection (Keras' clear_session runs one per model built).
     gc.freeze()
+
+
+def cores() -> int:
+    """The CPU cores this process may run on (a container or ``taskset`` may allow fewer
+    than the machine has): how many workers pay for themselves on CPU-bound work."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -17,6 +17,7 @@ from rps.data.images import BadImage, fit_square, read_rgb
 from rps.data.splits import SPLITS, Photos, Split, first_of_each
 from rps.data.video import IMAGE_SUFFIXES
 from rps.errors import DataError
+from rps.startup import cores
 
 log = logging.getLogger(__name__)
 NOT_AN_IMAGE = "not an image file, by its suffix"
@@ -106,7 +107,8 @@ def load(
             return class_names, splits
 
     splits, bad = {}, []
-    with ThreadPoolExecutor() as pool:
+    # Decoding holds the GIL in part: threads beyond the cores only contend for it.
+    with ThreadPoolExecutor(cores()) as pool:
         for split, (paths, labels) in listings.items():
             splits[split], split_bad = _decode(pool, split, paths, labels, size)
             bad += split_bad
@@ -196,7 +198,7 @@ def labelled(folder: Path, class_names: list[str]) -> tuple[Photos, list[BadImag
             "them: add images, or point data.root at the folder that has them."
         )
     labels = np.array([class_names.index(found[label]) for label in labels], dtype=np.int32)
-    with ThreadPoolExecutor() as pool:
+    with ThreadPoolExecutor(cores()) as pool:
         decoded = list(pool.map(_read, paths))
     ok = [not isinstance(d, BadImage) for d in decoded]
     return (

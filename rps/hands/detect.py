@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ import cv2
 import numpy as np
 
 from rps.hands import landmarks, models
+from rps.startup import cores
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,6 @@ _BRIGHTER = np.round(255 * (np.arange(256) / 255) ** RETRY_GAMMA).astype(np.uint
 FINDER_VERSION = 3  # bump when what the finder returns changes: it keys the landmark cache
 _PROGRESS_SECONDS = 5.0
 _PER_WORKER = 16  # images below which a second finder costs more than it saves
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _interpreter(path: Path, threads: int):
