@@ -186,3 +186,28 @@ def test_weights_that_do_not_fit_fail_before_training(tiny_root, tmp_path):
     )
     assert proc.returncode == 2
     assert "does not fit" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_each_epoch_shows_every_image_once_in_one_of_its_views():
+    from rps.train import stages
+
+    n_views, n, batch = 3, 20, 8
+    # Row i of view v holds (v, i): what was drawn can be read back.
+    views = np.stack(
+        [np.stack([np.full(n, v), np.arange(n)], axis=1) for v in range(n_views)]
+    ).astype(np.float32)
+    labels = np.arange(n) % 3
+    ds = stages.view_sampling_dataset(views, labels, 3, batch, seed=7)
+    epochs = []
+    for _ in range(2):
+        batches = [(x.numpy(), y.numpy()) for x, y in ds]
+        assert [len(x) for x, _ in batches] == [8, 8, 4]
+        drawn = np.concatenate([x for x, _ in batches])
+        onehot = np.concatenate([y for _, y in batches])
+        images = drawn[:, 1].astype(int)
+        assert sorted(images) == list(range(n))  # every image once
+        assert (onehot.argmax(axis=1) == labels[images]).all()  # with its own label
+        assert set(drawn[:, 0].astype(int)) <= set(range(n_views))
+        epochs.append(drawn)
+    assert not np.array_equal(*epochs)  # another order, other views
+    assert len(set(epochs[0][:, 0].astype(int))) > 1  # views are mixed within an epoch
