@@ -60,10 +60,11 @@ def exit_status(main: Callable[[], object]) -> None:
     (an unknown option, ``head.units=abc``) with exit status 1 and its own message, before
     any task starts; that is a problem the user can fix, so it exits 2, and 1 stays a
     sweep's with failed jobs. Hydra's ``--help`` composes the config without its own report,
-    so its refusal is reported here, without the traceback. When Python was started for the
-    app, the app ends the process itself (:func:`_leave`); under another program (a test)
-    it raises SystemExit as before."""
-    own_process = sys.orig_argv[-len(sys.argv) :] == sys.argv  # `python run.py ...`
+    so its refusal is reported here, without the traceback. When Python was started with
+    nothing but the app and its arguments (``python run.py ...``), the app ends the process
+    itself (:func:`_leave`); under another program (a test, a profiler, ``python -X ...``)
+    it raises SystemExit, and that program ends the process its own way."""
+    own_process = sys.orig_argv[1:] == sys.argv
     try:
         _run(main)
     except SystemExit as done:

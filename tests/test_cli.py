@@ -238,6 +238,21 @@ def test_an_apps_own_process_ends_without_the_teardown_and_loses_nothing(tmp_pat
     assert "torn down" not in proc.stdout  # a module's objects are left to the OS
 
 
+def test_a_profiler_running_an_app_still_writes_its_profile(tmp_path):
+    app, profile = tmp_path / "app.py", tmp_path / "app.prof"
+    app.write_text(APP)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", str(profile), str(app)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert profile.stat().st_size > 0  # written after the app returned, as cProfile does
+
+
 def test_an_app_run_by_another_program_leaves_it_running():
     errors.exit_status(lambda: None)  # returns: this test process goes on
     with pytest.raises(SystemExit) as stopped:
