@@ -219,12 +219,12 @@ errors.exit_status(main)
 """
 
 
-@pytest.mark.parametrize("args,status", [([], 0), (["fail"], 3)])
-def test_an_apps_own_process_ends_without_the_teardown_and_loses_nothing(tmp_path, args, status):
+def started(tmp_path, *argv: str) -> subprocess.CompletedProcess:
+    """Python started on ``argv``, where ``{app}`` is APP written to a file."""
     app = tmp_path / "app.py"
     app.write_text(APP)
-    proc = subprocess.run(
-        [sys.executable, str(app), *args],
+    return subprocess.run(
+        [sys.executable, *(a.format(app=app) for a in argv)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -232,6 +232,11 @@ def test_an_apps_own_process_ends_without_the_teardown_and_loses_nothing(tmp_pat
         timeout=60,
         check=False,
     )
+
+
+@pytest.mark.parametrize("args,status", [([], 0), (["fail"], 3)])
+def test_an_apps_own_process_ends_without_the_teardown_and_loses_nothing(tmp_path, args, status):
+    proc = started(tmp_path, "{app}", *args)
     assert proc.returncode == status, proc.stderr[-2000:]
     assert proc.stdout.startswith("printed")  # flushed
     assert "thread finished" in proc.stdout and "exit handler ran" in proc.stdout
@@ -239,16 +244,8 @@ def test_an_apps_own_process_ends_without_the_teardown_and_loses_nothing(tmp_pat
 
 
 def test_a_profiler_running_an_app_still_writes_its_profile(tmp_path):
-    app, profile = tmp_path / "app.py", tmp_path / "app.prof"
-    app.write_text(APP)
-    proc = subprocess.run(
-        [sys.executable, "-m", "cProfile", "-o", str(profile), str(app)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    profile = tmp_path / "app.prof"
+    proc = started(tmp_path, "-m", "cProfile", "-o", str(profile), "{app}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert profile.stat().st_size > 0  # written after the app returned, as cProfile does
 
