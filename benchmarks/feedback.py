@@ -19,6 +19,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -63,36 +64,46 @@ def landmark_pass(renders: Path, count: int, repeats: int) -> list[tuple[str, fl
     return [(name, statistics.median(ms)) for name, ms in times.items()]
 
 
-# A job's imports, then the two fixed costs that rps.errors and rps.startup avoid: a full
-# collection (Keras' clear_session runs one per model built) and Python's exit.
+# A job's imports, then the two fixed costs that rps's own start-up and exit avoid: a full
+# collection (Keras' clear_session runs one per model built) and Python's teardown. "rps"
+# imports TensorFlow and ends through them, as an app started as `python <app>` does.
 FIXED = """
-import gc, os, sys, time
-import matplotlib.pyplot, mlflow, tensorflow
-if sys.argv[1] == "frozen":
-    gc.freeze()
-started = time.perf_counter()
-gc.collect()
-print(time.perf_counter() - started, time.time(), flush=True)
-if sys.argv[1] == "frozen":
-    os._exit(0)
+import gc, sys, time
+import matplotlib.pyplot, mlflow
+from rps import errors, startup
+
+def collect():
+    started = time.perf_counter()
+    gc.collect()
+    print(time.perf_counter() - started, time.time(), flush=True)
+
+if sys.argv[1] == "rps":
+    startup.import_tensorflow()
+    errors.exit_status(collect)
+else:
+    import tensorflow
+    collect()
 """
 
 
 def fixed_costs(repeats: int) -> list[tuple[str, float, float]]:
     """(how the process ends, seconds of a full collection, seconds from the last line to
     the process's end): Python's own way against rps's, interleaved."""
-    times: dict[str, list[tuple[float, float]]] = {"python": [], "frozen": []}
-    for _ in range(repeats):
-        for how, runs in times.items():
-            proc = subprocess.run(
-                [sys.executable, "-c", FIXED, how], capture_output=True, text=True, check=True
-            )
-            ended = time.time()
-            collect, printed = map(float, proc.stdout.split())
-            runs.append((collect, ended - printed))
+    times: dict[str, list[tuple[float, float]]] = {"python": [], "rps": []}
+    with tempfile.TemporaryDirectory() as folder:
+        script = Path(folder) / "fixed_costs.py"
+        script.write_text(FIXED)
+        for _ in range(repeats):
+            for how, runs in times.items():
+                proc = subprocess.run(
+                    [sys.executable, str(script), how], capture_output=True, text=True, check=True
+                )
+                ended = time.time()
+                collect, printed = map(float, proc.stdout.split())
+                runs.append((collect, ended - printed))
     names = {
         "python": "as Python does",
-        "frozen": "as rps does (`gc.freeze()` after the imports, `os._exit` at the end)",
+        "rps": "as rps does (`gc.freeze()` after the imports, `os._exit` at the end)",
     }
     return [
         (names[how], statistics.median(c for c, _ in runs), statistics.median(e for _, e in runs))
